@@ -1,0 +1,183 @@
+"""The model registry: ``models/manifest.json`` maps a model name to its files.
+
+Every file is pinned by sha256 and verified when a model is loaded. A model's
+*weights hash* is the sha256 of its serving files' hashes (``role:sha256`` lines
+in role order); its first 8 bytes go into every stream's header, so a stream
+made with other weights of the same name is refused instead of decoded wrongly.
+
+Manifest shape::
+
+    {"format": 1,
+     "default": {"image": "<name>"},
+     "models": {"<name>": {"modality": "image", "factor": 8, "layers": 8,
+                           "codebook_sizes": [256, ...], "latent_dim": 32,
+                           "files": {"analysis": {"path": "...", "sha256": "..."}, ...},
+                           "weights_sha256": "...", "bits_per_layer": [...], "description": "..."}}}
+
+The models folder is ``$STRATA_MODELS`` when set, else ``models/`` beside the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codec.bitstream import WEIGHTS_PREFIX
+from codec.errors import ModelIntegrityError, UnknownModelError
+
+MANIFEST = "manifest.json"
+SERVING_ROLES = {"image": ("analysis", "synthesis", "codebooks", "prior")}
+
+
+def default_models_dir() -> Path:
+    env = os.environ.get("STRATA_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_hash(files: dict[str, FileRef], roles: tuple[str, ...]) -> str:
+    """sha256 over ``role:sha256`` lines of the serving files, in ``roles`` order."""
+    return hashlib.sha256("".join(f"{r}:{files[r].sha256}\n" for r in roles).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FileRef:
+    path: str  # relative to the models folder
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the manifest."""
+
+    name: str
+    modality: str
+    factor: int
+    layers: int
+    codebook_sizes: tuple[int, ...]
+    latent_dim: int
+    files: dict[str, FileRef]
+    weights_sha256: str
+    bits_per_layer: tuple[float, ...] = ()  # measured mean bits per layer on the eval set (per image)
+    bpp_per_layer: tuple[float, ...] = ()  # measured mean cumulative bpp per layer count on the eval set
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def weights_prefix(self) -> bytes:
+        return bytes.fromhex(self.weights_sha256)[:WEIGHTS_PREFIX]
+
+    def to_dict(self) -> dict:
+        return {
+            "modality": self.modality,
+            "factor": self.factor,
+            "layers": self.layers,
+            "codebook_sizes": list(self.codebook_sizes),
+            "latent_dim": self.latent_dim,
+            "files": {k: {"path": v.path, "sha256": v.sha256} for k, v in self.files.items()},
+            "weights_sha256": self.weights_sha256,
+            "bits_per_layer": list(self.bits_per_layer),
+            "bpp_per_layer": list(self.bpp_per_layer),
+            "description": self.description,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> ModelEntry:
+        try:
+            files = {k: FileRef(str(v["path"]), str(v["sha256"])) for k, v in d["files"].items()}
+            entry = cls(
+                name=name,
+                modality=str(d["modality"]),
+                factor=int(d["factor"]),
+                layers=int(d["layers"]),
+                codebook_sizes=tuple(int(k) for k in d["codebook_sizes"]),
+                latent_dim=int(d["latent_dim"]),
+                files=files,
+                weights_sha256=str(d["weights_sha256"]),
+                bits_per_layer=tuple(float(b) for b in d.get("bits_per_layer", ())),
+                bpp_per_layer=tuple(float(b) for b in d.get("bpp_per_layer", ())),
+                description=str(d.get("description", "")),
+                extra=dict(d.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ModelIntegrityError(f"manifest entry {name!r} is malformed: {e!r}") from None
+        roles = SERVING_ROLES.get(entry.modality)
+        if roles is None:
+            raise ModelIntegrityError(f"model {name!r}: unknown modality {entry.modality!r}")
+        missing = [r for r in roles if r not in files]
+        if missing:
+            raise ModelIntegrityError(f"model {name!r} lacks files for {missing}")
+        if len(entry.codebook_sizes) != entry.layers:
+            raise ModelIntegrityError(f"model {name!r}: {entry.layers} layers but {len(entry.codebook_sizes)} sizes")
+        if weights_hash(files, roles) != entry.weights_sha256:
+            raise ModelIntegrityError(f"model {name!r}: weights_sha256 does not match its files' hashes")
+        return entry
+
+
+class Registry:
+    """The models of one models folder (read-only)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_models_dir()
+        path = self.root / MANIFEST
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelIntegrityError(f"no model manifest at {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelIntegrityError(f"model manifest {path} is not valid JSON: {e}") from None
+        if not isinstance(raw, dict) or raw.get("format") != 1 or not isinstance(raw.get("models"), dict):
+            raise ModelIntegrityError(f"model manifest {path} is not a format-1 manifest")
+        self.entries = {name: ModelEntry.from_dict(name, d) for name, d in raw["models"].items()}
+        self.defaults: dict[str, str] = dict(raw.get("default", {}))
+
+    def names(self, modality: str | None = None) -> list[str]:
+        return sorted(n for n, e in self.entries.items() if modality in (None, e.modality))
+
+    def entry(self, name: str) -> ModelEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(self.names()) or 'none'}") from None
+
+    def default(self, modality: str) -> ModelEntry:
+        name = self.defaults.get(modality)
+        if name is None:
+            raise UnknownModelError(f"no default {modality} model in {self.root / MANIFEST}")
+        return self.entry(name)
+
+    def path(self, entry: ModelEntry, role: str) -> Path:
+        """The verified path of one of ``entry``'s files."""
+        ref = entry.files.get(role)
+        if ref is None:
+            raise ModelIntegrityError(f"model {entry.name!r} has no {role!r} file")
+        path = (self.root / ref.path).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ModelIntegrityError(f"model {entry.name!r}: file {ref.path!r} is outside {self.root}")
+        if not path.is_file():
+            raise ModelIntegrityError(f"model {entry.name!r}: missing file {path}")
+        actual = sha256_file(path)
+        if actual != ref.sha256:
+            raise ModelIntegrityError(
+                f"model {entry.name!r}: {ref.path} has sha256 {actual[:16]}…, the manifest pins {ref.sha256[:16]}…"
+            )
+        return path
+
+
+def write_manifest(root: Path, entries: dict[str, ModelEntry], defaults: dict[str, str]) -> Path:
+    """Write ``manifest.json`` (sorted, indented, trailing newline)."""
+    path = Path(root) / MANIFEST
+    doc = {"format": 1, "default": defaults, "models": {n: e.to_dict() for n, e in sorted(entries.items())}}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
