@@ -1,0 +1,182 @@
+"""Export a trained image model for serving (``strata export image``).
+
+From a training checkpoint it writes, under ``models/<name>/``:
+
+- ``analysis.onnx`` / ``synthesis.onnx``: ``g_a`` and ``g_s`` only (the quantizer
+  search and entropy coding stay outside the graph). Weights are rounded to
+  float16 and stored as float16 with a Cast to float32, which halves the files;
+  the torch networks are rounded the same way first, so ONNX and torch agree.
+- ``codebooks.npz``: the RVQ codebooks ``[L, K, D]`` (float32).
+- ``prior.npz``: the entropy prior, fitted on the codes of ``images/train`` with
+  the context of each layer (none / parent / above) chosen by cross-entropy on
+  the codes of ``images/val``.
+- ``checkpoint.pt``: float16 weights, codebooks and config, to resume training
+  or re-export.
+
+and adds the model to ``models/manifest.json`` with every file's sha256.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from codec.entropy.prior import CodePrior
+from codec.registry import SERVING_ROLES, FileRef, ModelEntry, Registry, sha256_file, weights_hash, write_manifest
+from codec.train.data import load_images
+from codec.train.image import ImageAutoencoder, ImageTrainConfig
+
+OPSET = 17
+
+
+def load_checkpoint(path: Path) -> tuple[ImageAutoencoder, ImageTrainConfig, dict]:
+    """Model (eval mode, float32) and config from a training or exported checkpoint."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = ImageTrainConfig.from_dict(ckpt["config"])
+    model = ImageAutoencoder.from_config(cfg.net, cfg.rvq)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
+    return model.eval(), cfg, ckpt
+
+
+def round_to_fp16(model: torch.nn.Module) -> None:
+    """Round every floating-point parameter of ``model`` to float16 precision (in place)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+
+
+def _store_fp16(path: Path) -> None:
+    """Store the graph's float32 initializers as float16 + Cast (values are already fp16-exact)."""
+    m = onnx.load(str(path))
+    casts, inits = [], []
+    for init in m.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32 and arr.size >= 64:
+            half = numpy_helper.from_array(arr.astype(np.float16), init.name + "__fp16")
+            inits.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT))
+        else:
+            inits.append(init)
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(inits)
+    nodes = list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(casts + nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
+def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch", 2: "height", 3: "width"},
+                          output_name: {0: "batch", 2: "height", 3: "width"}},
+        )
+    _store_fp16(path)
+
+
+
+
+def export_image_model(
+    checkpoint: Path,
+    name: str,
+    data: Path,
+    models_dir: Path,
+    description: str = "",
+    cache: Path | None = None,
+    make_default: bool = True,
+) -> ModelEntry:
+    """Export ``checkpoint`` as model ``name`` into ``models_dir`` and register it."""
+    from codec.pipeline import ImageCodec, analyse  # serving-side classes, no torch
+    from codec.quantize.search import ResidualCodebooks
+    from codec.runtime import CPU, OnnxNet
+
+    model, cfg, ckpt = load_checkpoint(checkpoint)
+    round_to_fp16(model.g_a)
+    round_to_fp16(model.g_s)
+    out = Path(models_dir) / name
+    out.mkdir(parents=True, exist_ok=True)
+    f = cfg.net.factor
+    export_onnx(model.g_a, torch.rand(1, 3, 4 * f, 6 * f), out / "analysis.onnx", "image", "latent")
+    export_onnx(model.g_s, torch.randn(1, cfg.net.latent_dim, 4, 6), out / "synthesis.onnx", "latent", "image")
+    codebooks = model.quantizer.codebooks().numpy().astype(np.float32)
+    np.savez(out / "codebooks.npz", codebooks=codebooks)
+    state = {k: v.half() if v.is_floating_point() and not k.startswith("quantizer.") else v
+             for k, v in model.state_dict().items()}
+    torch.save({"model": state, "config": cfg.to_dict(), "step": ckpt.get("step"), "best": ckpt.get("best")},
+               out / "checkpoint.pt")
+
+    # Codes through the exact serving path (ONNX g_a + numpy search) to fit the prior on.
+    L, K = cfg.rvq.layers, cfg.rvq.codebook_size
+    analysis = OnnxNet.load(out / "analysis.onnx", [CPU])
+    quantizer = ResidualCodebooks(codebooks)
+    train_codes, val_codes = (
+        [analyse(analysis, quantizer, im, f).codes for im in load_images(Path(data) / split, cache)]
+        for split in ("train", "val")
+    )
+    kinds = choose_contexts(train_codes, val_codes, [K] * L)
+    prior = CodePrior.fit(train_codes, [K] * L, kinds, heldout=val_codes)
+    prior.save(out / "prior.npz")
+    # The static per-layer prior: the baseline the conditional prior is reported against.
+    CodePrior.fit(train_codes, [K] * L, ["none"] * L, heldout=val_codes).save(out / "prior_static.npz")
+
+    rel = lambda p: str(p.relative_to(models_dir))  # noqa: E731
+    files = {role: FileRef(rel(out / fn), sha256_file(out / fn)) for role, fn in
+             [("analysis", "analysis.onnx"), ("synthesis", "synthesis.onnx"), ("codebooks", "codebooks.npz"),
+              ("prior", "prior.npz"), ("prior_static", "prior_static.npz"), ("checkpoint", "checkpoint.pt")]}
+    entry = ModelEntry(
+        name=name,
+        modality="image",
+        factor=f,
+        layers=L,
+        codebook_sizes=(K,) * L,
+        latent_dim=cfg.net.latent_dim,
+        files=files,
+        weights_sha256=weights_hash(files, SERVING_ROLES["image"]),
+        description=description,
+        extra={"contexts": kinds, "train_step": ckpt.get("step"), "config": cfg.to_dict()},
+    )
+    try:
+        reg = Registry(models_dir)
+        entries, defaults = dict(reg.entries), dict(reg.defaults)
+    except Exception:
+        entries, defaults = {}, {}
+    entries[name] = entry
+    if make_default or "image" not in defaults:
+        defaults["image"] = name
+    write_manifest(models_dir, entries, defaults)
+    # The registered model must load (sha256 verified) and round-trip a validation image.
+    codec = ImageCodec.load(Registry(models_dir), name)
+    image = load_images(Path(data) / "val", cache)[0]
+    if not np.array_equal(codec.decompress(codec.compress(image)), codec.decode(codec.encode(image))):
+        raise RuntimeError(f"exported model {name!r} does not round-trip")
+    return entry
+
+
+def choose_contexts(train: list[np.ndarray], val: list[np.ndarray], sizes: list[int]) -> list[str]:
+    """Per layer, the context kind whose fitted prior codes ``val`` in the fewest bits."""
+    kinds = []
+    for layer in range(len(sizes)):
+        candidates = ["none", "above"] + (["parent"] if layer > 0 else [])
+        best, best_bits = "none", float("inf")
+        for kind in candidates:
+            trial = kinds + [kind] + ["none"] * (len(sizes) - layer - 1)
+            prior = CodePrior.fit(train, sizes, trial, heldout=val)
+            bits = sum(float(prior.cross_entropy_bits(c)[layer]) for c in val)
+            if bits < best_bits:
+                best, best_bits = kind, bits
+        kinds.append(best)
+    return kinds
