@@ -22,9 +22,9 @@ from torch import nn
 class ImageNetConfig:
     """Hyper-parameters of the image transforms (saved beside the weights)."""
 
-    latent_dim: int = 64  # D: channels of the latent that the quantizer sees
+    latent_dim: int = 32  # D: channels of the latent that the quantizer sees (= RVQ code dimension)
     channels: tuple[int, int, int] = (64, 128, 192)  # widths at 1/2, 1/4, 1/8 resolution
-    enc_blocks: tuple[int, int, int] = (1, 1, 2)  # residual blocks per scale in g_a
+    enc_blocks: tuple[int, int, int] = (1, 1, 1)  # residual blocks per scale in g_a
     dec_blocks: tuple[int, int, int] = (1, 2, 3)  # residual blocks per scale in g_s
 
     @property

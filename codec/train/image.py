@@ -127,8 +127,19 @@ def _save(path: Path, model: ImageAutoencoder, opt: torch.optim.Optimizer, step:
     tmp.replace(path)
 
 
-def train(cfg: ImageTrainConfig, run_dir: Path, resume: bool = False, max_minutes: float | None = None) -> Path:
-    """Train (or resume) in ``run_dir``; returns the path of ``best.pt``."""
+def train(
+    cfg: ImageTrainConfig,
+    run_dir: Path,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    init_from: Path | None = None,
+) -> Path:
+    """Train (or resume) in ``run_dir``; returns the path of ``best.pt``.
+
+    ``resume`` continues from ``run_dir/last.pt`` (weights, optimiser, RNG). ``init_from`` starts a
+    new run from the weights of another checkpoint, e.g. the float16 ``checkpoint.pt`` committed
+    under ``models/`` (its step count is kept, the optimiser starts afresh).
+    """
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
@@ -155,6 +166,12 @@ def train(cfg: ImageTrainConfig, run_dir: Path, resume: bool = False, max_minute
         crops.rng.bit_generator.state = ckpt["rng"]["numpy"]
         torch.set_rng_state(ckpt["rng"]["torch"])
         print(f"resumed from {last} at step {step} (best val score {best:.3f} dB)", flush=True)
+    elif init_from is not None:
+        ckpt = torch.load(init_from, map_location=device, weights_only=False)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
+        step = int(ckpt.get("step") or 0)
+        print(f"initialised from {init_from} (step {step})", flush=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     else:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     log = (run_dir / "log.jsonl").open("a")

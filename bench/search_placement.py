@@ -1,0 +1,87 @@
+"""Where should the RVQ code search run: inside the ONNX encoder graph, or in numpy after it?
+
+Exports ``g_a`` alone and ``g_a`` + the L-layer nearest-code search as one graph, from the
+same checkpoint, and times both on a Kodak-sized 768×512 input with onnxruntime (CPU),
+one thread and all threads. Prints a table; the codes of both paths are checked to agree.
+
+    python bench/search_placement.py --checkpoint models/<name>/checkpoint.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from codec.export import export_onnx, load_checkpoint, round_to_fp16
+from codec.quantize.search import ResidualCodebooks
+from codec.runtime import CPU, OnnxNet
+
+
+class AnalysisWithSearch(nn.Module):
+    """``g_a`` followed by the residual nearest-code search; outputs codes ``[L, B, h, w]`` (int64)."""
+
+    def __init__(self, g_a: nn.Module, codebooks: torch.Tensor) -> None:
+        super().__init__()
+        self.g_a = g_a
+        self.register_buffer("books", codebooks)
+        self.register_buffer("norms", (codebooks * codebooks).sum(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.g_a(x)
+        B, D, h, w = z.shape
+        r = z.permute(0, 2, 3, 1).reshape(-1, D)
+        codes = []
+        for layer in range(self.books.shape[0]):
+            idx = (self.norms[layer][None, :] - 2.0 * r @ self.books[layer].t()).argmin(1)
+            codes.append(idx)
+            r = r - self.books[layer][idx]
+        return torch.stack(codes).reshape(-1, B, h, w)
+
+
+def timeit(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--repeat", type=int, default=5)
+    args = p.parse_args()
+    model, cfg, _ = load_checkpoint(Path(args.checkpoint))
+    round_to_fp16(model.g_a)
+    books = model.quantizer.codebooks()
+    x = np.random.default_rng(0).random((1, 3, 512, 768), dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(model.g_a, torch.rand(1, 3, 32, 48), Path(tmp) / "ga.onnx", "image", "latent")
+        export_onnx(AnalysisWithSearch(model.g_a, books), torch.rand(1, 3, 32, 48), Path(tmp) / "gaq.onnx",
+                    "image", "codes")
+        search = ResidualCodebooks(books.numpy())
+        print("| threads | g_a (ONNX) | numpy search | g_a + numpy search | g_a + search in graph |")
+        print("|---:|---:|---:|---:|---:|")
+        for threads in (1, 0):
+            ga = OnnxNet.load(Path(tmp) / "ga.onnx", [CPU], threads)
+            gaq = OnnxNet.load(Path(tmp) / "gaq.onnx", [CPU], threads)
+            latent = ga(x)
+            np.testing.assert_array_equal(search.encode(latent), gaq(x))
+            t_ga = timeit(lambda: ga(x), args.repeat)  # noqa: B023
+            t_np = timeit(lambda: search.encode(latent), args.repeat)  # noqa: B023
+            t_graph = timeit(lambda: gaq(x), args.repeat)  # noqa: B023
+            label = "1" if threads == 1 else "all"
+            print(f"| {label} | {t_ga * 1e3:.1f} ms | {t_np * 1e3:.1f} ms | {(t_ga + t_np) * 1e3:.1f} ms | "
+                  f"{t_graph * 1e3:.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
