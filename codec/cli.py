@@ -2,13 +2,18 @@
 
 ::
 
-    strata compress IN.png OUT.strata [--layers K] [--model NAME]
-    strata decompress IN.strata OUT.png [--layers K] [--partial]
+    strata compress IN.png OUT.strata [--layers K] [--model NAME] [--url URL [--api-key KEY]]
+    strata decompress IN.strata OUT.png [--layers K] [--partial] [--url URL [--api-key KEY]]
     strata info IN.strata
     strata truncate IN.strata OUT.strata --layers K
     strata eval images [--data DIR] [--out DIR]
     strata train image [--data DIR] [--run DIR] [--resume]
     strata export image --checkpoint CKPT --name NAME
+    strata serve [--host H] [--port P] [--workers N]
+
+``--url`` runs compress / decompress on a Strata server through the SDK (:mod:`client`)
+instead of the local library; ``--api-key`` defaults to ``$STRATA_API_KEY``. ``info`` and
+``truncate`` are pure bitstream operations and always run locally.
 
 ``main(argv)`` returns the exit status (0 success, 1 error, 2 usage) and is
 what the tests call. Errors print one line to stderr, never a traceback.
@@ -18,7 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from codec import __version__
@@ -55,7 +63,33 @@ def _codec_for(args: argparse.Namespace, name: str | None):
     return ImageCodec.load(_registry(args), name)
 
 
+@contextmanager
+def _remote(args: argparse.Namespace) -> Iterator:
+    """A :class:`client.Client` for ``--url``; the SDK's errors become :class:`CliError`."""
+    from client import Client, StrataClientError
+
+    try:
+        with Client(args.url, api_key=args.api_key or None) as c:
+            yield c
+    except StrataClientError as e:
+        raise CliError(f"{args.url}: {e}") from None
+    except ValueError as e:  # a malformed URL
+        raise CliError(str(e)) from None
+
+
+def _print_compressed(output: str, nbytes: int, model: str, layers: int, bpp: float) -> None:
+    print(f"{output}: {nbytes} bytes, {model}, {layers} layers, {bpp:.4f} bpp")
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
+    if args.url:
+        data = _read(args.input)
+        with _remote(args) as c:
+            result = c.compress(data, model=args.model, layers=args.layers)
+        _write(args.output, result.data)
+        _print_compressed(args.output, len(result.data), result.model, result.layers, result.bpp)
+        return 0
+
     from codec.frontend.image import read_image
 
     image = read_image(_read(args.input))
@@ -63,32 +97,44 @@ def cmd_compress(args: argparse.Namespace) -> int:
     data = codec.compress(image, args.layers)
     _write(args.output, data)
     h, w = image.shape[:2]
-    print(f"{args.output}: {len(data)} bytes, {codec.name}, {args.layers or codec.layers} layers, "
-          f"{8 * len(data) / (h * w):.4f} bpp")
+    _print_compressed(args.output, len(data), codec.name, args.layers or codec.layers, 8 * len(data) / (h * w))
     return 0
 
 
+def _output_format(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".png", ".webp", ".npy"):
+        raise CliError(f"output must end in .png, .webp or .npy, got {path!r}")
+    return suffix[1:]
+
+
 def cmd_decompress(args: argparse.Namespace) -> int:
+    if args.url:
+        fmt = _output_format(args.output)
+        data = _read(args.input)
+        with _remote(args) as c:
+            image = c.decompress(data, layers=args.layers, format=fmt, partial=args.partial)
+        _write(args.output, image.data)
+        return 0
+
     import numpy as np
 
     from codec.bitstream import parse
     from codec.frontend.image import write_image
 
+    fmt = _output_format(args.output)
     data = _read(args.input)
     header = parse(data, partial=True).header
     codec = _codec_for(args, header.model)
     image = codec.decompress(data, args.layers, partial=args.partial)
-    suffix = Path(args.output).suffix.lower()
-    if suffix == ".npy":
+    if fmt == "npy":
         import io
 
         buf = io.BytesIO()
         np.save(buf, image, allow_pickle=False)
         _write(args.output, buf.getvalue())
-    elif suffix in (".png", ".webp"):
-        _write(args.output, write_image(image, suffix[1:]))
     else:
-        raise CliError(f"output must end in .png, .webp or .npy, got {args.output!r}")
+        _write(args.output, write_image(image, fmt))
     return 0
 
 
@@ -145,18 +191,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     from codec.train.image import ImageTrainConfig, train
 
     run = Path(args.run)
     cfg_path = run / "config.json"
     if args.resume and cfg_path.exists():
         cfg = ImageTrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    elif args.init_from:
+        cfg = ImageTrainConfig.from_dict(torch.load(args.init_from, map_location="cpu", weights_only=False)["config"])
     else:
         cfg = ImageTrainConfig()
     cfg.data = args.data or cfg.data
     if args.steps:
         cfg.steps = args.steps
-    train(cfg, run, resume=args.resume, max_minutes=args.max_minutes)
+    if args.threads:
+        cfg.threads = args.threads
+    train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
+          init_from=Path(args.init_from) if args.init_from else None)
     return 0
 
 
@@ -170,20 +223,55 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    try:
+        import uvicorn
+        from pydantic import ValidationError
+
+        from server.config import Settings
+    except ImportError as e:
+        raise CliError(f"strata serve needs the serve extra (pip install 'strata-codec[serve]'): {e}") from None
+    if args.models:  # the app factory reads its settings from the environment (one per uvicorn worker)
+        os.environ["STRATA_MODELS_DIR"] = str(Path(args.models).resolve())
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        problems = "; ".join(f"STRATA_{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
+        raise CliError(f"invalid settings: {problems}") from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        "server.main:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+        access_log=False,  # the app logs one line per request itself
+    )
+    return 0
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="strata", description="Learned image compression with residual VQ.")
     p.add_argument("--version", action="version", version=f"strata {__version__}")
     p.add_argument("--models", help="models folder (default: $STRATA_MODELS or the shipped models/)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("compress", help="image → stream")
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--url", help="run on this Strata server (e.g. http://127.0.0.1:8000) instead of locally")
+    remote.add_argument("--api-key", default=os.environ.get("STRATA_API_KEY"),
+                        help="the server's API key (default: $STRATA_API_KEY)")
+
+    c = sub.add_parser("compress", help="image → stream", parents=[remote])
     c.add_argument("input")
     c.add_argument("output")
     c.add_argument("--layers", type=int, help="residual layers to spend (default: all)")
     c.add_argument("--model", help="model name (default: the manifest's default image model)")
     c.set_defaults(func=cmd_compress)
 
-    d = sub.add_parser("decompress", help="stream → image (.png, .webp or .npy)")
+    d = sub.add_parser("decompress", help="stream → image (.png, .webp or .npy)", parents=[remote])
     d.add_argument("input")
     d.add_argument("output")
     d.add_argument("--layers", type=int, help="decode only the first K layers")
@@ -216,7 +304,9 @@ def get_parser() -> argparse.ArgumentParser:
     tr.add_argument("--run", default="runs/image-rvq")
     tr.add_argument("--steps", type=int)
     tr.add_argument("--resume", action="store_true")
-    tr.add_argument("--max-minutes", type=float)
+    tr.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    tr.add_argument("--init-from", help="start from the weights of a checkpoint, e.g. models/<name>/checkpoint.pt")
+    tr.add_argument("--threads", type=int, help="torch threads (default 2)")
     tr.set_defaults(func=cmd_train)
 
     x = sub.add_parser("export", help="export a checkpoint to ONNX + prior + manifest")
@@ -226,6 +316,14 @@ def get_parser() -> argparse.ArgumentParser:
     x.add_argument("--data", default="../shared/data/images")
     x.add_argument("--description", default="")
     x.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("serve", help="run the HTTP service (uvicorn; settings from STRATA_* variables)")
+    s.add_argument("--host", help="listen address (default: $STRATA_HOST or 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default: $STRATA_PORT or 8000)")
+    s.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the models)")
+    s.add_argument("--models", default=argparse.SUPPRESS, help="models folder (default: $STRATA_MODELS_DIR, "
+                   "$STRATA_MODELS or the shipped models/)")
+    s.set_defaults(func=cmd_serve)
     return p
 
 

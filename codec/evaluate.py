@@ -157,7 +157,8 @@ def _static_prior(registry: Registry, codec: ImageCodec) -> CodePrior | None:
 
 def _safe(fn, anchor: list[RDPoint], test: list[RDPoint]) -> float | None:
     try:
-        return float(fn([p.bpp for p in anchor], [p.psnr for p in anchor], [p.bpp for p in test], [p.psnr for p in test]))
+        return float(fn([p.bpp for p in anchor], [p.psnr for p in anchor],
+                        [p.bpp for p in test], [p.psnr for p in test]))
     except ValueError:
         return None
 

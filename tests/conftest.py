@@ -5,16 +5,30 @@ codebooks on its own latents) through the real ``codec.export`` path into a
 temporary models folder, so pipeline and CLI tests run in seconds and do not
 depend on the shipped weights. ``shipped_registry`` is the repository's
 ``models/`` folder.
+
+``live_server`` runs the real HTTP service (uvicorn, in a thread, on a free
+loopback port) on ``tiny_registry``; :func:`running_server` starts one for any
+app (dedicated settings: small limits, API keys, a saturated pool).
+
+numpy, Pillow and the server are imported inside the helpers, not here, so the
+client-only tests in ``tests/client`` collect in a venv that has only httpx.
 """
 
 from __future__ import annotations
 
 import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
-from PIL import Image
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -22,6 +36,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A deterministic photo-like test image: smooth gradients, edges, texture and noise."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     img = np.stack([
@@ -35,6 +51,8 @@ def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def png_bytes(image: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
+    from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format=fmt, **kw)
     return buf.getvalue()
@@ -43,6 +61,8 @@ def png_bytes(image: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
 @pytest.fixture(scope="session")
 def tiny_registry(tmp_path_factory):
     torch = pytest.importorskip("torch")
+    import numpy as np
+
     from codec.export import export_image_model
     from codec.nets.image import ImageNetConfig
     from codec.quantize.rvq import RVQConfig
@@ -86,3 +106,51 @@ def shipped_registry():
     from codec.registry import Registry
 
     return Registry(ROOT / "models")
+
+
+# ------------------------------------------------------------------------------ the HTTP service
+@contextmanager
+def running_server(app, startup_timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn server in a thread on a free 127.0.0.1 port; yields its URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}")
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive():
+            sock.close()
+            raise RuntimeError("the test server failed to start (see the log above)")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise TimeoutError("the test server did not start in time")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+def server_settings(registry, **overrides):
+    """Service settings serving ``registry`` (two workers unless overridden)."""
+    from server.config import Settings
+
+    return Settings(models_dir=registry.root, **{"workers": 2, "max_queue": 64, "batching": "off", **overrides})
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_registry) -> Iterator[str]:
+    """URL of a real uvicorn server serving ``tiny_registry`` (default settings otherwise)."""
+    pytest.importorskip("fastapi")
+    from server.main import create_app
+
+    with running_server(create_app(server_settings(tiny_registry))) as url:
+        yield url

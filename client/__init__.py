@@ -1,0 +1,61 @@
+"""Python SDK of the Strata HTTP service. Needs only httpx; numpy and Pillow are used, lazily,
+when you pass or ask for arrays.
+
+::
+
+    from client import Client
+
+    with Client("http://127.0.0.1:8000") as strata:
+        stream = strata.compress("photo.png", layers=4)
+        print(stream.layers, stream.bpp, len(stream.data))
+        png = strata.decompress(stream, layers=2).data
+
+``AsyncClient`` has the same methods, awaited. Errors: see :mod:`client._exceptions`.
+"""
+
+from client._async_client import AsyncClient
+from client._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT
+from client._client import Client
+from client._exceptions import (
+    BadRequestError,
+    InvalidStreamError,
+    NotFoundError,
+    OverloadedError,
+    PayloadTooLargeError,
+    ServerError,
+    ServiceUnavailableError,
+    StrataAPIError,
+    StrataClientError,
+    StrataConnectionError,
+    StrataTimeoutError,
+    UnauthorizedError,
+    UnexpectedResponseError,
+    UnsupportedMediaError,
+)
+from client._types import Codes, Compressed, DecodedImage, Health, ModelInfo
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT",
+    "AsyncClient",
+    "BadRequestError",
+    "Client",
+    "Codes",
+    "Compressed",
+    "DecodedImage",
+    "Health",
+    "InvalidStreamError",
+    "ModelInfo",
+    "NotFoundError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "StrataAPIError",
+    "StrataClientError",
+    "StrataConnectionError",
+    "StrataTimeoutError",
+    "UnauthorizedError",
+    "UnexpectedResponseError",
+    "UnsupportedMediaError",
+]

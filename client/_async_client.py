@@ -1,0 +1,95 @@
+"""The asynchronous client: the same methods as :class:`~client.Client`, awaited."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from client._base import (
+    DEFAULT_BASE_URL,
+    DEFAULT_TIMEOUT,
+    Call,
+    ImageInput,
+    RequestBuilder,
+    StreamInput,
+    progressive_layers,
+    transport_errors,
+)
+from client._types import Codes, Compressed, DecodedImage, Health, ModelInfo
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """A Strata server, used from asyncio (or trio, through httpx/anyio).
+
+    ::
+
+        async with AsyncClient("http://127.0.0.1:8000") as strata:
+            streams = await asyncio.gather(*(strata.compress(p) for p in paths))
+            async for image in strata.progressive(streams[0]):
+                ...
+
+    Arguments as :class:`~client.Client` (``transport`` is an ``httpx.AsyncBaseTransport``).
+    """
+
+    def __init__(self, base_url: str | httpx.URL = DEFAULT_BASE_URL, api_key: str | None = None,
+                 timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._requests = RequestBuilder(base_url, api_key, timeout)
+        self._http = httpx.AsyncClient(transport=transport, timeout=self._requests.timeout)
+
+    async def _send(self, call: Call[T]) -> T:
+        with transport_errors():
+            response = await self._http.send(call.request)
+        return call.parse(response)
+
+    async def compress(self, image: ImageInput, model: str | None = None, layers: int | None = None) -> Compressed:
+        """See :meth:`client.Client.compress`."""
+        return await self._send(self._requests.compress(image, model, layers))
+
+    async def decompress(self, stream: StreamInput, layers: int | None = None, format: str = "png",
+                         partial: bool = False) -> DecodedImage:
+        """See :meth:`client.Client.decompress`."""
+        return await self._send(self._requests.decompress(stream, layers, format, partial))
+
+    async def encode(self, image: ImageInput, model: str | None = None, layers: int | None = None,
+                     format: str | None = None) -> Codes:
+        """See :meth:`client.Client.encode`."""
+        return await self._send(self._requests.encode(image, model, layers, format))
+
+    async def decode(self, codes: Codes, layers: int | None = None, format: str = "png") -> DecodedImage:
+        """See :meth:`client.Client.decode`."""
+        return await self._send(self._requests.decode(codes, layers, format))
+
+    async def progressive(self, stream: StreamInput, format: str = "png") -> AsyncIterator[DecodedImage]:
+        """See :meth:`client.Client.progressive`."""
+        first = await self.decompress(stream, 1, format)
+        yield first
+        for k in progressive_layers(first):
+            yield await self.decompress(stream, k, format)
+
+    async def models(self) -> list[ModelInfo]:
+        """See :meth:`client.Client.models`."""
+        return await self._send(self._requests.models())
+
+    async def model(self, name: str) -> ModelInfo:
+        """See :meth:`client.Client.model`."""
+        return await self._send(self._requests.model(name))
+
+    async def health(self) -> Health:
+        """See :meth:`client.Client.health`."""
+        return await self._send(self._requests.health())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()

@@ -1,0 +1,335 @@
+"""The one request/response layer shared by :class:`~client.Client` and :class:`~client.AsyncClient`.
+
+Each API method is a :class:`Call`: an ``httpx.Request`` built here, and the function that
+turns the ``httpx.Response`` into a typed result or raises the matching
+:mod:`~client._exceptions` error. The clients only *send* calls (sync or async), so the two
+never duplicate request building or parsing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from client._exceptions import (
+    StrataConnectionError,
+    StrataTimeoutError,
+    UnexpectedResponseError,
+    error_class,
+)
+from client._types import Codes, Compressed, DecodedImage, Health, ModelInfo
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)  # decoding a large image on a busy CPU takes seconds
+API_KEY_ENV = "STRATA_API_KEY"
+IMAGE_FORMATS = ("png", "webp", "npy")
+CODES_FORMATS = ("npy", "json")
+OCTET, NPY, JSON = "application/octet-stream", "application/x-npy", "application/json"
+
+ImageInput = Any  # bytes | str | os.PathLike | numpy uint8 [H, W, 3]
+StreamInput = Any  # bytes | Compressed | str | os.PathLike
+
+
+def has_numpy() -> bool:
+    return importlib.util.find_spec("numpy") is not None
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """A request and the parser of its response."""
+
+    request: httpx.Request
+    parse: Callable[[httpx.Response], T]
+
+
+# ------------------------------------------------------------------------------------- inputs
+def sniff(data: bytes) -> str:
+    """Content-Type of image bytes from their magic number (octet-stream when unknown)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return OCTET
+
+
+def _read_path(path: str | os.PathLike[str]) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def image_body(image: ImageInput) -> tuple[bytes, str]:
+    """``(bytes, content type)`` of an image given as bytes, a path or a numpy ``uint8 [H, W, 3]`` array."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+    elif isinstance(image, (str, os.PathLike)):
+        data = _read_path(image)
+    elif hasattr(image, "__array_interface__"):  # a numpy array: send it as lossless PNG
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        return buf.getvalue(), "image/png"
+    else:
+        raise TypeError(f"image must be bytes, a path or a numpy array, got {type(image).__name__}")
+    return data, sniff(data)
+
+
+def stream_body(stream: StreamInput) -> bytes:
+    if isinstance(stream, Compressed):
+        return stream.data
+    if isinstance(stream, (bytes, bytearray, memoryview)):
+        return bytes(stream)
+    if isinstance(stream, (str, os.PathLike)):
+        return _read_path(stream)
+    raise TypeError(f"stream must be bytes, Compressed or a path, got {type(stream).__name__}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _params(**values: Any) -> dict[str, str]:
+    """Query parameters without the ``None`` ones (booleans as ``true``/``false``)."""
+    out = {}
+    for key, value in values.items():
+        if value is not None:
+            out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
+
+
+# ------------------------------------------------------------------------------------ outputs
+def raise_for_error(response: httpx.Response) -> None:
+    """Raise the :class:`StrataAPIError` subclass for an error response; nothing on success."""
+    if response.is_success:
+        return
+    code, message = f"http_{response.status_code}", response.reason_phrase or "error"
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        code, message = body["code"], str(body.get("message", message))
+    elif response.text:
+        message = response.text[:200]
+    cls = error_class(response.status_code, code)
+    raise cls(message, code=code, status=response.status_code, request=response.request, response=response)
+
+
+def _unexpected(response: httpx.Response, what: str) -> UnexpectedResponseError:
+    return UnexpectedResponseError(f"unexpected response: {what}", code="unexpected_response",
+                                   status=response.status_code, request=response.request, response=response)
+
+
+def _header(response: httpx.Response, name: str, kind: Callable[[str], T]) -> T:
+    try:
+        return kind(response.headers[name])
+    except (KeyError, ValueError) as e:
+        raise _unexpected(response, f"missing or malformed {name} header") from e
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _unexpected(response, "body is not JSON") from e
+
+
+def parse_compressed(response: httpx.Response) -> Compressed:
+    raise_for_error(response)
+    return Compressed(
+        data=response.content,
+        model=_header(response, "X-Strata-Model", str),
+        layers=_header(response, "X-Strata-Layers", int),
+        bpp=_header(response, "X-Strata-Bpp", float),
+        width=_header(response, "X-Strata-Width", int),
+        height=_header(response, "X-Strata-Height", int),
+    )
+
+
+def image_parser(fmt: str) -> Callable[[httpx.Response], DecodedImage]:
+    def parse(response: httpx.Response) -> DecodedImage:
+        raise_for_error(response)
+        stream_layers = response.headers.get("X-Strata-Stream-Layers")
+        return DecodedImage(
+            data=response.content,
+            format=fmt,
+            layers=_header(response, "X-Strata-Layers", int),
+            model=_header(response, "X-Strata-Model", str),
+            width=_header(response, "X-Strata-Width", int),
+            height=_header(response, "X-Strata-Height", int),
+            stream_layers=int(stream_layers) if stream_layers and stream_layers.isdigit() else None,
+        )
+
+    return parse
+
+
+def codes_parser(fmt: str) -> Callable[[httpx.Response], Codes]:
+    def parse(response: httpx.Response) -> Codes:
+        raise_for_error(response)
+        if fmt == "npy":
+            import numpy as np
+
+            try:
+                array = np.load(io.BytesIO(response.content), allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                raise _unexpected(response, "body is not a .npy array") from e
+            return Codes(array, _header(response, "X-Strata-Model", str), _header(response, "X-Strata-Height", int),
+                         _header(response, "X-Strata-Width", int), int(array.shape[0]))
+        doc = _json(response)
+        try:
+            array = doc["codes"]
+            if has_numpy():
+                import numpy as np
+
+                array = np.asarray(array, dtype=np.int64)
+            return Codes(array, str(doc["model"]), int(doc["height"]), int(doc["width"]), int(doc["layers"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise _unexpected(response, f"codes document lacks or mangles {e}") from e
+
+    return parse
+
+
+def _model_info(d: Any) -> ModelInfo:
+    return ModelInfo(
+        name=str(d["name"]), modality=str(d["modality"]), layers=int(d["layers"]),
+        codebook_sizes=tuple(int(k) for k in d["codebook_sizes"]), factor=int(d["factor"]),
+        bits_per_layer=tuple(float(b) for b in d.get("bits_per_layer", ())),
+        bpp_per_layer=tuple(float(b) for b in d.get("bpp_per_layer", ())),
+        description=str(d.get("description", "")), weights_sha256=str(d["weights_sha256"]),
+        default=bool(d.get("default", False)),
+    )
+
+
+def parse_models(response: httpx.Response) -> list[ModelInfo]:
+    raise_for_error(response)
+    try:
+        return [_model_info(d) for d in _json(response)]
+    except (KeyError, TypeError, ValueError) as e:
+        raise _unexpected(response, f"model list lacks or mangles {e}") from e
+
+
+def parse_model(response: httpx.Response) -> ModelInfo:
+    raise_for_error(response)
+    try:
+        return _model_info(_json(response))
+    except (KeyError, TypeError, ValueError) as e:
+        raise _unexpected(response, f"model lacks or mangles {e}") from e
+
+
+def parse_health(response: httpx.Response) -> Health:
+    raise_for_error(response)
+    d = _json(response)
+    if not isinstance(d, dict):
+        raise _unexpected(response, "readiness body is not an object")
+    return Health(str(d.get("status")), d.get("provider"), tuple(str(m) for m in d.get("models", ())))
+
+
+# ---------------------------------------------------------------------------------- requests
+class RequestBuilder:
+    """Builds the :class:`Call` of every API method for one server."""
+
+    def __init__(self, base_url: str | httpx.URL = DEFAULT_BASE_URL, api_key: str | None = None,
+                 timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT) -> None:
+        base = httpx.URL(str(base_url))
+        if base.scheme not in ("http", "https") or not base.host:
+            raise ValueError(f"base_url must be an http(s) URL, got {str(base_url)!r}")
+        self.base_url = str(base.copy_with(path=base.path.rstrip("/") + "/", query=None, fragment=None))
+        self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+
+    def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                content: bytes | None = None, content_type: str | None = None) -> httpx.Request:
+        headers = {"Accept": "*/*"}
+        if self.api_key:
+            headers["X-API-Key"] = self.api_key
+        if content_type:
+            headers["Content-Type"] = content_type
+        url = self.base_url + path.lstrip("/")
+        return httpx.Request(method, url, params=params, headers=headers, content=content,
+                             extensions={"timeout": self.timeout.as_dict()})
+
+    def compress(self, image: ImageInput, model: str | None = None, layers: int | None = None) -> Call[Compressed]:
+        data, kind = image_body(image)
+        req = self.request("POST", "v1/images:compress", params=_params(model=model, layers=layers),
+                           content=data, content_type=kind)
+        return Call(req, parse_compressed)
+
+    def decompress(self, stream: StreamInput, layers: int | None = None, format: str = "png",
+                   partial: bool = False) -> Call[DecodedImage]:
+        fmt = _check_choice("format", format, IMAGE_FORMATS)
+        req = self.request("POST", "v1/images:decompress",
+                           params=_params(layers=layers, format=fmt, partial=partial or None),
+                           content=stream_body(stream), content_type=OCTET)
+        return Call(req, image_parser(fmt))
+
+    def encode(self, image: ImageInput, model: str | None = None, layers: int | None = None,
+               format: str | None = None) -> Call[Codes]:
+        fmt = _check_choice("format", format or ("npy" if has_numpy() else "json"), CODES_FORMATS)
+        data, kind = image_body(image)
+        req = self.request("POST", "v1/images:encode", params=_params(model=model, layers=layers, format=fmt),
+                           content=data, content_type=kind)
+        return Call(req, codes_parser(fmt))
+
+    def decode(self, codes: Codes, layers: int | None = None, format: str = "png") -> Call[DecodedImage]:
+        fmt = _check_choice("format", format, IMAGE_FORMATS)
+        if not isinstance(codes, Codes):
+            raise TypeError(f"codes must be a Codes (from encode), got {type(codes).__name__}")
+        params = _params(layers=layers, format=fmt)
+        if has_numpy():
+            params.update(_params(model=codes.model, height=codes.height, width=codes.width))
+            content, kind = codes.to_npy(), NPY
+        else:
+            content, kind = json.dumps(codes.to_json(), separators=(",", ":")).encode(), JSON
+        req = self.request("POST", "v1/images:decode", params=params, content=content, content_type=kind)
+        return Call(req, image_parser(fmt))
+
+    def models(self) -> Call[list[ModelInfo]]:
+        return Call(self.request("GET", "v1/models"), parse_models)
+
+    def model(self, name: str) -> Call[ModelInfo]:
+        return Call(self.request("GET", f"v1/models/{quote(name, safe='')}"), parse_model)
+
+    def health(self) -> Call[Health]:
+        return Call(self.request("GET", "readyz"), parse_health)
+
+
+def progressive_layers(first: DecodedImage) -> range:
+    """Layer counts still to decode after the 1-layer image ``first``: 2 … layers in the stream."""
+    if first.stream_layers is None:
+        raise UnexpectedResponseError("the server did not say how many layers the stream holds",
+                                      code="unexpected_response", status=200)
+    return range(2, first.stream_layers + 1)
+
+
+# ------------------------------------------------------------------------------ transport errors
+def _request_of(error: httpx.HTTPError) -> httpx.Request | None:
+    try:
+        return error.request
+    except RuntimeError:  # httpx raises when the error carries no request
+        return None
+
+
+@contextmanager
+def transport_errors() -> Iterator[None]:
+    """Translate httpx's transport errors into :class:`StrataTimeoutError` / :class:`StrataConnectionError`."""
+    try:
+        yield
+    except httpx.TimeoutException as e:
+        raise StrataTimeoutError(f"request timed out: {e or type(e).__name__}", request=_request_of(e)) from e
+    except httpx.TransportError as e:
+        raise StrataConnectionError(f"connection failed: {e or type(e).__name__}", request=_request_of(e)) from e

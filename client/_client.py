@@ -1,0 +1,98 @@
+"""The synchronous client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from client._base import (
+    DEFAULT_BASE_URL,
+    DEFAULT_TIMEOUT,
+    Call,
+    ImageInput,
+    RequestBuilder,
+    StreamInput,
+    progressive_layers,
+    transport_errors,
+)
+from client._types import Codes, Compressed, DecodedImage, Health, ModelInfo
+
+T = TypeVar("T")
+
+
+class Client:
+    """A Strata server, used synchronously.
+
+    ::
+
+        with Client("http://127.0.0.1:8000") as strata:
+            stream = strata.compress("photo.png", layers=4)     # Compressed(data, layers, bpp, …)
+            image = strata.decompress(stream, layers=2)         # DecodedImage(data=PNG bytes, …)
+
+    Args:
+        base_url: the server's root URL.
+        api_key: sent as ``X-API-Key``; defaults to ``$STRATA_API_KEY`` when set.
+        timeout: seconds, or an ``httpx.Timeout`` (default: 60 s, 5 s to connect).
+        transport: an httpx transport (e.g. ``httpx.MockTransport`` in tests).
+    """
+
+    def __init__(self, base_url: str | httpx.URL = DEFAULT_BASE_URL, api_key: str | None = None,
+                 timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self._requests = RequestBuilder(base_url, api_key, timeout)
+        self._http = httpx.Client(transport=transport, timeout=self._requests.timeout)
+
+    def _send(self, call: Call[T]) -> T:
+        with transport_errors():
+            response = self._http.send(call.request)
+        return call.parse(response)
+
+    def compress(self, image: ImageInput, model: str | None = None, layers: int | None = None) -> Compressed:
+        """Compress an image (bytes, path or numpy ``uint8 [H, W, 3]``) into a stream of ``layers`` layers."""
+        return self._send(self._requests.compress(image, model, layers))
+
+    def decompress(self, stream: StreamInput, layers: int | None = None, format: str = "png",
+                   partial: bool = False) -> DecodedImage:
+        """Decode a stream (all its layers, or the first ``layers``) into a PNG, WebP or ``.npy`` image."""
+        return self._send(self._requests.decompress(stream, layers, format, partial))
+
+    def encode(self, image: ImageInput, model: str | None = None, layers: int | None = None,
+               format: str | None = None) -> Codes:
+        """The code stack of an image (``.npy`` transfer when numpy is installed, else JSON)."""
+        return self._send(self._requests.encode(image, model, layers, format))
+
+    def decode(self, codes: Codes, layers: int | None = None, format: str = "png") -> DecodedImage:
+        """Decode a code stack (or its first ``layers`` layers) into an image."""
+        return self._send(self._requests.decode(codes, layers, format))
+
+    def progressive(self, stream: StreamInput, format: str = "png") -> Iterator[DecodedImage]:
+        """The stream decoded with 1, 2, … L layers (L = layers in the stream), one image per step."""
+        first = self.decompress(stream, 1, format)
+        yield first
+        for k in progressive_layers(first):
+            yield self.decompress(stream, k, format)
+
+    def models(self) -> list[ModelInfo]:
+        """The models the server has loaded."""
+        return self._send(self._requests.models())
+
+    def model(self, name: str) -> ModelInfo:
+        """One loaded model (:class:`~client.NotFoundError` when unknown)."""
+        return self._send(self._requests.model(name))
+
+    def health(self) -> Health:
+        """Readiness (``/readyz``); raises :class:`~client.ServiceUnavailableError` while models load."""
+        return self._send(self._requests.health())
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,120 @@
+"""Typed results of the SDK. numpy and Pillow are imported only by the methods that need them."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - depends on the install
+        raise ImportError("this needs numpy: pip install numpy (or strata-codec[codec])") from None
+    return numpy
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """A Strata stream made by ``compress``: ``data`` is the whole stream (header included)."""
+
+    data: bytes
+    model: str
+    layers: int  # layers coded in the stream
+    bpp: float  # bits per pixel of the whole stream
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "wb") as f:
+            f.write(self.data)
+
+
+@dataclass(frozen=True, eq=False)
+class Codes:
+    """A code stack ``[layers, rows, columns]`` of one image (the "tokens").
+
+    ``array`` is a numpy integer array when numpy is installed, else nested lists of ints.
+    ``height``/``width`` are the original image's size (the grid is ``⌈size / factor⌉``).
+    """
+
+    array: Any
+    model: str
+    height: int
+    width: int
+    layers: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document the server reads and writes."""
+        array = self.array.tolist() if hasattr(self.array, "tolist") else self.array
+        return {"model": self.model, "height": self.height, "width": self.width, "layers": self.layers,
+                "codes": array}
+
+    def to_npy(self) -> bytes:
+        """``.npy`` bytes of the array (needs numpy)."""
+        np = _numpy()
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(self.array), allow_pickle=False)
+        return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image decoded by the server: ``data`` holds PNG, WebP or ``.npy`` bytes (see ``format``)."""
+
+    data: bytes
+    format: str  # "png" | "webp" | "npy"
+    layers: int  # layers used to decode it
+    model: str
+    width: int
+    height: int
+    stream_layers: int | None = None  # complete layers present in the stream (decompress only)
+
+    def to_array(self) -> Any:
+        """RGB ``uint8 [H, W, 3]`` numpy array (needs numpy, and Pillow for PNG/WebP)."""
+        np = _numpy()
+        if self.format == "npy":
+            return np.load(io.BytesIO(self.data), allow_pickle=False)
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - depends on the install
+            raise ImportError("decoding PNG/WebP needs Pillow: pip install pillow") from None
+        with Image.open(io.BytesIO(self.data)) as im:
+            return np.asarray(im.convert("RGB"))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "wb") as f:
+            f.write(self.data)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model served by the server (``GET /v1/models``)."""
+
+    name: str
+    modality: str
+    layers: int
+    codebook_sizes: tuple[int, ...]
+    factor: int
+    bits_per_layer: tuple[float, ...]
+    bpp_per_layer: tuple[float, ...]
+    description: str
+    weights_sha256: str  # first 16 hex digits
+    default: bool
+
+
+@dataclass(frozen=True)
+class Health:
+    """``GET /readyz``: ``status`` is ``"ready"`` once the models are loaded."""
+
+    status: str
+    provider: str | None
+    models: tuple[str, ...]
+
+
+__all__ = ["Codes", "Compressed", "DecodedImage", "Health", "ModelInfo"]

@@ -1,0 +1,150 @@
+"""Request dependencies, as ``Annotated`` aliases the routes declare in their signatures.
+
+``SettingsDep`` / ``CodecsDep`` / ``PoolDep`` / ``MetricsDep`` give the app's state (set in the
+lifespan, see :mod:`server.main`); ``CodecDep`` is the codec named by the ``model`` query
+parameter (404 before the body is read when unknown); ``ImageBody``, ``StreamBody`` and
+``CodesBody`` check the Content-Type and read the body under the size limit.
+
+:func:`require_api_key` is a router-level dependency of every ``/v1`` router
+(``dependencies=[Depends(require_api_key)]``): router dependencies run before the route's own,
+so an unauthenticated request is refused before its body is read.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyHeader
+from starlette.requests import ClientDisconnect
+
+from codec.pipeline import ImageCodec
+from server.codecs import Codecs
+from server.config import Settings
+from server.errors import (
+    BodyTooLargeError,
+    ClientDisconnectedError,
+    EmptyBodyError,
+    NotReadyError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
+from server.metrics import Metrics
+from server.pool import InferencePool
+
+OCTET = "application/octet-stream"
+NPY = "application/x-npy"
+JSON = "application/json"
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", OCTET)
+STREAM_TYPES = (OCTET,)
+CODES_TYPES = (NPY, JSON, OCTET)  # octet-stream is read as .npy
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_pool(request: Request) -> InferencePool:
+    return request.app.state.pool
+
+
+def get_codecs(request: Request) -> Codecs:
+    codecs = getattr(request.app.state, "codecs", None)
+    if codecs is None:
+        raise NotReadyError("models are not loaded yet")
+    return codecs
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+PoolDep = Annotated[InferencePool, Depends(get_pool)]
+CodecsDep = Annotated[Codecs, Depends(get_codecs)]
+ModelQuery = Annotated[str | None, Query(max_length=64, description="model name (default: the default image model)")]
+
+
+def get_codec(codecs: CodecsDep, model: ModelQuery = None) -> ImageCodec:
+    return codecs.get(model)
+
+
+CodecDep = Annotated[ImageCodec, Depends(get_codec)]
+
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="Required on /v1 routes only when the server is started with STRATA_API_KEYS.",
+)
+
+
+def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)] = None) -> None:
+    """Accept the request when no keys are configured or ``X-API-Key`` matches one (constant time)."""
+    if not settings.api_keys:
+        return
+    given = (key or "").encode("utf-8", "surrogateescape")
+    valid = False
+    for accepted in settings.api_keys:  # compare with every key: the time does not tell which one matched
+        valid |= hmac.compare_digest(given, accepted.get_secret_value().encode())
+    if not valid:
+        raise UnauthorizedError("missing or invalid API key (send it in the X-API-Key header)")
+
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """A request body read under the size limit, with its (parameter-less) media type."""
+
+    data: bytes
+    media_type: str
+
+
+def media_type(request: Request) -> str:
+    """The request's Content-Type without parameters, lower case; none means octet-stream."""
+    value = request.headers.get("content-type", "")
+    return value.split(";", 1)[0].strip().lower() or OCTET
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, read chunk by chunk; stops and raises 413 as soon as it passes ``limit`` bytes.
+
+    ``Content-Length`` is used only to refuse early; the count of bytes really received decides.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(f"request body of {int(declared)} bytes is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLargeError(f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientDisconnectedError("client disconnected while sending the body") from None
+    return b"".join(chunks)
+
+
+def body_reader(accepted: tuple[str, ...], what: str) -> Callable[[Request, Settings], Awaitable[RawBody]]:
+    """A dependency reading a body of one of the ``accepted`` media types."""
+
+    async def dependency(request: Request, settings: SettingsDep) -> RawBody:
+        kind = media_type(request)
+        if kind not in accepted:
+            raise UnsupportedMediaTypeError(f"Content-Type {kind!r} is not accepted here; send {what} as one of "
+                                            f"{', '.join(accepted)}")
+        data = await read_body(request, settings.max_body_bytes)
+        if not data:
+            raise EmptyBodyError(f"the request body is empty; send {what}")
+        return RawBody(data, kind)
+
+    return dependency
+
+
+ImageBody = Annotated[RawBody, Depends(body_reader(IMAGE_TYPES, "the image bytes (PNG, JPEG or WebP)"))]
+StreamBody = Annotated[RawBody, Depends(body_reader(STREAM_TYPES, "a Strata stream"))]
+CodesBody = Annotated[RawBody, Depends(body_reader(CODES_TYPES, "codes as .npy or JSON"))]

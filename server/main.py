@@ -1,0 +1,82 @@
+"""The Strata HTTP service: ``create_app(settings)`` builds a FastAPI app.
+
+::
+
+    request ─► MetricsMiddleware ─► (CORS) ─► router ─► deps: API key, Content-Type, body ≤ limit
+                 (count, time, log)                         │
+                                                            ▼
+                                     InferencePool (≤ workers threads, ≤ max_queue waiting, else 503)
+                                                            │
+                                            ImageCodec (ONNX ± MicroBatcher, RVQ, ANS)
+    errors anywhere ─► server.errors: one handler ─► status + {"code", "message"}
+
+The models are loaded (sha256-verified) in the app's lifespan, not at import, and live in
+``app.state`` with the settings, the metrics (a private Prometheus registry) and the pool: two
+apps in one process share nothing. Run it with ``strata serve`` or ``python -m server``
+(uvicorn with ``server.main:create_app`` as a factory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from codec import __version__
+from server import errors
+from server.codecs import load_codecs
+from server.config import Settings
+from server.metrics import Metrics, MetricsMiddleware
+from server.pool import InferencePool
+from server.routes import health, images, models
+
+DESCRIPTION = """\
+Learned image compression with residual vector quantization.
+
+* `images:compress` / `images:decompress`: image bytes ↔ Strata stream (any prefix of layers decodes).
+* `images:encode` / `images:decode`: image ↔ the code stack itself (`.npy` or JSON).
+
+Errors answer `{"code", "message"}` with a stable `code`. When the server runs with
+`STRATA_API_KEYS`, every `/v1` route needs the `X-API-Key` header; `/healthz`, `/readyz` and
+`/metrics` stay open.
+"""
+
+STRATA_HEADERS = ["X-Strata-Model", "X-Strata-Layers", "X-Strata-Bytes", "X-Strata-Bpp", "X-Strata-Width",
+                  "X-Strata-Height", "X-Strata-Stream-Layers"]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app; ``settings`` default to the ``STRATA_*`` environment."""
+    settings = settings if settings is not None else Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.codecs = await anyio.to_thread.run_sync(load_codecs, settings)
+        try:
+            yield
+        finally:
+            app.state.codecs = None
+
+    app = FastAPI(title="Strata", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.pool = InferencePool(settings.workers, settings.max_queue, metrics)
+    app.state.codecs = None
+    errors.install(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key"],
+            expose_headers=STRATA_HEADERS,
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every request, CORS included
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(images.router)
+    return app

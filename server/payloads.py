@@ -1,0 +1,124 @@
+"""Body formats of the image routes: ``.npy`` and JSON code stacks, and decoded images.
+
+``.npy`` bodies are parsed by hand from their header (never ``allow_pickle``): the dtype must be
+an integer type, the shape 3-D, and the byte count must match the header exactly before any
+array is made, so a header claiming a huge shape allocates nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+from codec.frontend.image import write_image
+from codec.pipeline import ImageCodes
+from server.errors import InvalidCodesError
+
+ImageFormat = Literal["png", "webp", "npy"]
+CodesFormat = Literal["npy", "json"]
+MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "npy": "application/x-npy", "json": "application/json"}
+
+
+class CodesDocument(BaseModel):
+    """The JSON form of a code stack (``images:encode?format=json`` output, ``images:decode`` input)."""
+
+    model: str = Field(max_length=64, description="model that made the codes")
+    height: int = Field(ge=1, le=2**31 - 1, description="original image height in pixels")
+    width: int = Field(ge=1, le=2**31 - 1, description="original image width in pixels")
+    layers: int | None = Field(None, ge=0, description="number of layers in `codes` (optional on input)")
+    codes: list = Field(description="integer codes [layers][rows][columns]; rows = ceil(height / factor)")
+
+
+def dump_npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    """An integer ``[L, h, w]`` array from ``.npy`` bytes; :class:`InvalidCodesError` otherwise."""
+    f = io.BytesIO(data)
+    try:
+        with warnings.catch_warnings():  # the header is a Python literal: odd escapes only warn
+            warnings.simplefilter("ignore")
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise InvalidCodesError(f".npy format version {version} is not supported (1.0 or 2.0)")
+    except InvalidCodesError:
+        raise
+    except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError, …
+        raise InvalidCodesError(f"body is not a valid .npy array: {type(e).__name__}: {e}") from None
+    if dtype.hasobject or dtype.kind not in "iu":
+        raise InvalidCodesError(f"codes must have an integer dtype, got {dtype}")
+    if len(shape) != 3:
+        raise InvalidCodesError(f"codes must be a 3-D [layers, rows, columns] array, got shape {shape}")
+    count = int(np.prod(shape, dtype=np.int64))
+    offset = f.tell()
+    if len(data) - offset != count * dtype.itemsize:
+        raise InvalidCodesError(
+            f".npy header announces {shape} {dtype} ({count * dtype.itemsize} bytes), body has {len(data) - offset}"
+        )
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def codes_from_json(data: bytes) -> CodesDocument:
+    """Parse and check a JSON code document (the array itself is checked by :func:`codes_array`)."""
+    try:
+        return CodesDocument.model_validate_json(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()[:5])
+        raise InvalidCodesError(f"invalid JSON codes document: {problems}") from None
+    except (ValueError, RecursionError) as e:
+        raise InvalidCodesError(f"body is not valid JSON: {e}") from None
+
+
+def codes_array(nested: list) -> np.ndarray:
+    """An integer ``[L, h, w]`` array from nested lists; :class:`InvalidCodesError` otherwise."""
+    try:
+        array = np.asarray(nested)
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:
+        raise InvalidCodesError(f"codes are not a rectangular integer array: {e}") from None
+    if array.dtype.kind not in "iu" or array.ndim != 3:
+        raise InvalidCodesError(f"codes must be integers [layers, rows, columns], got {array.dtype} {array.shape}")
+    return array
+
+
+def check_codes(array: np.ndarray, codebook_sizes: tuple[int, ...], grid: tuple[int, int]) -> np.ndarray:
+    """``array`` as int64 after checking its layer count, grid and code range against a model."""
+    layers = array.shape[0]
+    if not 1 <= layers <= len(codebook_sizes):
+        raise InvalidCodesError(f"codes hold {layers} layers; the model takes 1..{len(codebook_sizes)}")
+    if tuple(array.shape[1:]) != tuple(grid):
+        raise InvalidCodesError(f"codes of grid {tuple(array.shape[1:])} do not fit the image: expected {grid}")
+    for layer in range(layers):
+        lo, hi = int(array[layer].min()), int(array[layer].max())
+        if lo < 0 or hi >= codebook_sizes[layer]:
+            raise InvalidCodesError(
+                f"layer {layer + 1} has codes in {lo}..{hi}; valid codes are 0..{codebook_sizes[layer] - 1}"
+            )
+    return array.astype(np.int64)
+
+
+def codes_payload(codes: ImageCodes, fmt: CodesFormat, codebook_size: int) -> bytes:
+    """Encode-route output: ``.npy`` (int16 when the codes fit, else int32) or the JSON document."""
+    if fmt == "npy":
+        dtype = np.int16 if codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
+        return dump_npy(codes.codes.astype(dtype))
+    doc = {"model": codes.model, "height": codes.size[0], "width": codes.size[1], "layers": codes.layers,
+           "codes": codes.codes.tolist()}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def image_payload(image: np.ndarray, fmt: ImageFormat) -> bytes:
+    """A decoded ``uint8 [H, W, 3]`` image as PNG, WebP or ``.npy``."""
+    return dump_npy(image) if fmt == "npy" else write_image(image, fmt)

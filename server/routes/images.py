@@ -1,0 +1,205 @@
+"""``/v1/images:*``: compress / decompress (bytes ↔ stream) and encode / decode (image ↔ codes).
+
+Every handler checks what it can cheaply on the event loop (model name, layer range), then runs
+the heavy part (image decoding, ONNX, entropy coding, PNG/WebP encoding) in the bounded
+:class:`~server.pool.InferencePool`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from codec import bitstream
+from codec.errors import LayersError
+from codec.frontend.image import read_image
+from codec.pipeline import ImageCodec, ImageCodes
+from server import payloads
+from server.deps import (
+    CODES_TYPES,
+    IMAGE_TYPES,
+    JSON,
+    OCTET,
+    STREAM_TYPES,
+    CodecDep,
+    CodecsDep,
+    CodesBody,
+    ImageBody,
+    ModelQuery,
+    PoolDep,
+    SettingsDep,
+    StreamBody,
+    require_api_key,
+)
+from server.errors import InvalidCodesError, InvalidRequestError, responses
+from server.payloads import MEDIA_TYPES, CodesDocument, CodesFormat, ImageFormat
+
+router = APIRouter(prefix="/v1", tags=["images"], dependencies=[Depends(require_api_key)])
+
+LayersQuery = Annotated[int | None, Query(description="number of residual layers, 1..L (default: all)")]
+ImageFormatQuery = Annotated[ImageFormat, Query(description="output image format")]
+SizeQuery = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
+
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _header(description: str, kind: str = "string") -> dict:
+    return {"description": description, "schema": {"type": kind}}
+
+
+MODEL_HEADER = _header("name of the model used", "string")
+LAYERS_HEADER = _header("number of layers coded / decoded", "integer")
+SIZE_HEADERS = {"X-Strata-Width": _header("image width in pixels", "integer"),
+                "X-Strata-Height": _header("image height in pixels", "integer")}
+IMAGE_CONTENT = {MEDIA_TYPES[f]: BINARY for f in ("png", "webp", "npy")}
+
+
+def _body_doc(media_types: tuple[str, ...], description: str, json_schema: dict | None = None) -> dict:
+    content = {t: ({"schema": json_schema} if t == JSON and json_schema else BINARY) for t in media_types}
+    return {"requestBody": {"required": True, "description": description, "content": content}}
+
+
+def _check_layers(layers: int | None, codec: ImageCodec) -> None:
+    if layers is not None and not 1 <= layers <= codec.layers:
+        raise LayersError(f"layers must be an integer in 1..{codec.layers} for model {codec.name!r}, got {layers}")
+
+
+def _image_response(image_bytes: bytes, fmt: ImageFormat, model: str, layers: int,
+                    size: tuple[int, int], extra: dict[str, str] | None = None) -> Response:
+    headers = {"X-Strata-Model": model, "X-Strata-Layers": str(layers),
+               "X-Strata-Height": str(size[0]), "X-Strata-Width": str(size[1]), **(extra or {})}
+    return Response(image_bytes, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+
+@router.post(
+    "/images:compress",
+    summary="Compress an image into a Strata stream",
+    response_class=Response,
+    responses={
+        200: {"description": "the stream", "content": {OCTET: BINARY}, "headers": {
+            "X-Strata-Model": MODEL_HEADER, "X-Strata-Layers": LAYERS_HEADER,
+            "X-Strata-Bytes": _header("stream length in bytes", "integer"),
+            "X-Strata-Bpp": _header("bits per pixel of the whole stream (header included), 4 decimals", "number"),
+            **SIZE_HEADERS}},
+        **responses(401, 404, 413, 415, 422, 503),
+    },
+    openapi_extra=_body_doc(IMAGE_TYPES, "the image: PNG, JPEG or WebP bytes"),
+)
+async def compress(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: SettingsDep,
+                   layers: LayersQuery = None) -> Response:
+    _check_layers(layers, codec)
+
+    def work() -> tuple[tuple[int, int], bytes]:
+        image = read_image(body.data, settings.max_pixels)
+        return (image.shape[0], image.shape[1]), codec.compress(image, layers)
+
+    (h, w), data = await pool.run(work)
+    headers = {"X-Strata-Model": codec.name, "X-Strata-Layers": str(layers or codec.layers),
+               "X-Strata-Bytes": str(len(data)), "X-Strata-Bpp": f"{8 * len(data) / (h * w):.4f}",
+               "X-Strata-Height": str(h), "X-Strata-Width": str(w)}
+    return Response(data, media_type=OCTET, headers=headers)
+
+
+@router.post(
+    "/images:decompress",
+    summary="Decode a Strata stream (all or the first `layers` layers) into an image",
+    response_class=Response,
+    responses={
+        200: {"description": "the decoded image", "content": IMAGE_CONTENT, "headers": {
+            "X-Strata-Model": MODEL_HEADER, "X-Strata-Layers": LAYERS_HEADER,
+            "X-Strata-Stream-Layers": _header("complete layers present in the stream", "integer"),
+            **SIZE_HEADERS}},
+        **responses(401, 413, 415, 422, 503),
+    },
+    openapi_extra=_body_doc(STREAM_TYPES, "a Strata stream (the model is read from its header)"),
+)
+async def decompress(body: StreamBody, codecs: CodecsDep, pool: PoolDep, settings: SettingsDep,
+                     layers: LayersQuery = None, format: ImageFormatQuery = "png",
+                     partial: Annotated[bool, Query(description="decode the complete layers of a cut stream")] = False,
+                     ) -> Response:
+    limits = bitstream.StreamLimits(max_pixels=settings.max_pixels)
+
+    def work() -> tuple[ImageCodes, int, bytes]:
+        stream = bitstream.parse(body.data, limits, partial=partial)
+        codec = codecs.for_stream(stream.header.model)
+        codes = codec.decompress_codes(body.data, layers, partial=partial)
+        return codes, stream.layers, payloads.image_payload(codec.decode(codes), format)
+
+    codes, present, data = await pool.run(work)
+    return _image_response(data, format, codes.model, codes.layers, codes.size,
+                           {"X-Strata-Stream-Layers": str(present)})
+
+
+@router.post(
+    "/images:encode",
+    summary="Encode an image into its code stack (the tokens, no entropy coding)",
+    response_class=Response,
+    responses={
+        200: {"description": "codes [layers, rows, columns]: `.npy` (int16, or int32 for codebooks over 32768) "
+                             "or the JSON document",
+              "content": {MEDIA_TYPES["npy"]: BINARY, JSON: {"schema": CodesDocument.model_json_schema()}},
+              "headers": {"X-Strata-Model": MODEL_HEADER, "X-Strata-Layers": LAYERS_HEADER, **SIZE_HEADERS}},
+        **responses(401, 404, 413, 415, 422, 503),
+    },
+    openapi_extra=_body_doc(IMAGE_TYPES, "the image: PNG, JPEG or WebP bytes"),
+)
+async def encode(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: SettingsDep,
+                 layers: LayersQuery = None,
+                 format: Annotated[CodesFormat, Query(description="codes format")] = "npy") -> Response:
+    _check_layers(layers, codec)
+
+    def work() -> tuple[ImageCodes, bytes]:
+        codes = codec.encode(read_image(body.data, settings.max_pixels), layers)
+        return codes, payloads.codes_payload(codes, format, max(codec.entry.codebook_sizes))
+
+    codes, data = await pool.run(work)
+    headers = {"X-Strata-Model": codes.model, "X-Strata-Layers": str(codes.layers),
+               "X-Strata-Height": str(codes.size[0]), "X-Strata-Width": str(codes.size[1])}
+    return Response(data, media_type=MEDIA_TYPES[format], headers=headers)
+
+
+@router.post(
+    "/images:decode",
+    summary="Decode a code stack (any prefix of layers) into an image",
+    response_class=Response,
+    responses={
+        200: {"description": "the decoded image", "content": IMAGE_CONTENT,
+              "headers": {"X-Strata-Model": MODEL_HEADER, "X-Strata-Layers": LAYERS_HEADER, **SIZE_HEADERS}},
+        **responses(401, 404, 413, 415, 422, 503),
+    },
+    openapi_extra=_body_doc(
+        CODES_TYPES,
+        "codes as `.npy` (integer [layers, rows, columns]; give model, height and width as query parameters) "
+        "or as the JSON document of `images:encode?format=json` (model, height and width taken from the body)",
+        CodesDocument.model_json_schema(),
+    ),
+)
+async def decode(body: CodesBody, codecs: CodecsDep, pool: PoolDep,
+                 model: ModelQuery = None, height: SizeQuery = None, width: SizeQuery = None,
+                 layers: LayersQuery = None, format: ImageFormatQuery = "png") -> Response:
+    def parse() -> tuple[ImageCodec, ImageCodes]:
+        if body.media_type == JSON:
+            doc = payloads.codes_from_json(body.data)
+            for name, given, inside in (("model", model, doc.model), ("height", height, doc.height),
+                                        ("width", width, doc.width)):
+                if given is not None and given != inside:
+                    raise InvalidRequestError(f"query parameter {name}={given!r} contradicts the body's {inside!r}")
+            array = payloads.codes_array(doc.codes)
+            if doc.layers is not None and doc.layers != array.shape[0]:
+                raise InvalidCodesError(f"the body says layers={doc.layers} but its codes hold {array.shape[0]}")
+            name, size = doc.model, (doc.height, doc.width)
+        else:
+            if height is None or width is None:
+                raise InvalidRequestError("height and width query parameters are required with .npy codes")
+            array, name, size = payloads.load_npy(body.data), model, (height, width)
+        codec = codecs.get(name)
+        return codec, ImageCodes(payloads.check_codes(array, codec.entry.codebook_sizes, codec.grid(size)), size,
+                                 codec.name)
+
+    def work() -> tuple[ImageCodec, ImageCodes, bytes]:
+        codec, codes = parse()
+        return codec, codes, payloads.image_payload(codec.decode(codes, layers), format)
+
+    codec, codes, data = await pool.run(work)
+    return _image_response(data, format, codec.name, layers or codes.layers, codes.size)

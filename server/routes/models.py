@@ -1,0 +1,45 @@
+"""``/v1/models``: the models this server has loaded."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from codec.registry import ModelEntry
+from server.deps import CodecsDep, require_api_key
+from server.errors import responses
+
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_api_key)])
+
+
+class ModelInfo(BaseModel):
+    """One loaded model, as the manifest describes it."""
+
+    name: str
+    modality: str
+    layers: int = Field(description="number of residual layers L")
+    codebook_sizes: list[int] = Field(description="codebook size K of each layer")
+    factor: int = Field(description="downsampling factor: the code grid of an H×W image is ⌈H/f⌉×⌈W/f⌉")
+    bits_per_layer: list[float] = Field(description="mean coded bits of each layer on the eval set, per image")
+    bpp_per_layer: list[float] = Field(description="mean bpp of the whole stream with 1..L layers on the eval set")
+    description: str
+    weights_sha256: str = Field(description="first 16 hex digits of the weights hash (streams carry 8 bytes)")
+    default: bool = Field(description="whether this is the default image model")
+
+    @classmethod
+    def of(cls, entry: ModelEntry, default: bool) -> ModelInfo:
+        return cls(
+            name=entry.name, modality=entry.modality, layers=entry.layers, codebook_sizes=list(entry.codebook_sizes),
+            factor=entry.factor, bits_per_layer=list(entry.bits_per_layer), bpp_per_layer=list(entry.bpp_per_layer),
+            description=entry.description, weights_sha256=entry.weights_sha256[:16], default=default,
+        )
+
+
+@router.get("/models", summary="List the loaded models", responses=responses(401, 503))
+async def list_models(codecs: CodecsDep) -> list[ModelInfo]:
+    return [ModelInfo.of(e, e.name == codecs.default_image) for e in codecs.entries]
+
+
+@router.get("/models/{name}", summary="Describe one loaded model", responses=responses(401, 404, 503))
+async def get_model(name: str, codecs: CodecsDep) -> ModelInfo:
+    return ModelInfo.of(codecs.get(name).entry, name == codecs.default_image)

@@ -1,0 +1,77 @@
+"""Service settings: defaults, environment parsing and the unsafe values refused at start."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from server.config import Settings
+from server.main import create_app
+
+GOOD_KEY = "k" * 16
+
+
+def test_defaults(monkeypatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("STRATA_"):
+            monkeypatch.delenv(name)
+    s = Settings()
+    assert s.max_body_bytes == 32 * 1024 * 1024 and s.max_pixels == 4096 * 4096
+    assert s.workers == (os.cpu_count() or 1) and s.max_queue == 64
+    assert s.api_keys == () and not s.auth_enabled and s.provider == "auto" and s.batching == "auto"
+    assert s.session_threads >= 1 and s.host == "127.0.0.1" and s.port == 8000
+
+
+def test_environment(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("STRATA_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("STRATA_API_KEYS", f"{GOOD_KEY}, {'z' * 20}")
+    monkeypatch.setenv("STRATA_CORS_ORIGINS", '["https://a.example", "http://b.example:8080"]')
+    monkeypatch.setenv("STRATA_WORKERS", "3")
+    monkeypatch.setenv("STRATA_MAX_QUEUE", "0")
+    monkeypatch.setenv("STRATA_ORT_THREADS", "2")
+    s = Settings()
+    assert s.models_dir == tmp_path and s.workers == 3 and s.max_queue == 0 and s.session_threads == 2
+    assert [k.get_secret_value() for k in s.api_keys] == [GOOD_KEY, "z" * 20] and s.auth_enabled
+    assert s.cors_origins == ("https://a.example", "http://b.example:8080")
+    assert GOOD_KEY not in repr(s) and GOOD_KEY not in str(s)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"max_body_bytes": 0},
+        {"max_body_bytes": 2 * 1024**3},
+        {"max_pixels": 2**40},
+        {"workers": 0},
+        {"max_queue": -1},
+        {"provider": "tpu"},
+        {"batching": "sometimes"},
+        {"batch_max_wait_ms": 1000},
+        {"batch_max_size": 0},
+        {"port": 70000},
+        {"api_keys": ["short"]},
+        {"api_keys": ["changethis"]},
+        {"api_keys": ["has a space in the key"]},
+        {"cors_origins": ["example.com"]},
+        {"models_dir": "/definitely/not/here"},
+        {"batching": "on", "workers": 1},
+    ],
+)
+def test_unsafe_values_are_refused(values) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**values)
+
+
+def test_a_refused_key_is_not_echoed() -> None:
+    with pytest.raises(ValidationError) as e:
+        Settings(api_keys=["tooshort-secret"])
+    assert "tooshort-secret" not in str(e.value)
+
+
+def test_two_apps_share_no_state(tiny_registry) -> None:
+    a = create_app(Settings(models_dir=tiny_registry.root, workers=1))
+    b = create_app(Settings(models_dir=tiny_registry.root, workers=2))
+    assert a.state.metrics.registry is not b.state.metrics.registry
+    assert a.state.pool is not b.state.pool and a.state.pool.workers == 1 and b.state.pool.workers == 2
