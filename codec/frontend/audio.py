@@ -1,0 +1,185 @@
+"""Audio frontend: bytes → mono float ``[T]`` → 22 050 Hz → log-mel ``[n_mels, frames]``.
+
+::
+
+    WAV/FLAC/OGG bytes ─►─┤ read_audio ├─►─ [T] @ rate ─►─┤ resample ├─►─ [T'] @ 22 050 ─►─┤ log_mel ├─►─ [80, T'/256]
+
+Accepts WAV (incl. WAVE_FORMAT_EXTENSIBLE), FLAC and OGG (Vorbis, Opus) through
+libsndfile. Channels are averaged to mono. Frames, rate and channel count are read
+from the header and checked against the limits before any sample is decoded.
+
+The log-mel is HiFi-GAN's (``meldataset.mel_spectrogram``), in numpy only so that
+serving needs no torch: reflect padding of ``(n_fft - hop) / 2`` on both sides,
+``center=False`` frames, periodic Hann window, magnitude ``sqrt(re² + im² + 1e-9)``,
+librosa's Slaney mel filterbank, ``log(clamp(mel, 1e-5))``. ``codec.nets.mel`` is
+its torch twin for the training losses; the two agree to 1e-4.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from codec.errors import InputError, LimitExceededError, UnsupportedMediaError
+
+FORMATS = ("WAV", "WAVEX", "FLAC", "OGG")  # libsndfile major formats accepted by read_audio
+MIN_RATE, MAX_RATE = 1000, 384_000  # plausible sample rates (Hz)
+_CHUNK_FRAMES = 2048  # STFT frames per block in log_mel (bounds memory on long inputs)
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Log-mel analysis settings (HiFi-GAN's, LJSpeech V1–V3)."""
+
+    sample_rate: int = 22050  # Hz
+    n_fft: int = 1024  # FFT size (samples)
+    hop: int = 256  # frame hop (samples); one mel frame = ``hop`` output samples of the vocoder
+    win: int = 1024  # Hann window length (≤ n_fft; centred in the FFT frame when shorter)
+    n_mels: int = 80  # mel bands
+    fmin: float = 0.0  # lowest filter edge (Hz)
+    fmax: float = 8000.0  # highest filter edge (Hz)
+    log_floor: float = 1e-5  # mel magnitudes are clamped to this before the log
+
+    def __post_init__(self) -> None:
+        if not 0 < self.hop <= self.n_fft or not 0 < self.win <= self.n_fft:
+            raise InputError(f"need 0 < hop ≤ n_fft and 0 < win ≤ n_fft, got hop {self.hop}, win {self.win}")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise InputError(f"need 0 ≤ fmin < fmax ≤ sample_rate/2, got {self.fmin}, {self.fmax}")
+        if self.n_mels < 1 or self.log_floor <= 0:
+            raise InputError(f"need n_mels ≥ 1 and log_floor > 0, got {self.n_mels}, {self.log_floor}")
+
+    @property
+    def pad(self) -> int:
+        """Reflect padding on each side of the signal before framing."""
+        return (self.n_fft - self.hop) // 2
+
+    def frames(self, n_samples: int) -> int:
+        """Mel frames for ``n_samples`` samples: ``(T + 2·pad − n_fft) // hop + 1`` (= ``T // hop`` by default)."""
+        return (n_samples + 2 * self.pad - self.n_fft) // self.hop + 1
+
+
+DEFAULT_MEL = MelConfig()
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded sound: mono float32 samples ``[T]`` in [-1, 1] at the file's own rate."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def read_audio(data: bytes, max_seconds: float, max_channels: int = 32) -> Audio:
+    """Decode WAV/FLAC/OGG bytes to mono float32 ``[T]`` (channels averaged, clipped to [-1, 1]).
+
+    Raises ``UnsupportedMediaError`` for anything that is not a readable sound in an
+    accepted format or has an implausible rate or channel count, ``LimitExceededError``
+    for more than ``max_seconds``, ``InputError`` for an empty sound or NaN/inf samples.
+    """
+    if not data:
+        raise UnsupportedMediaError("empty audio body")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            _check_header(f.format, f.samplerate, f.channels, f.frames, max_seconds, max_channels)
+            x = f.read(dtype="float32", always_2d=True)
+            rate = f.samplerate
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError) as e:
+        if isinstance(e, InputError):
+            raise
+        reason = getattr(e, "error_string", None) or str(e)  # libsndfile's message, without the BytesIO repr
+        raise UnsupportedMediaError(f"not a decodable WAV, FLAC or OGG sound ({len(data)} bytes): {reason}") from None
+    if x.shape[0] == 0:
+        raise InputError("the sound has no samples")
+    if not np.isfinite(x).all():
+        raise InputError("the sound contains NaN or infinite samples")
+    mono = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
+    return Audio(np.clip(mono, -1.0, 1.0), rate)
+
+
+def _check_header(fmt: str, rate: int, channels: int, frames: int, max_seconds: float, max_channels: int) -> None:
+    if fmt not in FORMATS:
+        raise UnsupportedMediaError(f"audio format {fmt} is not accepted; use one of {', '.join(FORMATS)}")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise UnsupportedMediaError(f"sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
+    if not 1 <= channels <= max_channels:
+        raise UnsupportedMediaError(f"{channels} channels; at most {max_channels} are accepted")
+    if frames <= 0:
+        raise InputError("the sound has no samples")
+    if frames > max_seconds * rate:
+        raise LimitExceededError(f"sound of {frames / rate:.2f} s is over the limit of {max_seconds:g} s")
+
+
+def resample(samples: np.ndarray, rate: int, target: int = 22050) -> np.ndarray:
+    """Resample float ``[T]`` from ``rate`` to ``target`` Hz with soxr (VHQ); identity if equal."""
+    if rate <= 0 or target <= 0:
+        raise InputError(f"sample rates must be positive, got {rate} → {target}")
+    if samples.ndim != 1:
+        raise InputError(f"samples must be [T], got shape {samples.shape}")
+    x = np.asarray(samples, dtype=np.float32)
+    if rate == target:
+        return x
+    return soxr.resample(x, rate, target, quality="VHQ").astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(cfg: MelConfig) -> np.ndarray:
+    """librosa's Slaney mel filterbank ``[n_mels, n_fft/2 + 1]`` float32 (read-only, cached per config)."""
+    from librosa.filters import mel  # imported here: librosa's import is slow and only this needs it
+
+    fb = mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    fb.setflags(write=False)
+    return fb
+
+
+def hann_window(win: int, n_fft: int) -> np.ndarray:
+    """Periodic Hann window of ``win`` samples, zero-padded (centred) to ``n_fft`` like torch.stft does."""
+    w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    left = (n_fft - win) // 2
+    return np.pad(w, (left, n_fft - win - left))
+
+
+def log_mel(samples: np.ndarray, cfg: MelConfig = DEFAULT_MEL) -> np.ndarray:
+    """HiFi-GAN log-mel of ``[T]`` or ``[B, T]`` float audio → float32 ``[n_mels, frames]`` / ``[B, n_mels, frames]``.
+
+    ``frames = (T + 2·pad − n_fft) // hop + 1`` with ``pad = (n_fft − hop) // 2`` (``T // hop``
+    for the default settings). Needs ``T > pad`` (reflect padding). Computed in float64.
+    """
+    x = np.asarray(samples)
+    if x.ndim not in (1, 2) or not np.issubdtype(x.dtype, np.floating):
+        raise InputError(f"samples must be float [T] or [B, T], got {x.dtype} {x.shape}")
+    if x.shape[-1] <= cfg.pad:
+        raise InputError(f"need more than {cfg.pad} samples for a log-mel, got {x.shape[-1]}")
+    x = x.astype(np.float64, copy=False)
+    x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(cfg.pad, cfg.pad)], mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(x, cfg.n_fft, axis=-1)[..., :: cfg.hop, :]
+    window = hann_window(cfg.win, cfg.n_fft)
+    fb = mel_filterbank(cfg).astype(np.float64)
+    out = np.empty((*frames.shape[:-2], cfg.n_mels, frames.shape[-2]), dtype=np.float32)
+    for s in range(0, frames.shape[-2], _CHUNK_FRAMES):
+        spec = np.fft.rfft(frames[..., s : s + _CHUNK_FRAMES, :] * window, axis=-1)
+        mag = np.sqrt(spec.real**2 + spec.imag**2 + 1e-9)  # [..., frames, bins]
+        mel = fb @ np.swapaxes(mag, -1, -2)  # [..., n_mels, frames]
+        out[..., s : s + _CHUNK_FRAMES] = np.log(np.maximum(mel, cfg.log_floor))
+    return out
+
+
+__all__ = [
+    "DEFAULT_MEL",
+    "FORMATS",
+    "Audio",
+    "MelConfig",
+    "hann_window",
+    "log_mel",
+    "mel_filterbank",
+    "read_audio",
+    "resample",
+]

@@ -1,0 +1,113 @@
+"""HiFi-GAN training losses (LSGAN, feature matching, mel L1) and a multi-resolution STFT loss.
+
+Generator objective of the paper: ``L_adv(G) + 2·L_FM + 45·L_mel``; discriminator
+objective: ``L_adv(D)``, summed over every sub-discriminator of the MPD and MSD.
+The multi-resolution STFT loss (Parallel WaveGAN, Yamamoto et al. 2020) is an
+optional reconstruction term for a warm-up without discriminators.
+
+Audio tensors are ``[B, 1, T]`` (or ``[B, T]``); scores and feature maps are the
+lists in :class:`codec.nets.hifigan.DiscriminatorOutput`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from codec.errors import InputError
+from codec.frontend.audio import DEFAULT_MEL, MelConfig
+from codec.nets.mel import log_mel_torch
+
+MEL_WEIGHT = 45.0
+FM_WEIGHT = 2.0
+STFT_RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))  # (n_fft, hop, win)
+
+
+def discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    """LSGAN discriminator loss ``Σ_k mean((1 − D_k(x))²) + mean(D_k(G(s))²)`` (pass ``fake`` detached)."""
+    _same_length(real, fake)
+    return sum(torch.mean((1 - r) ** 2) + torch.mean(f**2) for r, f in zip(real, fake, strict=True))
+
+
+def generator_adversarial_loss(fake: list[torch.Tensor]) -> torch.Tensor:
+    """LSGAN generator loss ``Σ_k mean((1 − D_k(G(s)))²)``."""
+    if not fake:
+        raise InputError("no discriminator scores")
+    return sum(torch.mean((1 - f) ** 2) for f in fake)
+
+
+def feature_matching_loss(real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]) -> torch.Tensor:
+    """``2 · Σ_k Σ_i mean|D_k^i(x) − D_k^i(G(s))|`` over every feature map (real maps are detached)."""
+    _same_length(real, fake)
+    total = 0.0
+    for rs, fs in zip(real, fake, strict=True):
+        _same_length(rs, fs)
+        total = total + sum(torch.mean(torch.abs(r.detach() - f)) for r, f in zip(rs, fs, strict=True))
+    return FM_WEIGHT * total
+
+
+def mel_l1_loss(y_hat: torch.Tensor, y: torch.Tensor, cfg: MelConfig = DEFAULT_MEL) -> torch.Tensor:
+    """``45 · L1(log-mel(ŷ), log-mel(y))``.
+
+    The reference recipe computes this mel up to Nyquist (``fmax_for_loss=None``):
+    pass ``MelConfig(fmax=11025)`` for that; the default uses the model's 8 kHz mel.
+    """
+    y_hat, y = _flat(y_hat), _flat(y)
+    if y_hat.shape != y.shape:
+        raise InputError(f"ŷ and y must have the same shape, got {tuple(y_hat.shape)} and {tuple(y.shape)}")
+    return MEL_WEIGHT * F.l1_loss(log_mel_torch(y_hat, cfg), log_mel_torch(y, cfg))
+
+
+def _stft_magnitude(x: torch.Tensor, n_fft: int, hop: int, win: int) -> torch.Tensor:
+    """``[B, T]`` → ``[B, n_fft/2 + 1, frames]`` magnitude, ``sqrt(max(re² + im², 1e-7))``."""
+    window = torch.hann_window(win, dtype=x.dtype, device=x.device)
+    spec = torch.stft(x, n_fft, hop_length=hop, win_length=win, window=window, return_complex=True)
+    return torch.sqrt(torch.clamp(spec.real**2 + spec.imag**2, min=1e-7))
+
+
+def multi_resolution_stft_loss(
+    y_hat: torch.Tensor,
+    y: torch.Tensor,
+    resolutions: tuple[tuple[int, int, int], ...] = STFT_RESOLUTIONS,
+) -> torch.Tensor:
+    """Mean over ``(n_fft, hop, win)`` resolutions of spectral convergence + log-magnitude L1.
+
+    Spectral convergence is ``‖|Y| − |Ŷ|‖_F / ‖|Y|‖_F`` over the batch; the log term
+    is ``mean|log|Y| − log|Ŷ||``. Needs ``T > n_fft / 2`` for the largest FFT (reflect-centred frames).
+    """
+    y_hat, y = _flat(y_hat), _flat(y)
+    if y_hat.shape != y.shape:
+        raise InputError(f"ŷ and y must have the same shape, got {tuple(y_hat.shape)} and {tuple(y.shape)}")
+    if not resolutions:
+        raise InputError("need at least one STFT resolution")
+    total = y.new_zeros(())
+    for n_fft, hop, win in resolutions:
+        if y.shape[-1] <= n_fft // 2:
+            raise InputError(f"need more than {n_fft // 2} samples for an STFT of size {n_fft}, got {y.shape[-1]}")
+        m_hat, m = _stft_magnitude(y_hat, n_fft, hop, win), _stft_magnitude(y, n_fft, hop, win)
+        sc = torch.linalg.norm(m - m_hat) / torch.linalg.norm(m)
+        total = total + sc + F.l1_loss(torch.log(m_hat), torch.log(m))
+    return total / len(resolutions)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """``[B, 1, T]`` or ``[B, T]`` → ``[B, T]``."""
+    if x.dim() == 3 and x.shape[1] == 1:
+        return x[:, 0]
+    if x.dim() != 2:
+        raise InputError(f"audio must be [B, 1, T] or [B, T], got {tuple(x.shape)}")
+    return x
+
+
+def _same_length(a: list, b: list) -> None:
+    if len(a) != len(b) or not a:
+        raise InputError(f"real and fake lists must be non-empty and of equal length, got {len(a)} and {len(b)}")
+
+
+__all__ = [
+    "discriminator_loss",
+    "feature_matching_loss",
+    "generator_adversarial_loss",
+    "mel_l1_loss",
+    "multi_resolution_stft_loss",
+]

@@ -1,0 +1,190 @@
+import io
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from codec.errors import InputError, LimitExceededError, UnsupportedMediaError
+from codec.frontend.audio import MelConfig, log_mel, mel_filterbank, read_audio, resample
+
+CFG = MelConfig()
+
+
+def encode(samples: np.ndarray, rate: int = 22050, fmt: str = "WAV", subtype: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def pcm_wav(rate: int, channels: int = 1, frames: int = 100) -> bytes:
+    """A 16-bit PCM WAV written by hand, so the header can say anything."""
+    data = np.zeros(frames * channels, "<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * 2, channels * 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def noise(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * 0.2).astype(np.float32)
+
+
+# --- log-mel ---------------------------------------------------------------------------------------------------
+
+
+def test_log_mel_matches_torch_twin():
+    torch = pytest.importorskip("torch")
+    from codec.nets.mel import log_mel_torch
+
+    x = noise((2, 6000))
+    ref = log_mel_torch(torch.from_numpy(x), CFG).numpy()
+    out = log_mel(x, CFG)
+    assert out.shape == ref.shape == (2, CFG.n_mels, CFG.frames(6000))
+    np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+
+
+def test_log_mel_matches_librosa():
+    import librosa
+
+    x = noise((5000,), seed=1)
+    padded = np.pad(x, (CFG.pad, CFG.pad), mode="reflect")
+    spec = librosa.stft(padded, n_fft=CFG.n_fft, hop_length=CFG.hop, win_length=CFG.win, window="hann", center=False)
+    mag = np.sqrt(spec.real**2 + spec.imag**2 + 1e-9)
+    fb = librosa.filters.mel(sr=CFG.sample_rate, n_fft=CFG.n_fft, n_mels=CFG.n_mels, fmin=CFG.fmin, fmax=CFG.fmax)
+    ref = np.log(np.maximum(fb @ mag, 1e-5))
+    np.testing.assert_allclose(log_mel(x, CFG), ref, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(mel_filterbank(CFG), fb)
+
+
+@pytest.mark.parametrize("n", [CFG.pad + 1, 1000, 2560, 2561, 2815, 22050])
+def test_frame_count(n):
+    frames = log_mel(noise((n,)), CFG).shape[-1]
+    assert frames == (n + 2 * CFG.pad - CFG.n_fft) // CFG.hop + 1 == CFG.frames(n)
+    if n % CFG.hop == 0:
+        assert frames == n // CFG.hop
+
+
+def test_batch_equals_single_and_dtype():
+    x = noise((3, 3000), seed=2)
+    batch = log_mel(x, CFG)
+    assert batch.dtype == np.float32
+    np.testing.assert_allclose(batch[1], log_mel(x[1], CFG), atol=1e-6)
+    assert log_mel(np.zeros(3000, np.float32), CFG).min() == pytest.approx(np.log(CFG.log_floor))
+
+
+@pytest.mark.parametrize("bad", [np.zeros(CFG.pad, np.float32), np.zeros(2000, np.int16), np.zeros((1, 1, 2000))])
+def test_log_mel_rejects(bad):
+    with pytest.raises(InputError):
+        log_mel(bad, CFG)
+
+
+def test_mel_config_validation():
+    with pytest.raises(InputError, match="fmax"):
+        MelConfig(fmax=20000)
+    with pytest.raises(InputError, match="hop"):
+        MelConfig(hop=2048)
+    assert MelConfig(fmax=11025).fmax == 11025  # Nyquist mel of the reference loss
+
+
+# --- read_audio ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "atol"),
+    [("WAV", "PCM_16", 1 / 32768), ("WAV", "FLOAT", 0.0), ("FLAC", "PCM_16", 1 / 32768), ("FLAC", "PCM_24", 1e-6)],
+)
+def test_reads_mono(fmt, subtype, atol):
+    x = noise((4000,), seed=3)
+    audio = read_audio(encode(x, 16000, fmt, subtype), max_seconds=10)
+    assert audio.sample_rate == 16000 and audio.samples.dtype == np.float32 and audio.samples.shape == (4000,)
+    np.testing.assert_allclose(audio.samples, x, atol=atol + 1e-7)
+    assert audio.seconds == pytest.approx(0.25)
+
+
+def test_stereo_is_averaged():
+    left, right = noise((3000,), seed=4), noise((3000,), seed=5)
+    audio = read_audio(encode(np.stack([left, right], axis=1), 44100, "WAV", "FLOAT"), max_seconds=10)
+    np.testing.assert_allclose(audio.samples, (left + right) / 2, atol=1e-7)
+
+
+def test_float_wav_is_clipped():
+    audio = read_audio(encode(np.array([0.5, 1.5, -3.0] * 100, np.float32), 22050, "WAV", "FLOAT"), max_seconds=1)
+    assert audio.samples.max() == 1.0 and audio.samples.min() == -1.0
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_reads_ogg(subtype):
+    if subtype not in sf.available_subtypes("OGG"):
+        pytest.skip(f"libsndfile {sf.__libsndfile_version__} has no OGG {subtype}")
+    rate = 48000 if subtype == "OPUS" else 22050
+    x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate).astype(np.float32)
+    audio = read_audio(encode(x, rate, "OGG", subtype), max_seconds=10)
+    assert audio.sample_rate == rate and abs(len(audio.samples) - rate) < rate // 10
+
+
+def test_resample_keeps_frequency():
+    t = np.arange(44100) / 44100
+    x = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    y = resample(x, 44100, 22050)
+    assert y.dtype == np.float32 and len(y) == 22050
+    peak_hz = np.argmax(np.abs(np.fft.rfft(y * np.hanning(len(y))))) * 22050 / len(y)
+    assert peak_hz == pytest.approx(1000, abs=1.5)
+    np.testing.assert_array_equal(resample(x, 44100, 44100), x)
+
+
+def test_resample_rejects():
+    with pytest.raises(InputError):
+        resample(np.zeros(10, np.float32), 0)
+    with pytest.raises(InputError):
+        resample(np.zeros((2, 10), np.float32), 44100)
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "match"),
+    [
+        (b"", UnsupportedMediaError, "empty"),
+        (b"this is not a sound at all" * 10, UnsupportedMediaError, "not a decodable"),
+        (b"\x00" * 1000, UnsupportedMediaError, "not a decodable"),
+        (pcm_wav(22050)[:30], UnsupportedMediaError, "not a decodable"),  # header cut before the data chunk
+        (pcm_wav(0), UnsupportedMediaError, "not a decodable"),
+        (pcm_wav(500), UnsupportedMediaError, "500 Hz"),
+        (pcm_wav(500_000), UnsupportedMediaError, "500000 Hz"),
+        (pcm_wav(22050, channels=33), UnsupportedMediaError, "33 channels"),
+        (pcm_wav(22050, frames=0), InputError, "no samples"),
+        (pcm_wav(8000, frames=8001), LimitExceededError, "1.00 s"),
+    ],
+)
+def test_bad_input(data, error, match):
+    with pytest.raises(error, match=match):
+        read_audio(data, max_seconds=1.0)
+
+
+def test_channel_limit_is_configurable():
+    stereo = encode(noise((100, 2)), 22050)
+    with pytest.raises(UnsupportedMediaError, match="at most 1"):
+        read_audio(stereo, max_seconds=1, max_channels=1)
+
+
+def test_non_finite_samples():
+    x = noise((500,))
+    x[10] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        read_audio(encode(x, 22050, "WAV", "FLOAT"), max_seconds=1)
+    x[10] = np.inf
+    with pytest.raises(InputError, match="NaN or infinite"):
+        read_audio(encode(x, 22050, "WAV", "FLOAT"), max_seconds=1)
+
+
+def test_other_formats_are_refused():
+    with pytest.raises(UnsupportedMediaError, match="AIFF is not accepted"):
+        read_audio(encode(noise((500,)), 22050, "AIFF"), max_seconds=1)
+
+
+def test_truncated_flac_is_an_input_error():
+    data = encode(noise((22050,)), 22050, "FLAC")
+    for cut in (20, 100, len(data) // 2):
+        try:
+            audio = read_audio(data[:cut], max_seconds=2)
+        except InputError:
+            continue
+        assert 0 < len(audio.samples) <= 22050

@@ -1,0 +1,195 @@
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils import parametrize
+
+from codec.errors import InputError
+from codec.frontend.audio import MelConfig
+from codec.nets.hifigan import (
+    Generator,
+    HiFiGANConfig,
+    MultiPeriodDiscriminator,
+    MultiScaleDiscriminator,
+    count_parameters,
+    export_generator,
+)
+from codec.nets.hifigan_loss import (
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    mel_l1_loss,
+    multi_resolution_stft_loss,
+)
+
+TINY = HiFiGANConfig(upsample_initial_channel=16)  # V3 layout (8, 8, 4) at 1/16 of the width
+TINY_V2 = HiFiGANConfig((8, 8, 2, 2), (16, 16, 4, 4), 16, "1", (3, 7), ((1, 3), (1, 3)))
+TINY_MPD = {"periods": (2, 3, 5, 7, 11), "channels": (4, 8, 8)}
+TINY_MSD = {"channels": (8, 8, 16, 16, 16, 16, 16), "groups": (1, 4, 4, 4, 4, 4, 1)}
+
+
+def _mel(batch: int = 2, frames: int = 6, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, 80, frames, generator=torch.Generator().manual_seed(seed)) - 4
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_one_thread():
+    """Seeded, single-threaded torch: tiny tensors gain nothing from threads that fight a busy CPU."""
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- config ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "params"), [(HiFiGANConfig.v1, 13.92e6), (HiFiGANConfig.v2, 0.93e6), (HiFiGANConfig.v3, 1.46e6)]
+)
+def test_preset_sizes_match_the_paper(preset, params):
+    cfg = preset()
+    assert np.prod(cfg.upsample_rates) == cfg.hop == 256
+    assert count_parameters(Generator(cfg)) == pytest.approx(params, rel=0.01)
+    assert HiFiGANConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"upsample_rates": (8, 8, 2), "upsample_kernel_sizes": (16, 16, 4)}, "multiply to 128"),
+        ({"upsample_rates": (8, 8, 4), "upsample_kernel_sizes": (16, 16)}, "one kernel size per"),
+        ({"upsample_kernel_sizes": (16, 15, 8)}, "k − u even"),
+        ({"upsample_initial_channel": 20}, "multiple of 2"),
+        ({"resblock": "3"}, "resblock"),
+        ({"resblock_kernel_sizes": (3, 4, 7)}, "odd"),
+        ({"resblock_kernel_sizes": (3, 5)}, "one dilation tuple"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        HiFiGANConfig(**kwargs)
+
+
+# --- generator -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_V2], ids=["v3-tiny", "v2-tiny"])
+def test_generator_shape(cfg):
+    y = Generator(cfg)(_mel(2, 5))
+    assert y.shape == (2, 1, 5 * 256) and y.abs().max() < 1
+
+
+def test_generator_rejects_wrong_mel():
+    with pytest.raises(InputError, match="80"):
+        Generator(TINY)(torch.zeros(1, 40, 5))
+
+
+def test_remove_weight_norm_keeps_output():
+    gen = Generator(TINY_V2).eval()
+    mel = _mel(1, 4)
+    with torch.no_grad():
+        before = gen(mel)
+        gen.remove_weight_norm()
+        after = gen(mel)
+    assert not any(parametrize.is_parametrized(m) for m in gen.modules())
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+
+
+def test_onnx_export_parity(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    gen = Generator(TINY).eval()
+    path = export_generator(gen, tmp_path / "generator.onnx")
+    assert parametrize.is_parametrized(gen.conv_pre)  # the original keeps its weight norm
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch, frames in [(1, 8), (3, 13)]:  # dynamic batch and frames
+        mel = _mel(batch, frames, seed=frames)
+        (out,) = sess.run(None, {"mel": mel.numpy()})
+        with torch.no_grad():
+            ref = gen(mel).numpy()
+        assert out.shape == (batch, 1, frames * 256)
+        np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+
+
+# --- discriminators --------------------------------------------------------------------------------------------
+
+
+def test_discriminator_sizes():
+    sizes = {"mpd": count_parameters(MultiPeriodDiscriminator()), "msd": count_parameters(MultiScaleDiscriminator())}
+    print(f"\n{sizes}")
+    assert sizes["mpd"] == pytest.approx(41.1e6, rel=0.01) and sizes["msd"] == pytest.approx(29.6e6, rel=0.01)
+
+
+def test_multi_period_discriminator():
+    mpd = MultiPeriodDiscriminator(**TINY_MPD)
+    out = mpd(torch.randn(2, 1, 1001))  # not a multiple of any period
+    assert len(out.scores) == len(out.features) == 5
+    assert all(s.dim() == 2 and s.shape[0] == 2 for s in out.scores)
+    assert all(len(f) == 4 for f in out.features)  # 3 convs + post
+    assert out.features[0][0].shape[-1] == 2 and out.features[-1][0].shape[-1] == 11
+
+
+def test_multi_scale_discriminator():
+    msd = MultiScaleDiscriminator(**TINY_MSD)
+    out = msd(torch.randn(2, 1, 1024))
+    assert len(out.scores) == len(out.features) == 3
+    assert all(len(f) == 8 for f in out.features)
+    assert out.features[1][0].shape[-1] < out.features[0][0].shape[-1]  # pooled scale
+    assert parametrize.is_parametrized(msd.discriminators[0].convs[0])
+
+
+def test_discriminator_validation():
+    with pytest.raises(InputError, match="divisible"):
+        MultiScaleDiscriminator(channels=(8, 8, 8, 8, 8, 8, 8), groups=(1, 16, 16, 16, 16, 16, 1))
+    with pytest.raises(InputError, match=r"\[B, 1, T\]"):
+        MultiPeriodDiscriminator(**TINY_MPD)(torch.zeros(2, 1000))
+
+
+# --- losses ----------------------------------------------------------------------------------------------------
+
+
+def test_adversarial_losses():
+    real = [torch.ones(2, 5), torch.full((2, 3), 0.5)]
+    fake = [torch.zeros(2, 5), torch.full((2, 3), 0.5)]
+    assert discriminator_loss(real, fake).item() == pytest.approx(0 + 0.25 + 0.25)
+    assert generator_adversarial_loss(fake).item() == pytest.approx(1 + 0.25)
+    with pytest.raises(InputError):
+        discriminator_loss(real, fake[:1])
+
+
+def test_feature_matching_loss():
+    real = [[torch.ones(2, 4), torch.zeros(2, 3)]]
+    assert feature_matching_loss(real, real).item() == 0
+    fake = [[torch.zeros(2, 4, requires_grad=True), torch.zeros(2, 3)]]
+    loss = feature_matching_loss(real, fake)
+    assert loss.item() == pytest.approx(2.0)
+    loss.backward()
+    assert fake[0][0].grad is not None
+
+
+def test_reconstruction_losses_and_gradients():
+    y = 0.3 * torch.sin(torch.arange(4096) / 7.0)[None, None].repeat(2, 1, 1)
+    assert mel_l1_loss(y, y).item() == 0
+    assert multi_resolution_stft_loss(y, y).item() == pytest.approx(0, abs=1e-6)
+    y_hat = (y + 0.05 * torch.randn_like(y)).requires_grad_()
+    mel = mel_l1_loss(y_hat, y, MelConfig(fmax=11025))
+    stft = multi_resolution_stft_loss(y_hat, y)
+    assert mel.item() > 0 and stft.item() > 0
+    (mel + stft).backward()
+    assert torch.isfinite(y_hat.grad).all() and y_hat.grad.abs().sum() > 0
+    with pytest.raises(InputError):
+        multi_resolution_stft_loss(y[..., :512], y[..., :512])
+
+
+def test_one_generator_step_runs():
+    gen = Generator(TINY)
+    mpd, msd = MultiPeriodDiscriminator(**TINY_MPD), MultiScaleDiscriminator(**TINY_MSD)
+    mel = _mel(1, 8)
+    y = torch.tanh(torch.randn(1, 1, 8 * 256))
+    y_hat = gen(mel)
+    loss = mel_l1_loss(y_hat, y)
+    for d in (mpd, msd):
+        real, fake = d(y), d(y_hat)
+        loss = loss + generator_adversarial_loss(fake.scores) + feature_matching_loss(real.features, fake.features)
+    loss.backward()
+    assert all(p.grad is not None for p in gen.parameters())
