@@ -1,4 +1,4 @@
-"""The examples of ``docs/api.md`` run against a live server: the curl commands (through bash and
+"""The examples of ``README.md`` and ``docs/api.md`` run against a live server: the curl commands (through bash and
 curl when curl exists) and the Python SDK blocks, with the URL substituted."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import pytest
 from codec.frontend.image import read_image
 from tests.conftest import ROOT, png_bytes, synthetic_image
 
-DOC = ROOT / "docs" / "api.md"
+DOCS = (ROOT / "README.md", ROOT / "docs" / "api.md")
 DOC_URL = "http://127.0.0.1:8000"
 
 
 def blocks(language: str) -> list[str]:
     """The fenced code blocks of ``language`` that talk to the server."""
-    found = re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+    found = [b for doc in DOCS for b in re.findall(rf"```{language}\n(.*?)```", doc.read_text(), flags=re.DOTALL)]
     return [b for b in found if DOC_URL in b]
 
 
@@ -64,7 +64,7 @@ def test_python_examples(workdir, live_server, tiny_codec, capsys, monkeypatch) 
     monkeypatch.delenv("STRATA_API_KEY", raising=False)
     namespace: dict = {"__name__": "__docs__"}
     for block in blocks("python"):  # one session, in page order, like a reader would run them
-        exec(compile(block.replace(DOC_URL, live_server), str(DOC), "exec"), namespace)
+        exec(compile(block.replace(DOC_URL, live_server), "docs-example", "exec"), namespace)
     out = capsys.readouterr().out
     stream = (tmp / "photo.strata").read_bytes()
     assert stream == tiny_codec.compress(image, 4)
