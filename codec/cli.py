@@ -206,6 +206,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg.data = args.data or cfg.data
     if args.steps:
         cfg.steps = args.steps
+    if args.decay_start is not None:
+        cfg.decay_start = args.decay_start
     if args.threads:
         cfg.threads = args.threads
     train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
@@ -302,7 +304,8 @@ def get_parser() -> argparse.ArgumentParser:
     tr.add_argument("modality", choices=["image"])
     tr.add_argument("--data", help="folder with train/ and val/ (default ../shared/data/images)")
     tr.add_argument("--run", default="runs/image-rvq")
-    tr.add_argument("--steps", type=int)
+    tr.add_argument("--steps", type=int, help="total steps of the schedule")
+    tr.add_argument("--decay-start", type=float, help="fraction of --steps after which the LR decays (cosine)")
     tr.add_argument("--resume", action="store_true")
     tr.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     tr.add_argument("--init-from", help="start from the weights of a checkpoint, e.g. models/<name>/checkpoint.pt")
