@@ -8,6 +8,7 @@
     strata truncate IN.strata OUT.strata --layers K
     strata eval images [--data DIR] [--out DIR]
     strata train image [--data DIR] [--run DIR] [--resume]
+    strata train vocoder [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--recon-steps N] [--sets S,S] [--amp]
     strata export image --checkpoint CKPT --name NAME
     strata serve [--host H] [--port P] [--workers N]
 
@@ -191,11 +192,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.modality == "vocoder":
+        return _train_vocoder(args)
+    if args.recon_steps is not None or args.sets or args.amp:
+        raise CliError("--recon-steps, --sets and --amp are options of 'strata train vocoder'")
+
     import torch
 
     from codec.train.image import ImageTrainConfig, train
 
-    run = Path(args.run)
+    run = Path(args.run or "runs/image-rvq")
     cfg_path = run / "config.json"
     if args.resume and cfg_path.exists():
         cfg = ImageTrainConfig.from_dict(json.loads(cfg_path.read_text()))
@@ -212,6 +218,45 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.threads = args.threads
     train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
           init_from=Path(args.init_from) if args.init_from else None)
+    return 0
+
+
+def _train_vocoder(args: argparse.Namespace) -> int:
+    import torch
+
+    from codec.nets.hifigan import HiFiGANConfig
+    from codec.train.vocoder import VocoderTrainConfig, train
+
+    if args.decay_start is not None:
+        raise CliError("--decay-start is an option of 'strata train image' (the vocoder's LR decays exponentially)")
+    run = Path(args.run or "runs/vocoder")
+    cfg_path = run / "config.json"
+    if args.resume and cfg_path.exists():
+        cfg = VocoderTrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    elif args.init_from:
+        try:
+            ckpt = torch.load(args.init_from, map_location="cpu", weights_only=False)
+            cfg = VocoderTrainConfig(gen=HiFiGANConfig.from_dict(ckpt["config"]))
+        except (OSError, KeyError, TypeError) as e:
+            raise CliError(f"{args.init_from} is not a vocoder checkpoint: {e}") from None
+    else:
+        cfg = VocoderTrainConfig()
+    cfg.data = args.data or cfg.data
+    if args.sets:
+        cfg.sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+    if args.steps:
+        cfg.steps = args.steps
+    if args.recon_steps is not None:
+        cfg.recon_steps = args.recon_steps
+    if args.threads:
+        cfg.threads = args.threads
+    if args.amp:
+        cfg.amp = True
+    try:
+        train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
+              init_from=Path(args.init_from) if args.init_from else None)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
     return 0
 
 
@@ -301,15 +346,20 @@ def get_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     tr = sub.add_parser("train", help="train a model")
-    tr.add_argument("modality", choices=["image"])
-    tr.add_argument("--data", help="folder with train/ and val/ (default ../shared/data/images)")
-    tr.add_argument("--run", default="runs/image-rvq")
+    tr.add_argument("modality", choices=["image", "vocoder"])
+    tr.add_argument("--data", help="image: folder with train/ and val/ (default ../shared/data/images); "
+                    "vocoder: folder with <set>/train/ (default ../shared/data/audio)")
+    tr.add_argument("--run", help="run folder (default runs/image-rvq or runs/vocoder)")
     tr.add_argument("--steps", type=int, help="total steps of the schedule")
     tr.add_argument("--decay-start", type=float, help="fraction of --steps after which the LR decays (cosine)")
     tr.add_argument("--resume", action="store_true")
     tr.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     tr.add_argument("--init-from", help="start from the weights of a checkpoint, e.g. models/<name>/checkpoint.pt")
     tr.add_argument("--threads", type=int, help="torch threads (default 2)")
+    tr.add_argument("--recon-steps", type=int,
+                    help="vocoder: generator-only reconstruction steps before the discriminators join")
+    tr.add_argument("--sets", help="vocoder: comma-separated audio sets (default speech; e.g. speech,environment)")
+    tr.add_argument("--amp", action="store_true", help="vocoder: bf16 autocast of the networks (default off)")
     tr.set_defaults(func=cmd_train)
 
     x = sub.add_parser("export", help="export a checkpoint to ONNX + prior + manifest")

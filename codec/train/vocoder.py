@@ -1,0 +1,625 @@
+"""Training loop of the HiFi-GAN vocoder (``strata train vocoder``, issue #4).
+
+::
+
+    FLAC files ─► decoded once (float32, 22 050 Hz, cached .npz) ─► random segments [B, segment]
+        segment ─► log_mel_torch (the serving mel) ─► G ─► ŷ
+        phase 1, step < recon_steps:  L_G = 45·L1(mel(ŷ), mel(y)) + w·MR-STFT(ŷ, y)            (no discriminators)
+        phase 2, step ≥ recon_steps:  L_D = LSGAN(MPD) + LSGAN(MSD)
+                                      L_G = LSGAN_G(MPD, MSD) + 2·FM + 45·L1(mel(ŷ), mel(y))   (the paper's)
+
+The warm-up without discriminators is DESIGN §9's recipe for two CPU cores: a generator
+step with a reconstruction loss costs about 1/30 of an adversarial one. The loss mel
+goes up to Nyquist (``loss_fmax``, the reference recipe's ``fmax_for_loss=None``); the
+generator's input and the selection metric use the serving mel (8 kHz, ``DEFAULT_MEL``).
+
+Model selection never touches a test split: a fixed ``heldout`` fraction of the
+*training* files, chosen by a hash of the file name (:func:`split_heldout`), is held
+out. Every evaluation runs the generator (eval mode) on those whole clips and logs
+the L1 (and RMSE) between the log-mel of the generated audio and that of the
+reference; that L1 selects ``best.pt``. When ``pesq`` and ``pystoi`` are installed,
+PESQ-WB and STOI (16 kHz) on a few held-out speech clips are logged too.
+
+``best.pt`` is selected within a phase: when the adversarial phase begins, the best
+reconstruction-phase generator is kept as ``best_recon.pt`` and selection starts over
+(adversarial training trades a little mel distance for realism, so comparing across
+the phase boundary would keep the warm-up generator for ever).
+
+The run directory holds ``config.json``, ``log.jsonl`` (``"kind": "train"`` records every
+``log_every`` steps, ``"kind": "eval"`` records at every evaluation), ``last.pt`` (resume
+point: generator, discriminators once built, both optimisers, step, RNG states),
+``best.pt`` / ``best_recon.pt`` (generator only) and ``cache/`` (decoded audio).
+The learning rates are a closed form of the step (``lr · lr_decay^⌊step / decay_every⌋``),
+so resuming needs no scheduler state beyond the step. :func:`export_vocoder` turns a
+checkpoint into ``vocoder.onnx`` + ``vocoder.pt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from codec.frontend.audio import DEFAULT_MEL, MelConfig, resample
+from codec.nets.hifigan import (
+    DiscriminatorOutput,
+    Generator,
+    HiFiGANConfig,
+    MultiPeriodDiscriminator,
+    MultiScaleDiscriminator,
+    export_generator,
+)
+from codec.nets.hifigan_loss import (
+    MEL_WEIGHT,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    multi_resolution_stft_loss,
+)
+from codec.nets.mel import log_mel_torch
+
+AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
+SAMPLE_RATE = DEFAULT_MEL.sample_rate
+
+
+def _tuples(v: object) -> object:
+    return tuple(_tuples(e) for e in v) if isinstance(v, list | tuple) else v
+
+
+@dataclass
+class VocoderTrainConfig:
+    """Data, networks and schedule of a vocoder training run (saved as ``config.json``)."""
+
+    data: str = "../shared/data/audio"  # folder with <set>/train/ sub-folders
+    sets: tuple[str, ...] = ("speech",)  # which sets' train/ splits to use, e.g. ("speech", "environment")
+    gen: HiFiGANConfig = field(default_factory=HiFiGANConfig.v3)
+    mpd_channels: tuple[int, ...] = (32, 128, 512, 1024, 1024)  # the paper's MPD
+    msd_channels: tuple[int, ...] = (128, 128, 256, 512, 1024, 1024, 1024)  # the paper's MSD
+    msd_groups: tuple[int, ...] = (1, 4, 16, 16, 16, 16, 1)
+    segment: int = 8192  # samples per training segment (a multiple of the hop)
+    batch: int = 4
+    gain_db: float = 0.0  # random attenuation of each segment, uniform in [−gain_db, 0] dB (0: off)
+    lr: float = 2e-4  # both optimisers (AdamW, as the paper)
+    betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay (the paper's λ = 0.01; 0 gives Adam)
+    lr_decay: float = 0.999  # factor per decay period
+    decay_every: int = 0  # steps per decay period; 0: one epoch-equivalent (training samples / (batch·segment))
+    steps: int = 50_000  # total generator steps, both phases
+    recon_steps: int = 30_000  # generator-only reconstruction phase (steps before the discriminators join)
+    stft_weight: float = 1.0  # multi-resolution STFT loss weight in the reconstruction phase
+    adv_stft_weight: float = 0.0  # ... and in the adversarial phase (the paper: 0)
+    loss_fmax: float = 11025.0  # top of the loss mel (Hz): Nyquist, as the reference recipe
+    eval_every: int = 1000  # steps between evaluations in the reconstruction phase
+    adv_eval_every: int = 200  # ... in the adversarial phase (a step there costs ~30× more)
+    log_every: int = 50  # steps between "train" records in log.jsonl
+    heldout: float = 0.1  # fraction of the training files held out for selection (by name hash)
+    pesq_clips: int = 8  # held-out speech clips scored with PESQ-WB/STOI per evaluation (0: off)
+    threads: int = 2
+    seed: int = 0
+    amp: bool = False  # bf16 autocast of the networks (losses stay float32)
+
+    def __post_init__(self) -> None:
+        if self.segment % self.gen.hop or self.segment <= 2048:
+            raise ValueError(f"segment must be a multiple of the hop {self.gen.hop} and > 2048, got {self.segment}")
+        if not self.sets:
+            raise ValueError("need at least one audio set")
+        if not 0 < self.heldout < 1:
+            raise ValueError(f"heldout must be in (0, 1), got {self.heldout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VocoderTrainConfig:
+        d = dict(d)
+        gen = HiFiGANConfig.from_dict(d.pop("gen"))
+        return cls(gen=gen, **{k: _tuples(v) for k, v in d.items()})
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def list_audio(folder: Path) -> list[Path]:
+    """Sound files directly in ``folder``, sorted by name."""
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"no audio folder {folder}")
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {folder}")
+    return files
+
+
+def heldout_score(name: str) -> float:
+    """A fixed pseudo-random number in [0, 1) from a file name (sha256): < fraction means held out."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2**64
+
+
+def split_heldout(files: list[Path], fraction: float) -> tuple[list[Path], list[Path]]:
+    """``(train, heldout)``: a file is held out iff :func:`heldout_score` of its name is below ``fraction``.
+
+    Deterministic, independent of the folder and of the other files (adding a file moves no
+    other one). With few files at least one is held out and at least one kept.
+    """
+    held = [p for p in files if heldout_score(p.name) < fraction]
+    if not held and len(files) > 1:
+        held = [min(files, key=lambda p: heldout_score(p.name))]
+    if len(held) == len(files) and files:
+        held.remove(max(held, key=lambda p: heldout_score(p.name)))
+    names = {p.name for p in held}
+    return [p for p in files if p.name not in names], held
+
+
+def training_files(cfg: VocoderTrainConfig) -> dict[str, list[Path]]:
+    """``{set: files of <data>/<set>/train}`` (never a test split)."""
+    out = {}
+    for s in cfg.sets:
+        if "test" in Path(s).parts:
+            raise ValueError(f"set {s!r} names a test split: test data is for evaluation only")
+        out[s] = list_audio(Path(cfg.data) / s / "train")
+    return out
+
+
+def decode(path: Path, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A sound file → mono float32 ``[T]`` at ``rate`` (channels averaged, soxr-resampled if needed)."""
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    mono = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
+    return resample(np.ascontiguousarray(mono), sr, rate)
+
+
+def load_audio(files: list[Path], cache_dir: Path | None = None, rate: int = SAMPLE_RATE) -> list[np.ndarray]:
+    """Decode every file once to float32 ``[T]`` at ``rate``; cached as one ``.npz`` per file list."""
+    key = hashlib.sha256(
+        "\n".join([str(rate)] + [f"{p.parent.name}/{p.name}:{p.stat().st_size}" for p in files]).encode()
+    ).hexdigest()[:16]
+    cache = Path(cache_dir) / f"audio-{key}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            samples, offsets = z["samples"], z["offsets"]
+    else:
+        clips = [decode(p, rate) for p in files]
+        offsets = np.cumsum([0] + [len(c) for c in clips])
+        samples = np.concatenate(clips) if clips else np.zeros(0, np.float32)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.stem + ".tmp.npz")
+            np.savez(tmp, samples=samples, offsets=offsets)
+            tmp.replace(cache)
+    return [samples[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+class RandomSegments:
+    """Random ``segment``-sample windows of the clips (every sample equally likely); short clips are zero-padded.
+
+    ``sample(n)`` returns float32 ``[n, segment]``.
+    """
+
+    def __init__(self, clips: list[np.ndarray], segment: int, seed: int = 0, gain_db: float = 0.0) -> None:
+        self.clips = [c for c in clips if len(c)]
+        if not self.clips:
+            raise ValueError("no training audio")
+        self.segment, self.gain_db = segment, gain_db
+        self.rng = np.random.default_rng(seed)
+        lengths = np.array([len(c) for c in self.clips], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+
+    def sample(self, n: int) -> np.ndarray:
+        out = np.zeros((n, self.segment), dtype=np.float32)
+        for i, k in enumerate(self.rng.choice(len(self.clips), size=n, p=self.weights)):
+            c = self.clips[k]
+            if len(c) >= self.segment:
+                s = int(self.rng.integers(0, len(c) - self.segment + 1))
+                out[i] = c[s : s + self.segment]
+            else:
+                out[i, : len(c)] = c
+            if self.gain_db > 0:
+                out[i] *= np.float32(10 ** (-self.rng.uniform(0, self.gain_db) / 20))
+        return out
+
+
+# ------------------------------------------------------------------------------------------ networks
+
+
+def build_discriminators(cfg: VocoderTrainConfig, device: torch.device) -> tuple[MultiPeriodDiscriminator,
+                                                                              MultiScaleDiscriminator]:
+    """MPD and MSD, initialised from ``seed + 1`` without touching the global RNG stream.
+
+    They are built only when the adversarial phase starts (71 M parameters at the paper's width),
+    and always identically, so a reconstruction-phase checkpoint need not store them.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + 1)
+        mpd = MultiPeriodDiscriminator(channels=cfg.mpd_channels)
+        msd = MultiScaleDiscriminator(channels=cfg.msd_channels, groups=cfg.msd_groups)
+    return mpd.to(device), msd.to(device)
+
+
+def load_generator(path: Path | str, map_location: str | torch.device = "cpu") -> Generator:
+    """A float32 generator (weight norm kept, eval mode) from ``last.pt``, ``best.pt`` or ``vocoder.pt``."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    gen = Generator(HiFiGANConfig.from_dict(ckpt["config"]))
+    gen.load_state_dict({k: v.float() for k, v in ckpt["generator"].items()})
+    return gen.eval()
+
+
+def lr_at(cfg: VocoderTrainConfig, step: int, decay_every: int, start: int = 0) -> float:
+    """``lr · lr_decay^⌊(step − start) / decay_every⌋`` (the discriminators' schedule starts at ``recon_steps``)."""
+    return cfg.lr * cfg.lr_decay ** (max(0, step - start) // decay_every)
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+
+
+def _discriminate(d: torch.nn.Module, x: torch.Tensor, device: torch.device, amp: bool) -> DiscriminatorOutput:
+    """Scores and feature maps, in float32 whatever the autocast dtype."""
+    with _autocast(device, amp):
+        out = d(x)
+    if not amp:
+        return out
+    return DiscriminatorOutput([s.float() for s in out.scores], [[f.float() for f in fs] for fs in out.features])
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+def _pesq_stoi(ref: np.ndarray, deg: np.ndarray) -> tuple[float, float] | None:
+    """PESQ-WB and STOI at 16 kHz, or ``None`` when the packages are missing or PESQ finds no speech."""
+    try:
+        import soxr
+        from pesq import pesq
+        from pystoi import stoi
+    except ImportError:
+        return None
+    r = soxr.resample(ref.astype(np.float64), SAMPLE_RATE, 16000)
+    d = soxr.resample(deg.astype(np.float64), SAMPLE_RATE, 16000)
+    try:
+        return float(pesq(16000, r, d, "wb")), float(stoi(r, d, 16000))
+    except Exception:  # pesq.NoUtterancesError and friends on silent or tiny clips
+        return None
+
+
+@torch.no_grad()
+def evaluate(
+    gen: Generator,
+    clips: list[np.ndarray],
+    device: torch.device,
+    amp: bool = False,
+    pesq_idx: tuple[int, ...] = (),
+) -> dict:
+    """Held-out metrics of ``gen`` on whole clips (eval mode; restored to train mode after).
+
+    ``val_mel_l1`` / ``val_mel_rmse``: over every bin of every frame of every clip, between the
+    serving log-mel of the generated audio and that of the reference (natural log domain).
+    ``pesq_wb`` / ``stoi``: means over the clips ``pesq_idx`` (``None`` when unavailable).
+    """
+    was_training = gen.training
+    gen.eval()
+    abs_sum = sq_sum = 0.0
+    count = 0
+    pesqs, stois = [], []
+    for i, clip in enumerate(clips):
+        y = torch.from_numpy(np.ascontiguousarray(clip))[None].to(device)
+        mel = log_mel_torch(y)
+        with _autocast(device, amp):
+            y_hat = gen(mel)
+        y_hat = y_hat.float()[:, 0]
+        diff = log_mel_torch(y_hat) - mel
+        abs_sum += float(diff.abs().sum())
+        sq_sum += float((diff**2).sum())
+        count += diff.numel()
+        if i in pesq_idx:
+            scores = _pesq_stoi(clip[: y_hat.shape[-1]], y_hat[0].cpu().numpy())
+            if scores is not None:
+                pesqs.append(scores[0])
+                stois.append(scores[1])
+    gen.train(was_training)
+    return {
+        "val_mel_l1": abs_sum / max(count, 1),
+        "val_mel_rmse": math.sqrt(sq_sum / max(count, 1)),
+        "pesq_wb": float(np.mean(pesqs)) if pesqs else None,
+        "stoi": float(np.mean(stois)) if stois else None,
+        "pesq_clips": len(pesqs),
+    }
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _generator_checkpoint(gen: Generator, cfg: VocoderTrainConfig, step: int, best: float, metrics: dict) -> dict:
+    return {"generator": gen.state_dict(), "config": cfg.gen.to_dict(), "train_config": cfg.to_dict(),
+            "step": step, "best": best, "metrics": metrics}
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def train(
+    cfg: VocoderTrainConfig,
+    run_dir: Path,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    init_from: Path | None = None,
+) -> Path:
+    """Train (or resume) in ``run_dir``; returns the path of ``best.pt``.
+
+    ``resume`` continues from ``run_dir/last.pt`` (networks, optimisers, step, RNG states).
+    ``init_from`` starts from the generator of another checkpoint (``last.pt``, ``best.pt`` or an
+    exported ``vocoder.pt``): its step count is kept (so a warmed-up generator goes on where its
+    schedule was), the optimisers start afresh. ``max_minutes`` evaluates, checkpoints and stops.
+    """
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+
+    # Data: every training file decoded once; a fixed slice of them held out for selection.
+    train_clips, held_clips, speech_held = [], [], []
+    for s, files in training_files(cfg).items():
+        tr, he = split_heldout(files, cfg.heldout)
+        train_clips += load_audio(tr, run_dir / "cache")
+        clips = load_audio(he, run_dir / "cache")
+        if s == "speech":
+            speech_held = list(range(len(held_clips), len(held_clips) + len(clips)))
+        held_clips += clips
+    keep = [i for i, c in enumerate(held_clips) if len(c) >= 2 * cfg.gen.hop + DEFAULT_MEL.n_fft]
+    speech_held = [keep.index(i) for i in speech_held if i in keep]
+    held_clips = [held_clips[i] for i in keep]
+    if cfg.pesq_clips and speech_held:
+        picks = np.linspace(0, len(speech_held) - 1, min(cfg.pesq_clips, len(speech_held))).round().astype(int)
+        pesq_idx = tuple(sorted({speech_held[i] for i in picks}))
+    else:
+        pesq_idx = ()
+    segments = RandomSegments(train_clips, cfg.segment, seed=cfg.seed, gain_db=cfg.gain_db)
+    train_samples = sum(len(c) for c in train_clips)
+    decay_every = cfg.decay_every or max(1, round(train_samples / (cfg.batch * cfg.segment)))
+
+    gen = Generator(cfg.gen).to(device).train()
+    betas = tuple(cfg.betas)
+    opt_g = torch.optim.AdamW(gen.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    mpd = msd = opt_d = None
+
+    def build_d() -> None:
+        nonlocal mpd, msd, opt_d
+        mpd, msd = build_discriminators(cfg, device)
+        params = list(mpd.parameters()) + list(msd.parameters())
+        opt_d = torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+
+    step, best = 0, math.inf
+    last = run_dir / "last.pt"
+    if resume and last.exists():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        gen.load_state_dict(ckpt["generator"])
+        opt_g.load_state_dict(ckpt["opt_g"])
+        if "mpd" in ckpt:
+            build_d()
+            mpd.load_state_dict(ckpt["mpd"])
+            msd.load_state_dict(ckpt["msd"])
+            opt_d.load_state_dict(ckpt["opt_d"])
+        step, best = ckpt["step"], ckpt["best"]
+        decay_every = ckpt.get("decay_every", decay_every)
+        segments.rng.bit_generator.state = ckpt["rng"]["numpy"]
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())  # map_location moved it to the device
+        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
+        print(f"resumed from {last} at step {step} (best held-out mel L1 {best:.4f})", flush=True)
+    elif init_from is not None:
+        ckpt = torch.load(init_from, map_location=device, weights_only=False)
+        if HiFiGANConfig.from_dict(ckpt["config"]) != cfg.gen:
+            raise ValueError(f"{init_from} holds a generator of another configuration: {ckpt['config']}")
+        gen.load_state_dict({k: v.float() for k, v in ckpt["generator"].items()})
+        step = int(ckpt.get("step") or 0)
+        print(f"initialised the generator from {init_from} (step {step})", flush=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    log = (run_dir / "log.jsonl").open("a")
+
+    def write(rec: dict) -> None:
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+
+    def save_last() -> None:
+        rng = {"numpy": segments.rng.bit_generator.state, "torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}
+        ckpt = {**_generator_checkpoint(gen, cfg, step, best, {}), "opt_g": opt_g.state_dict(), "rng": rng,
+                "decay_every": decay_every}
+        if mpd is not None:
+            ckpt.update(mpd=mpd.state_dict(), msd=msd.state_dict(), opt_d=opt_d.state_dict())
+        _atomic_save(ckpt, last)
+
+    def run_eval() -> float:
+        """Evaluate, select, checkpoint; returns the seconds it took (kept out of the step timing)."""
+        nonlocal best
+        t = time.time()
+        v = evaluate(gen, held_clips, device, False, pesq_idx)  # float32: the metric must not depend on amp
+        phase = "adversarial" if mpd is not None else "reconstruction"
+        improved = v["val_mel_l1"] < best
+        if improved:
+            best = v["val_mel_l1"]
+            _atomic_save(_generator_checkpoint(gen, cfg, step, best, v), run_dir / "best.pt")
+        save_last()
+        write({"kind": "eval", "step": step, "time": time.time(), "phase": phase, **v, "best": best,
+               "improved": improved, "eval_s": time.time() - t})
+        extra = f" PESQ {v['pesq_wb']:.2f} STOI {v['stoi']:.3f}" if v["pesq_wb"] is not None else ""
+        bar.write(f"step {step} ({phase}): held-out mel L1 {v['val_mel_l1']:.4f} rmse {v['val_mel_rmse']:.4f}"
+                  f"{extra}{' *' if improved else ''}")
+        return time.time() - t
+
+    mel_loss_cfg = MelConfig(fmax=cfg.loss_fmax)
+    amp = cfg.amp
+    started = t0 = time.time()
+    sums: dict[str, float] = {}
+    n_run = 0
+    bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=5)
+    while step < cfg.steps:
+        adv = step >= cfg.recon_steps
+        if adv and mpd is None:  # the phase boundary: keep the warm-up's best, select afresh from here
+            if (run_dir / "best.pt").exists():
+                shutil.copyfile(run_dir / "best.pt", run_dir / "best_recon.pt")
+            best = math.inf
+            build_d()
+            bar.write(f"step {step}: adversarial phase (MPD + MSD) begins")
+        for g in opt_g.param_groups:
+            g["lr"] = lr_at(cfg, step, decay_every)
+        y = torch.from_numpy(segments.sample(cfg.batch)).to(device)
+        with torch.no_grad():
+            mel = log_mel_torch(y)  # the serving mel: [B, 80, segment / hop]
+        y = y[:, None]
+        with _autocast(device, amp):
+            y_hat = gen(mel)
+        y_hat = y_hat.float()
+        losses: dict[str, torch.Tensor] = {}
+        if adv:
+            for g in opt_d.param_groups:
+                g["lr"] = lr_at(cfg, step, decay_every, start=cfg.recon_steps)
+            fake = y_hat.detach()
+            loss_d = discriminator_loss(_discriminate(mpd, y, device, amp).scores,
+                                        _discriminate(mpd, fake, device, amp).scores) + \
+                discriminator_loss(_discriminate(msd, y, device, amp).scores,
+                                   _discriminate(msd, fake, device, amp).scores)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            losses["disc"] = loss_d.detach()
+        mel_l1 = F.l1_loss(log_mel_torch(y_hat, mel_loss_cfg), log_mel_torch(y, mel_loss_cfg))
+        losses["mel_l1"] = mel_l1.detach()
+        loss_g = MEL_WEIGHT * mel_l1
+        stft_w = cfg.adv_stft_weight if adv else cfg.stft_weight
+        if stft_w > 0:
+            stft = multi_resolution_stft_loss(y_hat, y)
+            losses["stft"] = stft.detach()
+            loss_g = loss_g + stft_w * stft
+        if adv:
+            adv_loss = fm = 0.0
+            for d in (mpd, msd):
+                real, fake_out = _discriminate(d, y, device, amp), _discriminate(d, y_hat, device, amp)
+                adv_loss = adv_loss + generator_adversarial_loss(fake_out.scores)
+                fm = fm + feature_matching_loss(real.features, fake_out.features)
+            losses["adv"], losses["fm"] = adv_loss.detach(), fm.detach()
+            loss_g = loss_g + adv_loss + fm
+        if not torch.isfinite(loss_g):
+            raise RuntimeError(f"non-finite generator loss at step {step}; resume from {last} with a lower lr")
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        step += 1
+        n_run += 1
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps or step == cfg.recon_steps:
+            dt = time.time() - t0
+            means = {k: v / n_run for k, v in sums.items()}
+            rec = {"kind": "train", "step": step, "time": time.time(), "phase": "adversarial" if adv else
+                   "reconstruction", "steps_per_s": n_run / dt, "s_per_step": dt / n_run,
+                   "lr": lr_at(cfg, step - 1, decay_every), **means}
+            write(rec)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()} | {"s/step": f"{dt / n_run:.2f}"})
+            sums, n_run, t0 = {}, 0, time.time()
+        interval = cfg.adv_eval_every if adv else cfg.eval_every
+        out_of_time = max_minutes is not None and time.time() - started > 60 * max_minutes
+        if step % interval == 0 or step == cfg.steps or step == cfg.recon_steps or out_of_time:
+            t0 += run_eval()
+            if out_of_time and step < cfg.steps:
+                bar.write(f"stopping after {max_minutes} minutes at step {step}; resume with --resume")
+                break
+    bar.close()
+    log.close()
+    return run_dir / "best.pt"
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+@dataclass(frozen=True)
+class ExportedVocoder:
+    onnx: Path  # vocoder.onnx: mel [B, 80, F] → audio [B, 1, F·256], float16-stored weights
+    checkpoint: Path  # vocoder.pt: generator state (weight-norm form) + config, for init_from / resuming
+    max_abs_diff: float  # ONNX vs the torch generator of vocoder.pt on a random mel
+
+
+def fp16_generator(gen: Generator) -> Generator:
+    """A copy of ``gen`` (weight norm kept) whose folded weights and biases are float16-exact.
+
+    Assigning the rounded folded weight re-derives weight norm's ``g`` and ``v`` (``right_inverse``):
+    ``v`` = the rounded weight, ``g`` = its norm, so folding gives the rounded weight back.
+    """
+    from torch.nn.utils import parametrize
+
+    out = Generator(gen.cfg)
+    out.load_state_dict(gen.state_dict())
+    with torch.no_grad():
+        for m in out.modules():
+            if parametrize.is_parametrized(m, "weight"):
+                m.weight = m.weight.detach().half().float()
+            if getattr(m, "bias", None) is not None:
+                m.bias.copy_(m.bias.half().float())
+    return out.eval()
+
+
+def export_vocoder(checkpoint: Path | str, out_dir: Path | str, frames: int = 32) -> ExportedVocoder:
+    """Write ``vocoder.onnx`` (folded, float16-stored weights) and ``vocoder.pt`` under ``out_dir``.
+
+    The weights are rounded to float16 first (:func:`fp16_generator`), so the ONNX graph and the
+    generator of ``vocoder.pt`` compute the same function; the ONNX output is checked against it.
+    Not registered in any manifest.
+    """
+    import onnxruntime as ort
+
+    from codec.export import _store_fp16
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    src = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    gen = fp16_generator(load_generator(checkpoint))
+    state = {k: v.half() if v.is_floating_point() and torch.equal(v.half().float(), v) else v
+             for k, v in gen.state_dict().items()}
+    torch.save({"generator": state, "config": gen.cfg.to_dict(), "train_config": src.get("train_config"),
+                "step": src.get("step"), "best": src.get("best"), "metrics": src.get("metrics")},
+               out / "vocoder.pt")
+    onnx_path = export_generator(gen, out / "vocoder.onnx")
+    _store_fp16(onnx_path)
+
+    mel = torch.randn(1, gen.cfg.n_mels, frames, generator=torch.Generator().manual_seed(0)) - 4
+    with torch.no_grad():
+        ref = load_generator(out / "vocoder.pt")(mel).numpy()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"mel": mel.numpy()})[0]
+    diff = float(np.abs(got - ref).max())
+    if diff > 1e-3:
+        raise RuntimeError(f"exported vocoder.onnx differs from the torch generator by {diff}")
+    return ExportedVocoder(onnx_path, out / "vocoder.pt", diff)
+
+
+__all__ = [
+    "ExportedVocoder",
+    "RandomSegments",
+    "VocoderTrainConfig",
+    "build_discriminators",
+    "evaluate",
+    "export_vocoder",
+    "fp16_generator",
+    "heldout_score",
+    "load_audio",
+    "load_generator",
+    "split_heldout",
+    "train",
+    "training_files",
+]

@@ -1,0 +1,177 @@
+"""Vocoder training loop on a tiny synthetic dataset: phases, checkpoints, resume, export, held-out split."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codec.cli import main
+from codec.nets.hifigan import HiFiGANConfig
+from codec.train.vocoder import (
+    RandomSegments,
+    VocoderTrainConfig,
+    export_vocoder,
+    load_audio,
+    load_generator,
+    split_heldout,
+    train,
+)
+
+sf = pytest.importorskip("soundfile")
+
+TINY_GEN = HiFiGANConfig(upsample_initial_channel=16)  # V3 layout at 1/16 of the width
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tone(seconds: float, rate: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 120 + 40 * seed
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return (0.3 * x / np.abs(x).max() + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def audio_root(tmp_path_factory) -> Path:
+    """``speech/train``: seven short FLAC clips (one at 16 kHz, one shorter than a segment); ``speech/test`` too."""
+    root = tmp_path_factory.mktemp("audio")
+    for split, n in (("train", 7), ("test", 2)):
+        (root / "speech" / split).mkdir(parents=True)
+        for i in range(n):
+            rate = 16000 if i == 3 else 22050
+            seconds = 0.15 if i == 5 else 0.6 + 0.1 * i
+            sf.write(root / "speech" / split / f"clip{split}{i:02d}.flac", _tone(seconds, rate, i), rate)
+    return root
+
+
+def _cfg(root: Path, **kw) -> VocoderTrainConfig:
+    base = dict(
+        data=str(root), gen=TINY_GEN, mpd_channels=(4, 8, 8), msd_channels=(8, 8, 16, 16, 16, 16, 16),
+        msd_groups=(1, 4, 4, 4, 4, 4, 1), segment=4096, batch=2, steps=3, recon_steps=2, eval_every=2,
+        adv_eval_every=2, log_every=1, pesq_clips=1, threads=1,
+    )
+    return VocoderTrainConfig(**{**base, **kw})
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_config_round_trips_through_json():
+    cfg = VocoderTrainConfig(sets=("speech", "environment"), gen=TINY_GEN)
+    assert VocoderTrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert VocoderTrainConfig().gen == HiFiGANConfig.v3()
+    with pytest.raises(ValueError, match="multiple of the hop"):
+        VocoderTrainConfig(segment=5000)
+
+
+def test_heldout_split_is_deterministic_and_disjoint(audio_root):
+    names = [Path(f"librispeech_{i:04d}-0000.flac") for i in range(300)]
+    train_a, held_a = split_heldout(names, 0.1)
+    train_b, held_b = split_heldout(list(reversed(names)), 0.1)
+    assert {p.name for p in held_a} == {p.name for p in held_b}  # order-independent, by name only
+    assert not {p.name for p in train_a} & {p.name for p in held_a}
+    assert len(train_a) + len(held_a) == len(names)
+    assert 15 <= len(held_a) <= 45  # about 10 %
+    # Adding files moves no other file across the split.
+    _, held_c = split_heldout(names + [Path("new_a.flac"), Path("new_b.flac")], 0.1)
+    assert {p.name for p in held_a} <= {p.name for p in held_c}
+    # Few files: at least one on each side.
+    files = sorted((audio_root / "speech" / "train").iterdir())
+    tr, he = split_heldout(files, 0.1)
+    assert tr and he and len(tr) + len(he) == len(files)
+
+
+def test_audio_is_decoded_resampled_and_cached(audio_root, tmp_path):
+    files = sorted((audio_root / "speech" / "train").iterdir())
+    clips = load_audio(files, tmp_path)
+    assert len(clips) == len(files) and all(c.dtype == np.float32 for c in clips)
+    assert len(clips[3]) == pytest.approx(0.9 * 22050, abs=2)  # the 16 kHz clip, resampled
+    assert len(list(tmp_path.glob("audio-*.npz"))) == 1
+    again = load_audio(files, tmp_path)  # from the cache
+    assert all(np.array_equal(a, b) for a, b in zip(clips, again, strict=True))
+    seg = RandomSegments(clips, 4096, seed=0).sample(8)
+    assert seg.shape == (8, 4096) and seg.dtype == np.float32
+
+
+def test_train_both_phases_then_resume(audio_root, tmp_path):
+    run = tmp_path / "run"
+    cfg = _cfg(audio_root)
+    assert train(cfg, run) == run / "best.pt"
+    for name in ("config.json", "log.jsonl", "last.pt", "best.pt", "best_recon.pt"):
+        assert (run / name).exists(), name
+    log = _log(run)
+    steps = [r for r in log if r["kind"] == "train"]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert [r["phase"] for r in steps] == ["reconstruction", "reconstruction", "adversarial"]
+    assert "disc" not in steps[1] and "stft" in steps[1]
+    assert {"disc", "adv", "fm", "mel_l1"} <= steps[2].keys() and steps[2]["disc"] > 0
+    evals = [r for r in log if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 3] and all(np.isfinite(r["val_mel_l1"]) for r in evals)
+    last = torch.load(run / "last.pt", weights_only=False)
+    assert last["step"] == 3 and {"mpd", "msd", "opt_d", "opt_g", "rng"} <= last.keys()
+    assert torch.load(run / "best_recon.pt", weights_only=False)["step"] == 2
+
+    # Resume through the CLI: same config, continues at step 4.
+    saved = (run / "config.json").read_text()
+    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "4"]) == 0
+    resumed = VocoderTrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert resumed == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 4})
+    new = _log(run)[len(log):]
+    assert [r["step"] for r in new if r["kind"] == "train"] == [4]
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
+
+
+def test_resume_reproduces_an_uninterrupted_run(audio_root, tmp_path):
+    cfg = _cfg(audio_root, steps=2, recon_steps=10, eval_every=1, pesq_clips=0)
+    train(cfg, tmp_path / "a")
+    one = _cfg(audio_root, steps=1, recon_steps=10, eval_every=1, pesq_clips=0)
+    train(one, tmp_path / "b")
+    train(cfg, tmp_path / "b", resume=True)
+    a, b = (torch.load(tmp_path / r / "last.pt", weights_only=False)["generator"] for r in ("a", "b"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_max_minutes_stops_with_a_checkpoint(audio_root, tmp_path):
+    train(_cfg(audio_root, steps=50, recon_steps=50, eval_every=25, pesq_clips=0), tmp_path, max_minutes=0)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 1
+    assert [r["step"] for r in _log(tmp_path) if r["kind"] == "eval"] == [1]
+
+
+def test_export_matches_the_torch_generator(audio_root, tmp_path):
+    pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    train(_cfg(audio_root, steps=1, recon_steps=1, eval_every=1, pesq_clips=0), run)
+    out = export_vocoder(run / "best.pt", tmp_path / "export")
+    assert out.onnx.exists() and out.checkpoint.exists() and out.max_abs_diff < 1e-4
+    import onnxruntime as ort
+
+    gen = load_generator(out.checkpoint)
+    mel = torch.randn(2, 80, 13, generator=torch.Generator().manual_seed(1)) - 5
+    with torch.no_grad():
+        ref = gen(mel).numpy()
+    got = ort.InferenceSession(str(out.onnx), providers=["CPUExecutionProvider"]).run(None, {"mel": mel.numpy()})[0]
+    assert got.shape == (2, 1, 13 * 256)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    # The exported generator starts another run (init_from), keeping its step.
+    run2 = tmp_path / "run2"
+    train(_cfg(audio_root, steps=2, recon_steps=5, eval_every=1, pesq_clips=0), run2, init_from=out.checkpoint)
+    assert [r["step"] for r in _log(run2) if r["kind"] == "train"] == [2]
+
+
+def test_cli_rejects_vocoder_flags_for_images(tmp_path, capsys):
+    assert main(["train", "image", "--run", str(tmp_path), "--recon-steps", "5"]) == 1
+    assert "vocoder" in capsys.readouterr().err
+    assert main(["train", "vocoder", "--run", str(tmp_path), "--decay-start", "0.5"]) == 1
+    assert "image" in capsys.readouterr().err
+    assert main(["train", "vocoder", "--run", str(tmp_path), "--data", str(tmp_path / "none")]) == 1
+    assert "no audio folder" in capsys.readouterr().err
