@@ -58,6 +58,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from codec.synthetic import synthetic_image
+
 ROOT = Path(__file__).resolve().parent.parent
 OPERATIONS = ("compress", "decompress")
 OCTET = "application/octet-stream"
@@ -70,21 +72,6 @@ class BenchError(Exception):
 
 
 # ------------------------------------------------------------------------------------ inputs
-def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A deterministic photo-like image: smooth gradients, a sharp-edged block, texture and noise.
-
-    The same recipe as the tests' ``synthetic_image`` (kept separate: bench/ does not import tests/).
-    """
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.stack([
-        128 + 100 * np.sin(xx / (7 + 3 * seed) + yy / 11),
-        128 + 90 * np.cos(yy / 9 - xx / 23),
-        96 + 60 * np.sin((xx + yy) / 17) * np.cos(xx / 5),
-    ], axis=-1)
-    img[h // 3 : h // 2, w // 4 : w // 2] += 60
-    img += rng.normal(0, 6, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 @dataclass

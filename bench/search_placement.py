@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_time
 from torch import nn
 
 from codec.export import export_onnx, load_checkpoint, round_to_fp16
@@ -44,16 +44,6 @@ class AnalysisWithSearch(nn.Module):
         return torch.stack(codes).reshape(-1, B, h, w)
 
 
-def timeit(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
@@ -75,9 +65,9 @@ def main() -> None:
             gaq = OnnxNet.load(Path(tmp) / "gaq.onnx", [CPU], threads)
             latent = ga(x)
             np.testing.assert_array_equal(search.encode(latent), gaq(x))
-            t_ga = timeit(lambda: ga(x), args.repeat)  # noqa: B023
-            t_np = timeit(lambda: search.encode(latent), args.repeat)  # noqa: B023
-            t_graph = timeit(lambda: gaq(x), args.repeat)  # noqa: B023
+            t_ga = median_time(lambda: ga(x), args.repeat)  # noqa: B023
+            t_np = median_time(lambda: search.encode(latent), args.repeat)  # noqa: B023
+            t_graph = median_time(lambda: gaq(x), args.repeat)  # noqa: B023
             label = "1" if threads == 1 else "all"
             print(f"| {label} | {t_ga * 1e3:.1f} ms | {t_np * 1e3:.1f} ms | {(t_ga + t_np) * 1e3:.1f} ms | "
                   f"{t_graph * 1e3:.1f} ms |")

@@ -11,26 +11,16 @@ images. Prints a markdown table of megapixels per second (median of --repeat run
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import median_time
 
 from codec import baselines
 from codec.frontend.image import read_image
 from codec.pipeline import ImageCodec
 from codec.registry import Registry
 from codec.train.data import list_images
-
-
-def median_time(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main() -> None:

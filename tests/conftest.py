@@ -35,19 +35,10 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A deterministic photo-like test image: smooth gradients, edges, texture and noise."""
-    import numpy as np
+    """A deterministic photo-like test image (see :func:`codec.synthetic.synthetic_image`)."""
+    from codec.synthetic import synthetic_image as make
 
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.stack([
-        128 + 100 * np.sin(xx / (7 + 3 * seed) + yy / 11),
-        128 + 90 * np.cos(yy / 9 - xx / 23),
-        96 + 60 * np.sin((xx + yy) / 17) * np.cos(xx / 5),
-    ], axis=-1)
-    img[h // 3 : h // 2, w // 4 : w // 2] += 60  # a sharp-edged block
-    img += rng.normal(0, 6, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return make(h, w, seed)
 
 
 def png_bytes(image: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
