@@ -168,6 +168,14 @@ def _margin(p: RDPoint, jpeg: list[RDPoint]) -> float | None:
     return None if ref is None else p.psnr - ref
 
 
+# Published Kodak results (CompressAI), bpp → PSNR, quoted in DESIGN §7; drawn for context only.
+REFERENCE_POINTS = {
+    "BPG (published)": [(0.161, 28.68), (0.352, 31.59)],
+    "bmshj2018-factorized (published)": [(0.123, 26.91), (0.288, 29.62)],
+    "bmshj2018-hyperprior (published)": [(0.131, 27.58), (0.320, 30.97)],
+}
+
+
 def plot_rd(report: ImageReport, path: Path) -> None:
     import matplotlib
 
@@ -175,15 +183,20 @@ def plot_rd(report: ImageReport, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    xmax = max(1.0, max(p.bpp for p in report.codec) * 1.1)
     for ax, metric, label in ((axes[0], "psnr", "PSNR (dB, RGB)"), (axes[1], "ms_ssim", "MS-SSIM (RGB)")):
         for name, pts, style in ((report.model, report.codec, "o-"), ("JPEG (Pillow)", report.jpeg, "s--"),
                                  ("WebP (Pillow)", report.webp, "^--")):
-            ax.plot([p.bpp for p in pts], [getattr(p, metric) for p in pts], style, label=name, ms=4)
+            shown = [p for p in pts if p.bpp <= xmax]
+            ax.plot([p.bpp for p in shown], [getattr(p, metric) for p in shown], style, label=name, ms=4)
+        if metric == "psnr" and Path(report.data).name == "kodak":
+            for (name, pts), marker in zip(REFERENCE_POINTS.items(), "xD+", strict=True):
+                ax.plot(*zip(*pts, strict=True), marker, color="gray", ls=":", label=name, ms=5)
         ax.set_xlabel("bits per pixel (whole stream)")
         ax.set_ylabel(label)
-        ax.set_xlim(0, max(1.0, max(p.bpp for p in report.codec) * 1.1))
+        ax.set_xlim(0, xmax)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8, framealpha=0.8)
     fig.suptitle(f"{report.model} on {report.images} images of {Path(report.data).name}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
