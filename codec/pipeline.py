@@ -26,6 +26,7 @@ from codec.errors import (
     InputError,
     LayersError,
     LimitExceededError,
+    ModelIntegrityError,
     StreamModelError,
     WeightsMismatchError,
 )
@@ -69,7 +70,7 @@ class ImageCodec:
         limits: StreamLimits | None = None,
     ) -> None:
         if quantizer.layers != entry.layers or prior.num_layers != entry.layers:
-            raise InputError(f"model {entry.name!r}: quantizer, prior and manifest disagree on the layer count")
+            raise ModelIntegrityError(f"model {entry.name!r}: quantizer, prior and manifest disagree on its layers")
         self.entry, self.analysis, self.synthesis = entry, analysis, synthesis
         self.quantizer, self.prior = quantizer, prior
         self.limits = limits or StreamLimits()
