@@ -188,6 +188,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _registry(args), Path(args.data), Path(args.out), model=args.model, limit=args.limit, threads=args.threads
     )
     print(format_report(report))
+    if args.update_manifest:
+        from codec.evaluate import record_in_manifest
+
+        print(f"recorded bits per layer in {record_in_manifest(_registry(args), report)}")
     return 0
 
 
@@ -343,6 +347,8 @@ def get_parser() -> argparse.ArgumentParser:
     e.add_argument("--model")
     e.add_argument("--limit", type=int, help="evaluate only the first N images")
     e.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: all cores)")
+    e.add_argument("--update-manifest", action="store_true",
+                   help="record the measured bits per layer and bpp in the model's manifest entry")
     e.set_defaults(func=cmd_eval)
 
     tr = sub.add_parser("train", help="train a model")

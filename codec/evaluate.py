@@ -149,6 +149,23 @@ def evaluate_images(
     return report
 
 
+def record_in_manifest(registry: Registry, report: ImageReport) -> Path:
+    """Store the measured mean coded bits per layer and bpp per layer count in the model's manifest entry."""
+    from dataclasses import replace
+
+    from codec.registry import write_manifest
+
+    entry = registry.entry(report.model)
+    entries = dict(registry.entries)
+    entries[entry.name] = replace(
+        entry,
+        bits_per_layer=tuple(round(e.coded_bits, 1) for e in report.entropy),
+        bpp_per_layer=tuple(round(p.bpp, 5) for p in report.codec),
+        extra={**entry.extra, "measured_on": f"{report.images} images of {Path(report.data).name}"},
+    )
+    return write_manifest(registry.root, entries, registry.defaults)
+
+
 def _static_prior(registry: Registry, codec: ImageCodec) -> CodePrior | None:
     if "prior_static" not in codec.entry.files:
         return None
