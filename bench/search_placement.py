@@ -2,7 +2,9 @@
 
 Exports ``g_a`` alone and ``g_a`` + the L-layer nearest-code search as one graph, from the
 same checkpoint, and times both on a Kodak-sized 768×512 input with onnxruntime (CPU),
-one thread and all threads. Prints a table; the codes of both paths are checked to agree.
+one thread and all threads. Prints a table and the share of codes on which both paths agree (they
+can differ at near-ties: the two paths sum the distances in a different float order, and a
+different code at one layer changes the residual the next layers see).
 
     python bench/search_placement.py --checkpoint models/<name>/checkpoint.pt
 """
@@ -58,19 +60,19 @@ def main() -> None:
         export_onnx(AnalysisWithSearch(model.g_a, books), torch.rand(1, 3, 32, 48), Path(tmp) / "gaq.onnx",
                     "image", "codes")
         search = ResidualCodebooks(books.numpy())
-        print("| threads | g_a (ONNX) | numpy search | g_a + numpy search | g_a + search in graph |")
-        print("|---:|---:|---:|---:|---:|")
+        print("| threads | g_a (ONNX) | numpy search | g_a + numpy search | g_a + search in graph | codes equal |")
+        print("|---:|---:|---:|---:|---:|---:|")
         for threads in (1, 0):
             ga = OnnxNet.load(Path(tmp) / "ga.onnx", [CPU], threads)
             gaq = OnnxNet.load(Path(tmp) / "gaq.onnx", [CPU], threads)
             latent = ga(x)
-            np.testing.assert_array_equal(search.encode(latent), gaq(x))
+            agree = float((search.encode(latent) == gaq(x)).mean())
             t_ga = median_time(lambda: ga(x), args.repeat)  # noqa: B023
             t_np = median_time(lambda: search.encode(latent), args.repeat)  # noqa: B023
             t_graph = median_time(lambda: gaq(x), args.repeat)  # noqa: B023
             label = "1" if threads == 1 else "all"
             print(f"| {label} | {t_ga * 1e3:.1f} ms | {t_np * 1e3:.1f} ms | {(t_ga + t_np) * 1e3:.1f} ms | "
-                  f"{t_graph * 1e3:.1f} ms |")
+                  f"{t_graph * 1e3:.1f} ms | {100 * agree:.2f}% |")
 
 
 if __name__ == "__main__":
