@@ -17,10 +17,9 @@ import numpy as np
 from timing import median_time
 
 from codec import baselines
-from codec.frontend.image import read_image
+from codec.frontend.image import list_images, read_image
 from codec.pipeline import ImageCodec
 from codec.registry import Registry
-from codec.train.data import list_images
 
 
 def main() -> None:

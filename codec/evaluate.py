@@ -24,11 +24,10 @@ import numpy as np
 from codec import baselines
 from codec.bitstream import parse, truncate
 from codec.entropy.prior import CodePrior
-from codec.frontend.image import read_image
+from codec.frontend.image import list_images, read_image
 from codec.metrics import bd_psnr, bd_rate, interp_psnr_at, ms_ssim, psnr
 from codec.pipeline import ImageCodec
 from codec.registry import Registry
-from codec.train.data import list_images
 
 
 @dataclass

@@ -77,3 +77,16 @@ def test_write_image():
     assert read_image(write_image(img, "webp")).shape == img.shape
     with pytest.raises(InputError):
         write_image(img, "gif")
+
+
+def test_list_images(tmp_path):
+    from codec.frontend.image import list_images
+
+    with pytest.raises(InputError, match="does not exist"):
+        list_images(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="no images"):
+        list_images(tmp_path)
+    for name in ("b.PNG", "a.jpg", "c.webp"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.PNG", "c.webp"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,6 +19,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from codec.errors import InputError, LimitExceededError, UnsupportedMediaError
 
 FORMATS = ("PNG", "JPEG", "WEBP")  # the JPEG plugin also opens multi-picture (MPO) camera files
+SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The PNG/JPEG/WebP files directly in ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"image folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
+    if not files:
+        raise InputError(f"no images ({', '.join(SUFFIXES)}) in {folder}")
+    return files
 
 
 def read_image(data: bytes, max_pixels: int = 64 * 1024 * 1024) -> np.ndarray:

@@ -13,15 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name."""
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
+from codec.frontend.image import list_images
 
 
 def load_images(folder: Path, cache_dir: Path | None = None) -> list[np.ndarray]:
