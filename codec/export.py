@@ -27,7 +27,16 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from codec.entropy.prior import CodePrior
-from codec.registry import SERVING_ROLES, FileRef, ModelEntry, Registry, sha256_file, weights_hash, write_manifest
+from codec.registry import (
+    MANIFEST,
+    SERVING_ROLES,
+    FileRef,
+    ModelEntry,
+    Registry,
+    sha256_file,
+    weights_hash,
+    write_manifest,
+)
 from codec.train.data import load_images
 from codec.train.image import ImageAutoencoder, ImageTrainConfig
 
@@ -123,10 +132,9 @@ def export_image_model(
     L, K = cfg.rvq.layers, cfg.rvq.codebook_size
     analysis = OnnxNet.load(out / "analysis.onnx", [CPU])
     quantizer = ResidualCodebooks(codebooks)
-    train_codes, val_codes = (
-        [analyse(analysis, quantizer, im, f).codes for im in load_images(Path(data) / split, cache)]
-        for split in ("train", "val")
-    )
+    val_images = load_images(Path(data) / "val", cache)
+    train_codes = [analyse(analysis, quantizer, im, f).codes for im in load_images(Path(data) / "train", cache)]
+    val_codes = [analyse(analysis, quantizer, im, f).codes for im in val_images]
     kinds = choose_contexts(train_codes, val_codes, [K] * L)
     prior = CodePrior.fit(train_codes, [K] * L, kinds, heldout=val_codes)
     prior.save(out / "prior.npz")
@@ -149,18 +157,18 @@ def export_image_model(
         description=description,
         extra={"contexts": kinds, "train_step": ckpt.get("step"), "config": cfg.to_dict()},
     )
-    try:
+    entries: dict[str, ModelEntry] = {}
+    defaults: dict[str, str] = {}
+    if (Path(models_dir) / MANIFEST).exists():  # keep the other models; a broken manifest is an error, not a reset
         reg = Registry(models_dir)
         entries, defaults = dict(reg.entries), dict(reg.defaults)
-    except Exception:
-        entries, defaults = {}, {}
     entries[name] = entry
     if make_default or "image" not in defaults:
         defaults["image"] = name
     write_manifest(models_dir, entries, defaults)
     # The registered model must load (sha256 verified) and round-trip a validation image.
     codec = ImageCodec.load(Registry(models_dir), name)
-    image = load_images(Path(data) / "val", cache)[0]
+    image = val_images[0]
     if not np.array_equal(codec.decompress(codec.compress(image)), codec.decode(codec.encode(image))):
         raise RuntimeError(f"exported model {name!r} does not round-trip")
     return entry
