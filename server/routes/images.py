@@ -65,11 +65,16 @@ def _check_layers(layers: int | None, codec: ImageCodec) -> None:
         raise LayersError(f"layers must be an integer in 1..{codec.layers} for model {codec.name!r}, got {layers}")
 
 
+def _strata_headers(model: str, layers: int, size: tuple[int, int],
+                    extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The ``X-Strata-*`` headers every image route answers with, plus ``extra``."""
+    return {"X-Strata-Model": model, "X-Strata-Layers": str(layers),
+            "X-Strata-Height": str(size[0]), "X-Strata-Width": str(size[1]), **(extra or {})}
+
+
 def _image_response(image_bytes: bytes, fmt: ImageFormat, model: str, layers: int,
                     size: tuple[int, int], extra: dict[str, str] | None = None) -> Response:
-    headers = {"X-Strata-Model": model, "X-Strata-Layers": str(layers),
-               "X-Strata-Height": str(size[0]), "X-Strata-Width": str(size[1]), **(extra or {})}
-    return Response(image_bytes, media_type=MEDIA_TYPES[fmt], headers=headers)
+    return Response(image_bytes, media_type=MEDIA_TYPES[fmt], headers=_strata_headers(model, layers, size, extra))
 
 
 @router.post(
@@ -95,9 +100,8 @@ async def compress(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: Se
         return (image.shape[0], image.shape[1]), codec.compress(image, layers)
 
     (h, w), data = await pool.run(work)
-    headers = {"X-Strata-Model": codec.name, "X-Strata-Layers": str(layers or codec.layers),
-               "X-Strata-Bytes": str(len(data)), "X-Strata-Bpp": f"{8 * len(data) / (h * w):.4f}",
-               "X-Strata-Height": str(h), "X-Strata-Width": str(w)}
+    headers = _strata_headers(codec.name, layers or codec.layers, (h, w),
+                              {"X-Strata-Bytes": str(len(data)), "X-Strata-Bpp": f"{8 * len(data) / (h * w):.4f}"})
     return Response(data, media_type=OCTET, headers=headers)
 
 
@@ -154,8 +158,7 @@ async def encode(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: Sett
         return codes, payloads.codes_payload(codes, format, max(codec.entry.codebook_sizes))
 
     codes, data = await pool.run(work)
-    headers = {"X-Strata-Model": codes.model, "X-Strata-Layers": str(codes.layers),
-               "X-Strata-Height": str(codes.size[0]), "X-Strata-Width": str(codes.size[1])}
+    headers = _strata_headers(codes.model, codes.layers, codes.size)
     return Response(data, media_type=MEDIA_TYPES[format], headers=headers)
 
 
