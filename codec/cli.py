@@ -201,16 +201,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.recon_steps is not None or args.sets or args.amp:
         raise CliError("--recon-steps, --sets and --amp are options of 'strata train vocoder'")
 
-    import torch
-
-    from codec.train.image import ImageTrainConfig, train
+    from codec.train.image import ImageTrainConfig, read_checkpoint, train
 
     run = Path(args.run or "runs/image-rvq")
     cfg_path = run / "config.json"
     if args.resume and cfg_path.exists():
         cfg = ImageTrainConfig.from_dict(json.loads(cfg_path.read_text()))
     elif args.init_from:
-        cfg = ImageTrainConfig.from_dict(torch.load(args.init_from, map_location="cpu", weights_only=False)["config"])
+        cfg = ImageTrainConfig.from_dict(read_checkpoint(Path(args.init_from))["config"])
     else:
         cfg = ImageTrainConfig()
     cfg.data = args.data or cfg.data
@@ -226,9 +224,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_vocoder(args: argparse.Namespace) -> int:
-    import torch
-
     from codec.nets.hifigan import HiFiGANConfig
+    from codec.train.checkpoint import read_checkpoint
     from codec.train.vocoder import VocoderTrainConfig, train
 
     if args.decay_start is not None:
@@ -238,11 +235,8 @@ def _train_vocoder(args: argparse.Namespace) -> int:
     if args.resume and cfg_path.exists():
         cfg = VocoderTrainConfig.from_dict(json.loads(cfg_path.read_text()))
     elif args.init_from:
-        try:
-            ckpt = torch.load(args.init_from, map_location="cpu", weights_only=False)
-            cfg = VocoderTrainConfig(gen=HiFiGANConfig.from_dict(ckpt["config"]))
-        except (OSError, KeyError, TypeError) as e:
-            raise CliError(f"{args.init_from} is not a vocoder checkpoint: {e}") from None
+        ckpt = read_checkpoint(args.init_from, ("config", "generator"))
+        cfg = VocoderTrainConfig(gen=HiFiGANConfig.from_dict(ckpt["config"]))
     else:
         cfg = VocoderTrainConfig()
     cfg.data = args.data or cfg.data

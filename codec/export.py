@@ -38,14 +38,14 @@ from codec.registry import (
     write_manifest,
 )
 from codec.train.data import load_images
-from codec.train.image import ImageAutoencoder, ImageTrainConfig
+from codec.train.image import ImageAutoencoder, ImageTrainConfig, read_checkpoint
 
 OPSET = 17
 
 
 def load_checkpoint(path: Path) -> tuple[ImageAutoencoder, ImageTrainConfig, dict]:
     """Model (eval mode, float32) and config from a training or exported checkpoint."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path)
     cfg = ImageTrainConfig.from_dict(ckpt["config"])
     model = ImageAutoencoder.from_config(cfg.net, cfg.rvq)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})

@@ -60,3 +60,18 @@ def test_usage_errors_exit_2():
     with pytest.raises(SystemExit) as e:
         main(["compress"])
     assert e.value.code == 2
+
+
+def test_checkpoint_errors(tmp_path, capsys, tiny_registry):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    image_ckpt = tiny_registry.root / "tiny-image" / "checkpoint.pt"
+    cases = [
+        (["export", "image", "--checkpoint", str(tmp_path / "missing.pt"), "--name", "x"], "does not exist"),
+        (["train", "image", "--init-from", str(junk), "--run", str(tmp_path / "r1")], "not a readable"),
+        (["train", "vocoder", "--init-from", str(image_ckpt), "--run", str(tmp_path / "r2")], "lacks generator"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("strata: error:") and message in err and "Traceback" not in err

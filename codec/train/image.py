@@ -24,6 +24,7 @@ from torch import nn
 
 from codec.nets.image import Analysis, ImageNetConfig, Synthesis
 from codec.quantize.rvq import ResidualVQ, RVQConfig
+from codec.train.checkpoint import read_checkpoint as read_torch_checkpoint
 from codec.train.data import RandomCrops, center_crops, load_images
 
 
@@ -69,6 +70,11 @@ class ImageAutoencoder(nn.Module):
         if rvq.dim != net.latent_dim:
             raise ValueError(f"RVQ dim {rvq.dim} must equal the latent dim {net.latent_dim}")
         return cls(Analysis(net), ResidualVQ(rvq), Synthesis(net))
+
+
+def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
+    """An image training or exported checkpoint (with ``model`` weights and ``config``)."""
+    return read_torch_checkpoint(path, ("model", "config"), device)
 
 
 def lr_at(cfg: ImageTrainConfig, step: int) -> float:
@@ -159,7 +165,7 @@ def train(
     crops = RandomCrops(load_images(data / "train", run_dir / "cache"), cfg.crop, seed=cfg.seed)
     val = center_crops(load_images(data / "val", run_dir / "cache"), cfg.val_crop)
     if resume and last.exists():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
+        ckpt = read_checkpoint(last, device)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         step, best = ckpt["step"], ckpt["best"]
@@ -167,7 +173,7 @@ def train(
         torch.set_rng_state(ckpt["rng"]["torch"])
         print(f"resumed from {last} at step {step} (best val score {best:.3f} dB)", flush=True)
     elif init_from is not None:
-        ckpt = torch.load(init_from, map_location=device, weights_only=False)
+        ckpt = read_checkpoint(init_from, device)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
         step = int(ckpt.get("step") or 0)
         print(f"initialised from {init_from} (step {step})", flush=True)

@@ -67,6 +67,7 @@ from codec.nets.hifigan_loss import (
     multi_resolution_stft_loss,
 )
 from codec.nets.mel import log_mel_torch
+from codec.train.checkpoint import read_checkpoint
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
 SAMPLE_RATE = DEFAULT_MEL.sample_rate
@@ -245,7 +246,7 @@ def build_discriminators(cfg: VocoderTrainConfig, device: torch.device) -> tuple
 
 def load_generator(path: Path | str, map_location: str | torch.device = "cpu") -> Generator:
     """A float32 generator (weight norm kept, eval mode) from ``last.pt``, ``best.pt`` or ``vocoder.pt``."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    ckpt = read_checkpoint(path, ("config", "generator"), map_location)
     gen = Generator(HiFiGANConfig.from_dict(ckpt["config"]))
     gen.load_state_dict({k: v.float() for k, v in ckpt["generator"].items()})
     return gen.eval()
