@@ -44,7 +44,7 @@ def test_log_mel_matches_torch_twin():
 
 
 def test_log_mel_matches_librosa():
-    import librosa
+    librosa = pytest.importorskip("librosa")
 
     x = noise((5000,), seed=1)
     padded = np.pad(x, (CFG.pad, CFG.pad), mode="reflect")
@@ -54,6 +54,25 @@ def test_log_mel_matches_librosa():
     ref = np.log(np.maximum(fb @ mag, 1e-5))
     np.testing.assert_allclose(log_mel(x, CFG), ref, atol=1e-4, rtol=0)
     np.testing.assert_array_equal(mel_filterbank(CFG), fb)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        CFG,
+        MelConfig(fmax=11025.0),  # Nyquist mel of the reference loss
+        MelConfig(sample_rate=16000, n_fft=512, hop=160, win=400, n_mels=64, fmin=50.0, fmax=7600.0),
+        MelConfig(sample_rate=44100, n_fft=2048, hop=512, win=2048, n_mels=128, fmin=20.0, fmax=22050.0),
+        MelConfig(fmin=1200.0, fmax=8000.0),  # every edge in the log part of the mel scale
+    ],
+)
+def test_mel_filterbank_matches_librosa(cfg):
+    librosa = pytest.importorskip("librosa")
+    ref = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    fb = mel_filterbank(cfg)
+    assert fb.dtype == np.float32 and fb.shape == (cfg.n_mels, cfg.n_fft // 2 + 1) and not fb.flags.writeable
+    np.testing.assert_allclose(fb, ref, atol=1e-6, rtol=0)
+    assert mel_filterbank(cfg) is fb  # cached
 
 
 @pytest.mark.parametrize("n", [CFG.pad + 1, 1000, 2560, 2561, 2815, 22050])

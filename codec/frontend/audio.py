@@ -9,10 +9,11 @@ libsndfile. Channels are averaged to mono. Frames, rate and channel count are re
 from the header and checked against the limits before any sample is decoded.
 
 The log-mel is HiFi-GAN's (``meldataset.mel_spectrogram``), in numpy only so that
-serving needs no torch: reflect padding of ``(n_fft - hop) / 2`` on both sides,
-``center=False`` frames, periodic Hann window, magnitude ``sqrt(re² + im² + 1e-9)``,
-librosa's Slaney mel filterbank, ``log(clamp(mel, 1e-5))``. ``codec.nets.mel`` is
-its torch twin for the training losses; the two agree to 1e-4.
+serving needs neither torch nor librosa: reflect padding of ``(n_fft - hop) / 2`` on
+both sides, ``center=False`` frames, periodic Hann window, magnitude
+``sqrt(re² + im² + 1e-9)``, librosa's Slaney mel filterbank (rebuilt here, equal to
+``librosa.filters.mel``), ``log(clamp(mel, 1e-5))``. ``codec.nets.mel`` is its torch
+twin for the training losses; the two agree to 1e-4.
 """
 
 from __future__ import annotations
@@ -130,12 +131,42 @@ def resample(samples: np.ndarray, rate: int, target: int = 22050) -> np.ndarray:
     return soxr.resample(x, rate, target, quality="VHQ").astype(np.float32, copy=False)
 
 
+# Slaney's mel scale (Auditory Toolbox, librosa's ``htk=False``): linear below 1 kHz, logarithmic above.
+_MEL_HZ_PER_MEL = 200.0 / 3  # linear part: 66.7 Hz per mel
+_MEL_LOG_HZ = 1000.0  # start of the log part (Hz)
+_MEL_LOG_MEL = _MEL_LOG_HZ / _MEL_HZ_PER_MEL  # = 15 mels
+_MEL_LOG_STEP = np.log(6.4) / 27.0  # log part: ln(Hz ratio) per mel
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, dtype=np.float64)
+    log_part = _MEL_LOG_MEL + np.log(np.maximum(hz, _MEL_LOG_HZ) / _MEL_LOG_HZ) / _MEL_LOG_STEP
+    return np.where(hz >= _MEL_LOG_HZ, log_part, hz / _MEL_HZ_PER_MEL)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    log_part = _MEL_LOG_HZ * np.exp(_MEL_LOG_STEP * (np.maximum(mel, _MEL_LOG_MEL) - _MEL_LOG_MEL))
+    return np.where(mel >= _MEL_LOG_MEL, log_part, mel * _MEL_HZ_PER_MEL)
+
+
 @lru_cache(maxsize=8)
 def mel_filterbank(cfg: MelConfig) -> np.ndarray:
-    """librosa's Slaney mel filterbank ``[n_mels, n_fft/2 + 1]`` float32 (read-only, cached per config)."""
-    from librosa.filters import mel  # imported here: librosa's import is slow and only this needs it
+    """Slaney mel filterbank ``[n_mels, n_fft/2 + 1]`` float32 (read-only, cached per config).
 
-    fb = mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    Triangles between ``n_mels + 2`` points evenly spaced on Slaney's mel scale from
+    ``fmin`` to ``fmax``, evaluated at the FFT bin frequencies, each scaled by
+    ``2 / (hz[i+2] − hz[i])`` (Slaney's equal-area normalisation). This is
+    ``librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax)`` (``htk=False, norm="slaney"``)
+    without librosa, bit for bit: the triangles are rounded to float32 before the
+    scaling as librosa does (the rest is float64).
+    """
+    bin_hz = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate)  # [n_fft/2 + 1]
+    hz = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax), cfg.n_mels + 2))  # [n_mels + 2]
+    rising = (bin_hz - hz[:-2, None]) / (hz[1:-1] - hz[:-2])[:, None]  # [n_mels, bins]
+    falling = (hz[2:, None] - bin_hz) / (hz[2:] - hz[1:-1])[:, None]
+    triangles = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+    fb = (triangles * (2.0 / (hz[2:] - hz[:-2]))[:, None]).astype(np.float32)
     fb.setflags(write=False)
     return fb
 

@@ -1,6 +1,6 @@
 """Vocoders: log-mel ``[n_mels, frames]`` → waveform ``[frames · hop]``.
 
-``griffinlim`` is the numpy/librosa baseline (no network); the HiFi-GAN generator
+``griffinlim`` is the numpy baseline (no network); the HiFi-GAN generator
 (``codec.nets.hifigan``, run through ONNX when serving) is the learned one.
 """
 
