@@ -1,6 +1,10 @@
+import math
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.nn.utils import parametrize
 
 from codec.errors import InputError
@@ -12,6 +16,8 @@ from codec.nets.hifigan import (
     MultiScaleDiscriminator,
     count_parameters,
     export_generator,
+    receptive_field,
+    remove_weight_norm,
 )
 from codec.nets.hifigan_loss import (
     discriminator_loss,
@@ -98,6 +104,7 @@ def test_remove_weight_norm_keeps_output():
 
 def test_onnx_export_parity(tmp_path):
     ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
     gen = Generator(TINY).eval()
     path = export_generator(gen, tmp_path / "generator.onnx")
     assert parametrize.is_parametrized(gen.conv_pre)  # the original keeps its weight norm
@@ -109,6 +116,58 @@ def test_onnx_export_parity(tmp_path):
             ref = gen(mel).numpy()
         assert out.shape == (batch, 1, frames * 256)
         np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta == {"n_mels": "80", "hop": "256", "receptive_field": str(receptive_field(TINY))}
+
+
+# --- receptive field -------------------------------------------------------------------------------------------
+
+
+def _measured_receptive_field(cfg: HiFiGANConfig, frames: int = 48) -> int:
+    """Furthest output sample that one mel frame in the middle changes, in frames from that frame's position.
+
+    Random positive weights and no biases, on a zero mel: the network's output is exactly 0, and a positive
+    bump in frame ``t`` gives a positive output wherever any path reaches (leaky ReLU is the identity on
+    positive values, so no path can cancel another or vanish below float64 resolution).
+    """
+    gen = Generator(cfg).double().eval()
+    remove_weight_norm(gen)
+    with torch.no_grad():
+        for m in gen.modules():
+            if isinstance(m, nn.Conv1d | nn.ConvTranspose1d):
+                m.weight.uniform_(0.05, 1.0)
+                m.bias.zero_()
+        mel = torch.zeros(1, cfg.n_mels, frames, dtype=torch.float64)
+        assert not gen(mel).any()
+        t = frames // 2
+        mel[0, :, t] = 1.0
+        changed = torch.nonzero(gen(mel)[0, 0]).flatten()
+    first, last = int(changed.min()), int(changed.max())
+    assert first > 0 and last < frames * cfg.hop - 1, "the bump reached the ends: use more frames"
+    return math.ceil(max(t - first / cfg.hop, last / cfg.hop - t))
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TINY,
+        TINY_V2,
+        replace(HiFiGANConfig.v1(), upsample_initial_channel=16),
+        replace(HiFiGANConfig.v2(), upsample_initial_channel=16),
+    ],
+    ids=["v3", "v2-two-kernels", "v1", "v2"],
+)
+def test_receptive_field_bounds_the_measured_one(cfg):
+    """The analytic bound (``receptive_field``) is ≥ the measured reach and at most 2 frames looser."""
+    analytic, measured = receptive_field(cfg), _measured_receptive_field(cfg)
+    print(f"\nreceptive field: analytic {analytic}, measured {measured} frames")
+    assert measured <= analytic <= measured + 2
+
+
+def test_receptive_field_of_the_presets():
+    """Width does not matter, only the layout: V1 and V2 share theirs."""
+    assert [receptive_field(c()) for c in (HiFiGANConfig.v1, HiFiGANConfig.v2, HiFiGANConfig.v3)] == [14, 14, 12]
+    assert receptive_field(TINY) == receptive_field(HiFiGANConfig.v3())
 
 
 # --- discriminators --------------------------------------------------------------------------------------------

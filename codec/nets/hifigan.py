@@ -14,13 +14,16 @@
 All convolutions carry weight normalisation (torch parametrizations) for training;
 :meth:`Generator.remove_weight_norm` folds it into plain weights, and
 :func:`export_generator` exports a folded copy to ONNX with dynamic batch and frames.
+:func:`receptive_field` bounds how many mel frames on either side an output sample depends on.
 The losses are in :mod:`codec.nets.hifigan_loss`.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -186,6 +189,44 @@ class Generator(nn.Module):
         remove_weight_norm(self)
 
 
+def receptive_field(cfg: HiFiGANConfig) -> int:
+    """One-sided receptive field of :class:`Generator` in mel frames: ``ceil(max(left, right))``.
+
+    Output sample ``n`` sits at frame position ``n / hop``; a layer whose output runs at ``r`` samples
+    per frame widens the span of frames it depends on by (its extent in its own output samples) / ``r``:
+
+    - ``conv_pre`` (kernel 7, at the frame rate): 3 frames each side;
+    - ``ConvTranspose1d`` (kernel ``k``, stride ``u``, padding ``p = (k − u) / 2``, output rate ``r``):
+      output ``q`` reads the inputs ``m`` with ``q − (k − 1 − p) ≤ m·u ≤ q + p``, so ``(k − 1 − p) / r``
+      frames to the left and ``p / r`` to the right;
+    - MRF: the widest of its residual blocks, each the sum of its convolutions' ``d·(k − 1)/2``
+      (``ResBlock1`` adds a plain kernel-``k`` convolution per dilation), over ``r``;
+    - ``conv_post`` (kernel 7, at the hop rate): 3 / hop frames.
+
+    An input frame further than this from output sample ``n``'s position cannot change it, so it is the
+    context that :func:`codec.chunking.apply_chunked` needs. The bound is tight: on the V1–V3 layouts
+    the reach measured on a network (``tests/test_hifigan.py``) equals ``left`` and ``right`` to the
+    sample (V3: 11.08 and 10.09 frames → 12; V1, V2: 13.72 and 12.73 → 14).
+    """
+    left = right = Fraction(3)  # conv_pre
+    rate = 1
+    for u, k in zip(cfg.upsample_rates, cfg.upsample_kernel_sizes, strict=True):
+        rate *= u
+        p = (k - u) // 2
+        left += Fraction(k - 1 - p, rate)
+        right += Fraction(p, rate)
+        per_dilation = 1 if cfg.resblock == "1" else 0  # ResBlock1's extra plain conv per dilation
+        mrf = max(
+            sum(d * (kr - 1) // 2 + per_dilation * (kr - 1) // 2 for d in dils)
+            for kr, dils in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True)
+        )
+        left += Fraction(mrf, rate)
+        right += Fraction(mrf, rate)
+    left += Fraction(3, rate)  # conv_post
+    right += Fraction(3, rate)
+    return math.ceil(max(left, right))
+
+
 def remove_weight_norm(module: nn.Module) -> None:
     """Replace every parametrized ``weight`` under ``module`` by its current value (in place)."""
     for m in module.modules():
@@ -323,8 +364,12 @@ def count_parameters(module: nn.Module) -> int:
 def export_generator(gen: Generator, path: Path | str, example_frames: int = 8) -> Path:
     """Export a weight-norm-folded copy of ``gen`` to ONNX: input ``mel`` [B, n_mels, F] → ``audio`` [B, 1, F·hop].
 
-    Batch and frame axes are dynamic; ``gen`` itself is left unchanged.
+    Batch and frame axes are dynamic; ``gen`` itself is left unchanged. The model's metadata records
+    ``n_mels``, ``hop`` and ``receptive_field`` (frames, :func:`receptive_field`) for the serving-side
+    :class:`codec.vocoder.hifigan.HifiGanVocoder`, which needs the last to chunk long mels.
     """
+    import onnx
+
     path = Path(path)
     # A fresh network, not copy.deepcopy: a deep copy shares the generated Parametrized* classes with the
     # original, and removing the parametrization from the copy deletes the ``weight`` property of both.
@@ -344,6 +389,10 @@ def export_generator(gen: Generator, path: Path | str, example_frames: int = 8) 
             opset_version=OPSET,
             dynamo=False,
         )
+    model = onnx.load(str(path))
+    meta = {"n_mels": g.cfg.n_mels, "hop": g.cfg.hop, "receptive_field": receptive_field(g.cfg)}
+    onnx.helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
+    onnx.save(model, str(path))
     return path
 
 
@@ -355,5 +404,6 @@ __all__ = [
     "MultiScaleDiscriminator",
     "count_parameters",
     "export_generator",
+    "receptive_field",
     "remove_weight_norm",
 ]

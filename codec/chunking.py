@@ -1,0 +1,122 @@
+"""Overlap-chunked application of a convolutional function along the last axis.
+
+::
+
+    x [..., N]   │◄─ctx─►│◄──── chunk ────►│◄─ctx─►│
+                 └─────────── window i ──────────┘ ─┤ fn ├─► y_i [..., n_i · scale]
+                          keep the centre ─────────────────────► out[..., s_i·scale : e_i·scale]
+
+A fully convolutional network (HiFi-GAN, the image transforms along one axis) maps ``n``
+input positions to ``n · scale`` outputs, and its memory grows with ``n``. :func:`apply_chunked`
+runs it on overlapping windows of at most ``chunk + 2 · context`` positions and stitches the
+centres together, so that the activations held at any time are bounded by the window, not by
+the input, while the result equals the single call on the whole input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from fractions import Fraction
+from numbers import Integral, Rational, Real
+
+import numpy as np
+
+from codec.errors import InputError
+
+
+def _whole(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise InputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def _fraction(scale: Fraction | int | float) -> Fraction:
+    """``scale`` as an exact fraction (a float is read as the nearest fraction with a denominator ≤ 2^20)."""
+    if isinstance(scale, bool) or not isinstance(scale, Real) or not math.isfinite(scale) or scale <= 0:
+        raise InputError(f"scale must be a positive int, float or Fraction, got {scale!r}")
+    if isinstance(scale, Rational):
+        return Fraction(int(scale.numerator), int(scale.denominator))
+    return Fraction(float(scale)).limit_denominator(1 << 20)
+
+
+def apply_chunked(
+    fn: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    *,
+    chunk: int,
+    context: int,
+    scale: Fraction | int | float = 1,
+    align: int = 1,
+) -> np.ndarray:
+    """``fn(x)`` computed on overlapping windows of ``x``'s last axis; ``x`` ``[..., N]`` → ``[..., N · scale]``.
+
+    ``fn`` maps an array whose last axis has ``n`` positions to one whose last axis has ``n · scale``
+    (``scale`` < 1 for a downsampling encoder, e.g. 1/4; > 1 for a vocoder, e.g. 256); its leading axes
+    may differ from ``x``'s but must not depend on ``n``. The input is cut into runs of ``chunk``
+    positions; each run is passed to ``fn`` with up to ``context`` extra positions on either side (fewer
+    at the ends of ``x``) and the outputs of those extra positions are dropped. Run boundaries and the
+    context are multiples of ``align`` (``context`` is rounded up to one), so a network that downsamples
+    by ``align`` sees every window at the same phase as the whole input. When
+    ``N ≤ chunk + 2 · context`` ``fn`` is called once, on all of ``x``.
+
+    Why the result is the unchunked one: a stack of convolutions (stride-1, strided or transposed,
+    padded with zeros) computes every output from a bounded neighbourhood of inputs, its receptive
+    field. Zero padding is the only place where a window's edge enters the computation, and it only
+    changes the outputs whose receptive field crosses that edge, i.e. the outputs of the first and last
+    ``receptive field`` input positions of the window. With ``context`` ≥ the network's one-sided
+    receptive field (in input positions), every kept output sees exactly the inputs, and therefore the
+    intermediate activations, that it sees in the single call; at the ends of ``x`` the window edge *is*
+    the input's edge, padded the same way in both. The kept parts are thus equal up to floating-point
+    summation order (a runtime may pick other kernels for other lengths). With too little context the
+    kept outputs next to each cut differ.
+
+    Memory: ``fn`` never sees more than ``chunk + 2 · context`` positions, windows are views of ``x``,
+    and the output is allocated once (after the first call, which gives its leading shape and dtype).
+
+    Raises :class:`InputError` for a bad ``x``, ``chunk``, ``context``, ``scale`` or ``align``
+    (including lengths whose output would not be a whole number of positions) and :class:`RuntimeError`
+    when ``fn`` returns a shape other than promised.
+    """
+    chunk = _whole("chunk", chunk, 1)
+    context = _whole("context", context, 0)
+    align = _whole("align", align, 1)
+    s = _fraction(scale)
+    if not isinstance(x, np.ndarray) or x.ndim < 1:
+        raise InputError(f"x must be a numpy array [..., N] with at least one axis, got {type(x).__name__}")
+    n = x.shape[-1]
+    if n < 1:
+        raise InputError(f"x must have at least one position on its last axis, got shape {x.shape}")
+    if chunk % align:
+        raise InputError(f"chunk {chunk} must be a multiple of align {align}")
+    if (align * s).denominator != 1:
+        raise InputError(f"align × scale must be whole so that every window maps to whole outputs, got {align} × {s}")
+    if (n * s).denominator != 1:
+        raise InputError(f"N × scale must be whole, got N = {n} × {s} (pad x to a multiple of {s.denominator})")
+    context = -(-context // align) * align
+
+    def run(lo: int, hi: int) -> np.ndarray:
+        y = np.asarray(fn(x[..., lo:hi]))
+        want = (hi - lo) * s
+        if y.ndim < 1 or y.shape[-1] != want:
+            raise RuntimeError(f"fn returned shape {y.shape} for {hi - lo} positions; expected [..., {want}]")
+        return y
+
+    if n <= chunk + 2 * context:
+        return run(0, n)
+
+    out = None
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        lo, hi = max(0, start - context), min(n, stop + context)
+        y = run(lo, hi)
+        if out is None:
+            out = np.empty((*y.shape[:-1], int(n * s)), dtype=y.dtype)
+        elif y.shape[:-1] != out.shape[:-1]:
+            raise RuntimeError(f"fn's leading output axes changed from {out.shape[:-1]} to {y.shape[:-1]}")
+        keep = int((start - lo) * s), int((stop - lo) * s)
+        out[..., int(start * s) : int(stop * s)] = y[..., keep[0] : keep[1]]
+    return out
+
+
+__all__ = ["apply_chunked"]

@@ -1,0 +1,110 @@
+"""HiFi-GAN vocoder for serving: ``vocoder.onnx`` through onnxruntime, in chunks (numpy only, no torch).
+
+::
+
+    log-mel [80, F] ─► windows of ≤ chunk + 2·rf frames ─┤ vocoder.onnx ├─► [1, 1, n·256] ─► centres ─► x [F · 256]
+
+The generator is fully convolutional, so a mel of any length could go through in one call, but its
+activations grow with the length (the last stage alone holds several ``[C, F·256]`` float32 tensors).
+:func:`codec.chunking.apply_chunked` runs it on windows of ``chunk_frames`` frames plus
+``receptive_field`` frames of context on each side and keeps the centres: memory is bounded by the
+window, and the waveform equals the single call's (up to float32 summation order), because no output
+sample depends on a frame further than the receptive field (:func:`codec.nets.hifigan.receptive_field`,
+stored in the model's metadata by :func:`codec.nets.hifigan.export_generator`).
+
+``HifiGanVocoder(log_mel)`` has the signature of :func:`codec.vocoder.griffinlim.griffin_lim`:
+log-mel ``[n_mels, F]`` → float32 waveform ``[F · hop]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from codec.chunking import apply_chunked
+from codec.errors import InputError, ModelIntegrityError
+from codec.runtime import OnnxNet
+
+CHUNK_FRAMES = 512  # frames kept per network call (≈ 6 s at 22 050 Hz; windows add 2 × receptive field)
+
+
+@dataclass(frozen=True)
+class HifiGanVocoder:
+    """Log-mel ``[n_mels, F]`` → waveform ``[F · hop]`` in [−1, 1] with an exported HiFi-GAN generator."""
+
+    net: OnnxNet  # vocoder.onnx: "mel" [B, n_mels, F] float32 → "audio" [B, 1, F · hop]
+    receptive_field: int  # one-sided, in mel frames: the context fed on each side of a chunk
+    chunk_frames: int = CHUNK_FRAMES  # frames kept per network call
+    n_mels: int = 80
+    hop: int = 256  # output samples per mel frame
+
+    def __post_init__(self) -> None:
+        for name, value, low in (
+            ("receptive_field", self.receptive_field, 0),
+            ("chunk_frames", self.chunk_frames, 1),
+            ("n_mels", self.n_mels, 1),
+            ("hop", self.hop, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(f"{name} must be an integer ≥ {low}, got {value!r}")
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | str,
+        providers: list[str] | None = None,
+        threads: int = 0,
+        receptive_field: int | None = None,
+        chunk_frames: int = CHUNK_FRAMES,
+    ) -> HifiGanVocoder:
+        """Open ``vocoder.onnx``; ``receptive_field`` (frames) defaults to the one in the model's metadata.
+
+        ``providers`` and ``threads`` are :meth:`codec.runtime.OnnxNet.load`'s. Raises
+        :class:`ModelIntegrityError` when the file cannot be loaded, or carries no (valid)
+        ``receptive_field`` and none is given.
+        """
+        net = OnnxNet.load(Path(path), providers, threads)
+        meta = net.session.get_modelmeta().custom_metadata_map
+        try:
+            n_mels = int(meta.get("n_mels", net.session.get_inputs()[0].shape[1]))
+            hop = int(meta.get("hop", 256))
+            if receptive_field is None:
+                receptive_field = int(meta["receptive_field"])
+        except KeyError:
+            raise ModelIntegrityError(
+                f"{path} records no receptive_field (exported before it was stored): pass receptive_field= "
+                "(frames, codec.nets.hifigan.receptive_field of its config; 12 for V3, 14 for V1 and V2)"
+            ) from None
+        except (TypeError, ValueError) as e:
+            raise ModelIntegrityError(f"{path} has unreadable vocoder metadata {dict(meta)}: {e}") from e
+        return cls(net, receptive_field, chunk_frames, n_mels, hop)
+
+    @property
+    def provider(self) -> str:
+        """``"cuda"`` or ``"cpu"``: the provider that runs the network."""
+        return self.net.provider
+
+    def __call__(self, log_mel: np.ndarray) -> np.ndarray:
+        """Log-mel ``[n_mels, F]`` (F ≥ 1, finite) → float32 waveform ``[F · hop]`` clipped to [−1, 1]."""
+        m = np.asarray(log_mel)
+        if m.dtype.kind not in "biuf":
+            raise InputError(f"log-mel must be real numbers, got dtype {m.dtype}")
+        if m.ndim != 2 or m.shape[0] != self.n_mels or m.shape[1] < 1:
+            raise InputError(f"log-mel must be [{self.n_mels}, frames ≥ 1], got {m.shape}")
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf and is refused below
+            m = m.astype(np.float32, copy=False)
+        if not np.isfinite(m).all():
+            raise InputError("log-mel contains NaN or infinite values (or values beyond float32)")
+        audio = apply_chunked(
+            lambda window: self.net(window[None])[0, 0],
+            m,
+            chunk=self.chunk_frames,
+            context=self.receptive_field,
+            scale=self.hop,
+        )
+        return np.clip(audio, -1.0, 1.0, out=audio).astype(np.float32, copy=False)
+
+
+__all__ = ["CHUNK_FRAMES", "HifiGanVocoder"]
