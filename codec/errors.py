@@ -10,16 +10,18 @@
     ├── ModelError
     │   ├── UnknownModelError        no model of that name in the registry
     │   └── ModelIntegrityError      a model file is missing or its sha256 differs from the manifest
-    └── BitstreamError               a stream that cannot be decoded (also a ValueError)
-        ├── BadMagicError            the first bytes are not ``STRA``
-        ├── UnsupportedVersionError  a format version this build does not read
-        ├── HeaderError              malformed header: bad field, header CRC mismatch
-        ├── StreamLimitError         the header claims a size over the decoder's limits
-        ├── StreamModelError         the stream names a model that is not loaded
-        ├── WeightsMismatchError     the stream was made with other weights of that model
-        ├── TruncatedStreamError     fewer bytes than the header announces
-        ├── ChunkCorruptedError      a layer chunk fails its CRC32 (or does not decode)
-        └── TrailingDataError        bytes after the last announced chunk
+    ├── BitstreamError               a stream that cannot be decoded (also a ValueError)
+    │   ├── BadMagicError            the first bytes are not ``STRA``
+    │   ├── UnsupportedVersionError  a format version this build does not read
+    │   ├── HeaderError              malformed header: bad field, header CRC mismatch
+    │   ├── StreamLimitError         the header claims a size over the decoder's limits
+    │   ├── StreamModelError         the stream names a model that is not loaded
+    │   ├── WeightsMismatchError     the stream was made with other weights of that model
+    │   ├── TruncatedStreamError     fewer bytes than the header announces
+    │   ├── ChunkCorruptedError      a layer chunk fails its CRC32 (or does not decode)
+    │   └── TrailingDataError        bytes after the last announced chunk
+    └── BaselineError                an external baseline codec (opusenc/opusdec, ffmpeg) failed or timed out
+        └── BaselineUnavailableError no such codec on this machine (neither opus-tools nor ffmpeg with libopus)
 
 Every class has a stable ``code`` (snake_case) that the HTTP service returns in
 its error body and that the client SDK maps back to the same class names.
@@ -102,8 +104,18 @@ class TrailingDataError(BitstreamError):
     code = "trailing_data"
 
 
+class BaselineError(StrataError):
+    code = "baseline_failed"
+
+
+class BaselineUnavailableError(BaselineError):
+    code = "baseline_unavailable"
+
+
 __all__ = [
     "BadMagicError",
+    "BaselineError",
+    "BaselineUnavailableError",
     "BitstreamError",
     "ChunkCorruptedError",
     "HeaderError",
