@@ -8,6 +8,13 @@ estimate, and writes ``last.pt`` (resume point) and ``best.pt``.
 
 The run directory holds ``config.json``, ``log.jsonl``, ``last.pt``, ``best.pt``.
 Resuming (``--resume``) continues from ``last.pt`` with the same RNG stream.
+
+Guards against a run blowing up (a resumed run whose schedule jumps from the end of a
+decay back to the peak LR did, at step 12 100 of the first model): every start of the
+process ramps the LR up linearly over ``warmup`` steps, gradients are clipped to a
+global norm of ``grad_clip``, and a step whose loss is not finite is skipped;
+``max_bad_steps`` skipped steps in a row stop the run with :class:`TrainingDivergedError`
+(:mod:`codec.train.schedule`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from codec.nets.image import Analysis, ImageNetConfig, Synthesis
 from codec.quantize.rvq import ResidualVQ, RVQConfig
 from codec.train.checkpoint import read_checkpoint as read_torch_checkpoint
 from codec.train.data import RandomCrops, center_crops, load_images
+from codec.train.schedule import StepGuard, cosine_lr, warmup_factor
 
 
 @dataclass
@@ -39,6 +47,9 @@ class ImageTrainConfig:
     lr: float = 3e-4
     lr_min: float = 1e-5
     decay_start: float = 0.6  # fraction of steps after which the LR follows a cosine to lr_min
+    warmup: int = 500  # steps of linear LR ramp-up at every start of the process (new, resumed or initialised)
+    grad_clip: float = 1.0  # global gradient-norm clip (0: off)
+    max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
     eval_every: int = 1000
     val_crop: int = 256
     threads: int = 2
@@ -77,12 +88,10 @@ def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
     return read_torch_checkpoint(path, ("model", "config"), device)
 
 
-def lr_at(cfg: ImageTrainConfig, step: int) -> float:
-    start = int(cfg.decay_start * cfg.steps)
-    if step < start:
-        return cfg.lr
-    t = min(1.0, (step - start) / max(1, cfg.steps - start))
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+def lr_at(cfg: ImageTrainConfig, step: int, since_start: int | None = None) -> float:
+    """The LR at ``step``; with ``since_start``, including the warm-up of this process."""
+    lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.decay_start)
+    return lr if since_start is None else lr * warmup_factor(cfg.warmup, since_start)
 
 
 def psnr(mse: float) -> float:
@@ -191,13 +200,15 @@ def train(
         model.quantizer.init_kmeans(lat.permute(0, 2, 3, 1).reshape(-1, cfg.net.latent_dim).float())
 
     L = cfg.rvq.layers
+    first_step = step
+    guard = StepGuard(cfg.max_bad_steps, f"restart from {run_dir / 'best.pt'} with --init-from and a lower --lr")
     t0, started = time.time(), time.time()
     bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=5)
     run_loss = run_mse = 0.0
     n_run = 0
     while step < cfg.steps:
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
+            g["lr"] = lr_at(cfg, step, step - first_step)
         x = batch()
         k = int(torch.randint(1, L + 1, ()).item())
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
@@ -208,7 +219,11 @@ def train(
         mse = torch.mean((xh.float() - x) ** 2)
         loss = mse + q.commit_loss
         opt.zero_grad(set_to_none=True)
+        if not guard.ok(loss, step):
+            continue
         loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
         run_loss += loss.item()
@@ -220,7 +235,8 @@ def train(
         if step % cfg.eval_every == 0 or step == cfg.steps:
             v = validate(model, val, device, cfg.amp)
             dt = time.time() - t0
-            rec = {"step": step, "time": time.time(), "steps_per_s": n_run / dt, "lr": lr_at(cfg, step),
+            rec = {"step": step, "time": time.time(), "steps_per_s": n_run / dt,
+                   "lr": lr_at(cfg, step, step - first_step),
                    "train_loss": run_loss / n_run, "train_psnr": psnr(run_mse / n_run), **v}
             log.write(json.dumps(rec) + "\n")
             log.flush()
