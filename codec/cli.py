@@ -8,8 +8,11 @@
     strata truncate IN.strata OUT.strata --layers K
     strata eval images [--data DIR] [--out DIR]
     strata train image [--data DIR] [--run DIR] [--resume]
+    strata train audio [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--sets S,S]
     strata train vocoder [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--recon-steps N] [--sets S,S] [--amp]
     strata export image --checkpoint CKPT --name NAME
+    strata export vocoder --checkpoint CKPT [--out DIR]
+    strata export audio --checkpoint CKPT --vocoder DIR --name NAME
     strata serve [--host H] [--port P] [--workers N]
 
 ``--url`` runs compress / decompress on a Strata server through the SDK (:mod:`client`)
@@ -198,8 +201,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.modality == "vocoder":
         return _train_vocoder(args)
+    if args.modality == "audio":
+        return _train_audio(args)
     if args.recon_steps is not None or args.sets or args.amp:
-        raise CliError("--recon-steps, --sets and --amp are options of 'strata train vocoder'")
+        raise CliError("--recon-steps, --sets and --amp are options of 'strata train vocoder' (--sets: also audio)")
 
     from codec.train.image import ImageTrainConfig, read_checkpoint, train
 
@@ -216,10 +221,39 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.steps = args.steps
     if args.decay_start is not None:
         cfg.decay_start = args.decay_start
+    if args.lr is not None:
+        cfg.lr = args.lr
     if args.threads:
         cfg.threads = args.threads
     train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
           init_from=Path(args.init_from) if args.init_from else None)
+    return 0
+
+
+def _train_audio(args: argparse.Namespace) -> int:
+    from codec.train.audio import AudioTrainConfig, read_checkpoint, train
+
+    if args.recon_steps is not None or args.amp:
+        raise CliError("--recon-steps and --amp are options of 'strata train vocoder'")
+    run = Path(args.run or "runs/audio-rvq")
+    cfg_path = run / "config.json"
+    try:
+        if args.resume and cfg_path.exists():
+            cfg = AudioTrainConfig.from_dict(json.loads(cfg_path.read_text()))
+        elif args.init_from:
+            cfg = AudioTrainConfig.from_dict(read_checkpoint(Path(args.init_from))["config"])
+        else:
+            cfg = AudioTrainConfig()
+        cfg.data = args.data or cfg.data
+        if args.sets:
+            cfg.sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+        for attr in ("steps", "decay_start", "lr", "threads"):
+            if getattr(args, attr) is not None:
+                setattr(cfg, attr, getattr(args, attr))
+        train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
+              init_from=Path(args.init_from) if args.init_from else None)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
     return 0
 
 
@@ -246,6 +280,8 @@ def _train_vocoder(args: argparse.Namespace) -> int:
         cfg.steps = args.steps
     if args.recon_steps is not None:
         cfg.recon_steps = args.recon_steps
+    if args.lr is not None:
+        cfg.lr = args.lr
     if args.threads:
         cfg.threads = args.threads
     if args.amp:
@@ -259,11 +295,36 @@ def _train_vocoder(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from codec.export import export_image_model
     from codec.registry import default_models_dir
 
     models = Path(args.models) if args.models else default_models_dir()
-    entry = export_image_model(Path(args.checkpoint), args.name, Path(args.data), models, args.description)
+    if args.modality == "vocoder":
+        from codec.train.vocoder import export_vocoder
+
+        out = Path(args.out or "runs/vocoder/export")
+        try:
+            export_vocoder(Path(args.checkpoint), out)
+        except (FileNotFoundError, ValueError) as e:
+            raise CliError(str(e)) from None
+        print(f"exported vocoder.onnx and vocoder.pt to {out}")
+        return 0
+    if args.name is None:
+        raise CliError(f"strata export {args.modality} needs --name")
+    if args.modality == "audio":
+        from codec.export_audio import export_audio_model
+
+        if args.vocoder is None:
+            raise CliError("strata export audio needs --vocoder DIR (a folder from strata export vocoder)")
+        try:
+            entry = export_audio_model(Path(args.checkpoint), Path(args.vocoder), args.name,
+                                       Path(args.data or "../shared/data/audio"), models, args.description)
+        except (FileNotFoundError, ValueError) as e:
+            raise CliError(str(e)) from None
+    else:
+        from codec.export import export_image_model
+
+        entry = export_image_model(Path(args.checkpoint), args.name, Path(args.data or "../shared/data/images"),
+                                   models, args.description)
     print(f"exported {entry.name} ({entry.weights_sha256[:16]}) to {models}")
     return 0
 
@@ -346,16 +407,17 @@ def get_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     tr = sub.add_parser("train", help="train a model")
-    tr.add_argument("modality", choices=["image", "vocoder"])
+    tr.add_argument("modality", choices=["image", "audio", "vocoder"])
     tr.add_argument("--data", help="image: folder with train/ and val/ (default ../shared/data/images); "
                     "vocoder: folder with <set>/train/ (default ../shared/data/audio)")
-    tr.add_argument("--run", help="run folder (default runs/image-rvq or runs/vocoder)")
+    tr.add_argument("--run", help="run folder (default runs/image-rvq, runs/audio-rvq or runs/vocoder)")
     tr.add_argument("--steps", type=int, help="total steps of the schedule")
     tr.add_argument("--decay-start", type=float, help="fraction of --steps after which the LR decays (cosine)")
     tr.add_argument("--resume", action="store_true")
     tr.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     tr.add_argument("--init-from", help="start from the weights of a checkpoint, e.g. models/<name>/checkpoint.pt")
     tr.add_argument("--threads", type=int, help="torch threads (default 2)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (image default 3e-4, vocoder 2e-4)")
     tr.add_argument("--recon-steps", type=int,
                     help="vocoder: generator-only reconstruction steps before the discriminators join")
     tr.add_argument("--sets", help="vocoder: comma-separated audio sets (default speech; e.g. speech,environment)")
@@ -363,10 +425,13 @@ def get_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     x = sub.add_parser("export", help="export a checkpoint to ONNX + prior + manifest")
-    x.add_argument("modality", choices=["image"])
+    x.add_argument("modality", choices=["image", "audio", "vocoder"])
     x.add_argument("--checkpoint", required=True)
-    x.add_argument("--name", required=True)
-    x.add_argument("--data", default="../shared/data/images")
+    x.add_argument("--name", help="model name in the manifest (image, audio)")
+    x.add_argument("--data", help="training data, for fitting the priors (default ../shared/data/images or "
+                   "../shared/data/audio)")
+    x.add_argument("--vocoder", help="audio: folder holding vocoder.onnx (from strata export vocoder)")
+    x.add_argument("--out", help="vocoder: output folder (default runs/vocoder/export)")
     x.add_argument("--description", default="")
     x.set_defaults(func=cmd_export)
 

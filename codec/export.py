@@ -80,7 +80,18 @@ def _store_fp16(path: Path) -> None:
     onnx.save(m, str(path))
 
 
-def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
+def export_onnx(
+    net: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    input_name: str,
+    output_name: str,
+    axes: tuple[dict[int, str], dict[int, str]] | None = None,
+) -> None:
+    """Export ``net`` with float16-stored weights; ``axes``: the dynamic axes of input and output
+    (default: batch, height and width of an image)."""
+    image_axes = {0: "batch", 2: "height", 3: "width"}
+    in_axes, out_axes = axes or (image_axes, image_axes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -91,12 +102,9 @@ def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, input_n
             opset_version=OPSET,
             input_names=[input_name],
             output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch", 2: "height", 3: "width"},
-                          output_name: {0: "batch", 2: "height", 3: "width"}},
+            dynamic_axes={input_name: in_axes, output_name: out_axes},
         )
     _store_fp16(path)
-
-
 
 
 def export_image_model(

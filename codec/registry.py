@@ -2,13 +2,15 @@
 
 Every file is pinned by sha256 and verified when a model is loaded. A model's
 *weights hash* is the sha256 of its serving files' hashes (``role:sha256`` lines
-in role order); its first 8 bytes go into every stream's header, so a stream
-made with other weights of the same name is refused instead of decoded wrongly.
+in role order, :data:`SERVING_ROLES`); its first 8 bytes go into every stream's
+header, so a stream made with other weights of the same name is refused instead
+of decoded wrongly. An audio model's ``vocoder`` file is verified too but is not
+part of that hash: the codes do not depend on it.
 
 Manifest shape::
 
     {"format": 1,
-     "default": {"image": "<name>"},
+     "default": {"image": "<name>", "audio": "<name>"},
      "models": {"<name>": {"modality": "image", "factor": 8, "layers": 8,
                            "codebook_sizes": [256, ...], "latent_dim": 32,
                            "files": {"analysis": {"path": "...", "sha256": "..."}, ...},
@@ -29,7 +31,14 @@ from codec.bitstream import WEIGHTS_PREFIX
 from codec.errors import ModelIntegrityError, UnknownModelError
 
 MANIFEST = "manifest.json"
-SERVING_ROLES = {"image": ("analysis", "synthesis", "codebooks", "prior")}
+# Files whose hashes make up a model's weights hash (what a stream's codes depend on).
+SERVING_ROLES = {
+    "image": ("analysis", "synthesis", "codebooks", "prior"),
+    "audio": ("analysis", "synthesis", "codebooks", "prior"),
+}
+# Files a model must have to be served. An audio model's vocoder turns the decoded mel into a waveform;
+# the codes do not depend on it, so it is verified at load but kept out of the weights hash.
+REQUIRED_ROLES = {"image": SERVING_ROLES["image"], "audio": (*SERVING_ROLES["audio"], "vocoder")}
 
 
 def default_models_dir() -> Path:
@@ -115,7 +124,7 @@ class ModelEntry:
         roles = SERVING_ROLES.get(entry.modality)
         if roles is None:
             raise ModelIntegrityError(f"model {name!r}: unknown modality {entry.modality!r}")
-        missing = [r for r in roles if r not in files]
+        missing = [r for r in REQUIRED_ROLES[entry.modality] if r not in files]
         if missing:
             raise ModelIntegrityError(f"model {name!r} lacks files for {missing}")
         if len(entry.codebook_sizes) != entry.layers:

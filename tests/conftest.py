@@ -85,6 +85,78 @@ def tiny_registry(tmp_path_factory):
     return Registry(models)
 
 
+def synthetic_sound(seconds: float, seed: int = 0, rate: int = 22050) -> np.ndarray:
+    """A deterministic speech-like test sound: a gliding harmonic tone with a syllable envelope, plus noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 120 + 40 * seed % 3 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    voiced = sum(np.sin(h * phase) / h for h in range(1, 12))
+    envelope = np.clip(np.sin(2 * np.pi * (2.5 + seed % 2) * t), 0, None)
+    x = 0.2 * envelope * voiced + 0.01 * rng.standard_normal(t.size)
+    return x.astype(np.float32)
+
+
+def flac_bytes(samples: np.ndarray, rate: int = 22050, fmt: str = "FLAC") -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_registry(tmp_path_factory):
+    """A tiny, randomly initialised audio model (mel codec + HiFi-GAN), exported through the real path."""
+    torch = pytest.importorskip("torch")
+
+    from codec.export_audio import export_audio_model
+    from codec.nets.hifigan import Generator, HiFiGANConfig
+    from codec.nets.melcodec import MelNetConfig
+    from codec.quantize.rvq import RVQConfig
+    from codec.registry import Registry
+    from codec.train.audio import AudioTrainConfig, MelAutoencoder, band_stats, clip_mels, list_audio
+    from codec.train.vocoder import export_vocoder
+
+    root = tmp_path_factory.mktemp("tiny-audio")
+    data = root / "data"
+    for s in ("speech", "environment"):
+        (data / s / "train").mkdir(parents=True)
+        for i in range(5):
+            (data / s / "train" / f"{s}{i}.flac").write_bytes(flac_bytes(synthetic_sound(1.5 + 0.3 * i, i)))
+    cfg = AudioTrainConfig(
+        data=str(data),
+        net=MelNetConfig(latent_dim=8, channels=(8, 12, 16), enc_blocks=(1, 1, 1), dec_blocks=(1, 1, 1)),
+        rvq=RVQConfig(layers=4, codebook_size=16, dim=8),
+    )
+    torch.manual_seed(0)
+    model = MelAutoencoder(cfg.net, cfg.rvq).eval()
+    mels = clip_mels(list_audio(data / "speech" / "train") + list_audio(data / "environment" / "train"), None)
+    model.set_stats(*band_stats(mels))
+    with torch.no_grad():
+        lat = torch.cat([model.g_a(torch.from_numpy(m[:, : m.shape[1] // 4 * 4])[None]) for m in mels], dim=3)
+        model.quantizer.init_kmeans(lat.permute(0, 2, 3, 1).reshape(-1, 8))
+    ckpt = root / "mel.pt"
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "step": 0, "best": 0.0}, ckpt)
+    gen_cfg = HiFiGANConfig(upsample_initial_channel=16)
+    gen = Generator(gen_cfg)
+    torch.save({"generator": gen.state_dict(), "config": gen_cfg.to_dict(), "step": 0}, root / "gen.pt")
+    export_vocoder(root / "gen.pt", root / "vocoder")
+    models = root / "models"
+    models.mkdir()
+    export_audio_model(ckpt, root / "vocoder", "tiny-audio", data, models, description="test audio model")
+    return Registry(models)
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_codec(tiny_audio_registry):
+    from codec.audio_pipeline import AudioCodec
+
+    return AudioCodec.load(tiny_audio_registry, "tiny-audio")
+
+
 @pytest.fixture(scope="session")
 def tiny_codec(tiny_registry):
     from codec.pipeline import ImageCodec

@@ -1,0 +1,322 @@
+"""The audio codec, wired from its parts.
+
+::
+
+    samples @ 22 050 Hz ─►─ pad ─►─┤ log-mel ├─►─ [80, F] ─►─┤ g_a ├─►─┤ RVQ ├─►─ codes [L, 10, F/4] ─►─ ANS ─►─ stream
+    stream ─►─ codes[:k] ─►─ Σ code vectors ─►─┤ g_s ├─►─ log-mel ─►─┤ HiFi-GAN | Griffin-Lim ├─►─ crop
+
+The waveform is zero-padded at its end to a whole number of code columns (1 024 samples:
+4 mel frames of 256), at least one; the header keeps the true sample count, and decoding
+crops back to it. ``g_a``, ``g_s`` and the vocoder are fully convolutional and run on
+overlapping windows (:func:`codec.chunking.apply_chunked`) whose context covers their
+receptive field (measured at export, stored in the manifest), so a long input takes bounded
+memory and decodes to the same result as one call over the whole input.
+
+``encode``/``decode`` deal in codes (the tokens API), ``compress``/``decompress`` in bytes;
+``decode_mel``/``decompress_mel`` stop at the spectrogram. The number of layers and the
+vocoder are per-call arguments; the codec holds no per-request state.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from codec import bitstream
+from codec.bitstream import Modality, Stream, StreamHeader, StreamLimits
+from codec.chunking import apply_chunked
+from codec.entropy.coder import decode_layer, encode_layer
+from codec.entropy.prior import CodePrior
+from codec.errors import (
+    HeaderError,
+    InputError,
+    LayersError,
+    LimitExceededError,
+    ModelIntegrityError,
+    StreamModelError,
+    WeightsMismatchError,
+)
+from codec.frontend.audio import DEFAULT_MEL, log_mel
+from codec.quantize.search import ResidualCodebooks
+from codec.registry import ModelEntry, Registry
+from codec.runtime import OnnxNet
+from codec.vocoder.griffinlim import griffin_lim
+from codec.vocoder.hifigan import HifiGanVocoder
+
+SAMPLE_RATE = DEFAULT_MEL.sample_rate
+HOP = DEFAULT_MEL.hop
+CHUNK_FRAMES = 2048  # mel frames per window of g_a / g_s (≈ 24 s)
+MAX_COLUMNS = 2**16 - 1  # the v1 header stores the code-map width in 16 bits (≈ 50 minutes)
+
+
+class Vocoder(enum.StrEnum):
+    """How a decoded log-mel becomes a waveform."""
+
+    HIFIGAN = "hifigan"  # the model's HiFi-GAN generator (ONNX)
+    GRIFFINLIM = "griffinlim"  # 32 iterations of fast Griffin-Lim (no network)
+
+
+@dataclass(frozen=True)
+class AudioCodes:
+    """The code stack of one sound: ``codes`` int64 ``[k, rows, columns]``, one column per 1 024 samples."""
+
+    codes: np.ndarray
+    samples: int  # length of the sound at ``sample_rate``
+    sample_rate: int
+    model: str
+
+    @property
+    def layers(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+
+def padded_length(samples: int, column: int) -> int:
+    """Samples after zero-padding to a whole number (≥ 1) of ``column``-sample code columns."""
+    return max(1, -(-samples // column)) * column
+
+
+def analyse_mel(analysis: OnnxNet, quantizer: ResidualCodebooks, mel: np.ndarray, time_factor: int,
+                layers: int | None = None, context: int = 0, chunk: int = CHUNK_FRAMES) -> np.ndarray:
+    """Codes ``[k, rows, F/time_factor]`` of a log-mel ``[n_mels, F]`` (F a multiple of ``time_factor``).
+
+    ``context`` (mel frames) > 0 runs ``g_a`` in windows of ``chunk`` frames; 0 runs it once.
+    """
+    m = np.asarray(mel, dtype=np.float32)[None]
+    if context > 0:
+        latent = apply_chunked(analysis, m, chunk=chunk, context=context, scale=Fraction(1, time_factor),
+                               align=time_factor)
+    else:
+        latent = analysis(m)
+    return quantizer.encode(latent, layers)[:, 0]
+
+
+class AudioCodec:
+    """A loaded audio model: ONNX mel transforms, RVQ codebooks, the entropy prior and the vocoder."""
+
+    def __init__(
+        self,
+        entry: ModelEntry,
+        analysis: OnnxNet,
+        synthesis: OnnxNet,
+        quantizer: ResidualCodebooks,
+        prior: CodePrior,
+        vocoder: HifiGanVocoder,
+        limits: StreamLimits | None = None,
+    ) -> None:
+        if quantizer.layers != entry.layers or prior.num_layers != entry.layers:
+            raise ModelIntegrityError(f"model {entry.name!r}: quantizer, prior and manifest disagree on its layers")
+        try:
+            self.rows = int(entry.extra["n_mels"]) // int(entry.extra["freq_factor"])
+            rf = entry.extra["receptive_field"]
+            self.context_a, self.context_s = int(rf["analysis"]), int(rf["synthesis"])
+            if int(entry.extra["sample_rate"]) != SAMPLE_RATE or int(entry.extra["hop"]) != HOP:
+                raise ValueError("sample rate / hop differ from the frontend's")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelIntegrityError(f"model {entry.name!r}: malformed audio settings in the manifest: {e}") from None
+        self.entry, self.analysis, self.synthesis = entry, analysis, synthesis
+        self.quantizer, self.prior, self.vocoder = quantizer, prior, vocoder
+        self.limits = limits or StreamLimits()
+
+    @classmethod
+    def load(
+        cls,
+        registry: Registry,
+        name: str | None = None,
+        providers: list[str] | None = None,
+        threads: int = 0,
+        limits: StreamLimits | None = None,
+    ) -> AudioCodec:
+        """Load (and sha256-verify) the model ``name`` (default: the registry's default audio model)."""
+        entry = registry.entry(name) if name else registry.default("audio")
+        if entry.modality != "audio":
+            raise InputError(f"model {entry.name!r} is an {entry.modality} model, not an audio model")
+        with np.load(registry.path(entry, "codebooks"), allow_pickle=False) as z:
+            quantizer = ResidualCodebooks(np.asarray(z["codebooks"], dtype=np.float32))
+        return cls(
+            entry,
+            OnnxNet.load(registry.path(entry, "analysis"), providers, threads),
+            OnnxNet.load(registry.path(entry, "synthesis"), providers, threads),
+            quantizer,
+            CodePrior.load(registry.path(entry, "prior")),
+            HifiGanVocoder.load(registry.path(entry, "vocoder"), providers, threads),
+            limits,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def layers(self) -> int:
+        return self.entry.layers
+
+    @property
+    def time_factor(self) -> int:
+        """Mel frames per code column."""
+        return self.entry.factor
+
+    @property
+    def column(self) -> int:
+        """Samples per code column (1 024)."""
+        return self.time_factor * HOP
+
+    @property
+    def provider(self) -> str:
+        return self.analysis.provider
+
+    def grid(self, samples: int) -> tuple[int, int]:
+        """Code-map size of a sound of ``samples`` samples."""
+        return (self.rows, padded_length(samples, self.column) // self.column)
+
+    def _layers(self, layers: int | None, available: int | None = None) -> int:
+        available = self.layers if available is None else available
+        if layers is None:
+            return available
+        if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or not 1 <= layers <= available:
+            raise LayersError(f"layers must be an integer in 1..{available}, got {layers!r}")
+        return int(layers)
+
+    def _check_length(self, samples: int) -> None:
+        if samples > self.limits.max_samples:
+            raise LimitExceededError(
+                f"sound of {samples / SAMPLE_RATE:.1f} s is over the limit of "
+                f"{self.limits.max_samples / SAMPLE_RATE:.1f} s")
+        if self.grid(samples)[1] > MAX_COLUMNS:
+            raise LimitExceededError(
+                f"sound of {samples / SAMPLE_RATE:.1f} s is longer than a v1 stream can hold "
+                f"({MAX_COLUMNS * self.column / SAMPLE_RATE:.0f} s)")
+
+    # -- codes ---------------------------------------------------------------------------------
+    def encode(self, samples: np.ndarray, layers: int | None = None) -> AudioCodes:
+        """Codes of mono float ``[T]`` samples at 22 050 Hz, first ``layers`` layers (default all).
+
+        Resample other rates first (:func:`codec.frontend.audio.resample`).
+        """
+        k = self._layers(layers)
+        x = np.asarray(samples)
+        if x.ndim != 1 or x.dtype.kind != "f":
+            raise InputError(f"samples must be mono float [T], got {x.dtype} {x.shape}")
+        if x.size == 0:
+            raise InputError("the sound has no samples")
+        if not np.isfinite(x).all():
+            raise InputError("the sound contains NaN or infinite samples")
+        self._check_length(x.size)
+        padded = np.zeros(padded_length(x.size, self.column), dtype=np.float32)
+        padded[: x.size] = np.clip(x, -1.0, 1.0)
+        codes = analyse_mel(self.analysis, self.quantizer, log_mel(padded), self.time_factor, k, self.context_a)
+        return AudioCodes(codes, int(x.size), SAMPLE_RATE, self.name)
+
+    def _check_codes(self, codes: AudioCodes) -> np.ndarray:
+        c = np.asarray(codes.codes)
+        if codes.sample_rate != SAMPLE_RATE:
+            raise InputError(f"codes at {codes.sample_rate} Hz; model {self.name!r} works at {SAMPLE_RATE} Hz")
+        if not isinstance(codes.samples, (int, np.integer)) or codes.samples < 1:
+            raise InputError(f"sample count must be a positive integer, got {codes.samples!r}")
+        self._check_length(int(codes.samples))
+        if c.ndim != 3 or c.shape[1:] != self.grid(int(codes.samples)):
+            raise InputError(f"codes of shape {c.shape} do not fit {codes.samples} samples "
+                             f"(grid {self.grid(int(codes.samples))})")
+        if not np.issubdtype(c.dtype, np.integer):
+            raise InputError(f"codes must be integers, got {c.dtype}")
+        return c
+
+    def decode_mel(self, codes: AudioCodes, layers: int | None = None) -> np.ndarray:
+        """Log-mel ``[80, ceil(samples / 256)]`` from (the first ``layers`` layers of) ``codes``."""
+        k = self._layers(layers, codes.layers)
+        c = self._check_codes(codes)
+        latent = self.quantizer.decode(c[:k, None].astype(np.int64))  # [1, D, rows, columns]
+        tf = self.time_factor
+        mel = apply_chunked(self.synthesis, latent, chunk=CHUNK_FRAMES // tf, context=-(-self.context_s // tf),
+                            scale=tf)[0]
+        return mel[:, : -(-int(codes.samples) // HOP)]
+
+    def decode(self, codes: AudioCodes, layers: int | None = None,
+               vocoder: Vocoder | str = Vocoder.HIFIGAN) -> np.ndarray:
+        """Float32 ``[samples]`` at 22 050 Hz from (the first ``layers`` layers of) ``codes``."""
+        try:
+            voc = Vocoder(vocoder)
+        except ValueError:
+            raise InputError(f"vocoder must be one of {', '.join(v.value for v in Vocoder)}, got {vocoder!r}") from None
+        mel = self.decode_mel(codes, layers)
+        audio = self.vocoder(mel) if voc is Vocoder.HIFIGAN else griffin_lim(mel)
+        out = np.zeros(int(codes.samples), dtype=np.float32)
+        n = min(out.size, audio.size)
+        out[:n] = audio[:n]
+        return out
+
+    # -- bytes ---------------------------------------------------------------------------------
+    def compress(self, samples: np.ndarray, layers: int | None = None) -> bytes:
+        """The v1 stream of a sound (mono float ``[T]`` at 22 050 Hz) with its first ``layers`` layers."""
+        return self.compress_codes(self.encode(samples, layers))
+
+    def compress_codes(self, codes: AudioCodes) -> bytes:
+        """Entropy-code a code stack into a stream."""
+        self._layers(codes.layers)
+        c = self._check_codes(codes).astype(np.int64)
+        n = int(codes.samples)
+        header = StreamHeader(
+            modality=Modality.AUDIO,
+            model=self.name,
+            weights=self.entry.weights_prefix,
+            size=(n, SAMPLE_RATE),
+            grid=self.grid(n),
+            padding=(0, padded_length(n, self.column) - n),
+            chunks=(),
+        )
+        chunks = [encode_layer(self.prior, layer, c[: layer + 1]) for layer in range(c.shape[0])]
+        return bitstream.pack(header, chunks)
+
+    def parse(self, data: bytes, partial: bool = False) -> Stream:
+        """Parse a stream and check that this model can decode it."""
+        stream = bitstream.parse(data, self.limits, partial=partial)
+        h = stream.header
+        if h.modality is not Modality.AUDIO:
+            raise StreamModelError(f"stream holds {h.modality.name.lower()}, not audio")
+        if h.model != self.name:
+            raise StreamModelError(f"stream was made by model {h.model!r}, this is {self.name!r}")
+        if h.weights != self.entry.weights_prefix:
+            raise WeightsMismatchError(
+                f"stream was made with weights {h.weights.hex()} of {h.model!r}; loaded weights are "
+                f"{self.entry.weights_prefix.hex()}"
+            )
+        if h.layers > self.layers:
+            raise HeaderError(f"stream announces {h.layers} layers, model {self.name!r} has {self.layers}")
+        samples, rate = h.size
+        if rate != SAMPLE_RATE:
+            raise HeaderError(f"stream announces {rate} Hz; model {self.name!r} works at {SAMPLE_RATE} Hz")
+        try:
+            self._check_length(samples)
+        except LimitExceededError as e:
+            raise HeaderError(str(e)) from None
+        if h.grid != self.grid(samples) or h.padding != (0, padded_length(samples, self.column) - samples):
+            raise HeaderError(f"grid {h.grid} / padding {h.padding} do not match {samples} samples")
+        return stream
+
+    def decompress_codes(self, data: bytes, layers: int | None = None, partial: bool = False) -> AudioCodes:
+        """Entropy-decode the first ``layers`` layers of a stream (default: all present)."""
+        stream = self.parse(data, partial=partial)
+        k = self._layers(layers, stream.layers)
+        rows, cols = stream.header.grid
+        codes = np.zeros((k, rows, cols), dtype=np.int64)
+        for layer in range(k):
+            codes[layer] = decode_layer(self.prior, layer, stream.chunk(layer), (rows, cols), codes[:layer])
+        return AudioCodes(codes, stream.header.size[0], SAMPLE_RATE, self.name)
+
+    def decompress_mel(self, data: bytes, layers: int | None = None, partial: bool = False) -> np.ndarray:
+        """Log-mel ``[80, ceil(samples / 256)]`` decoded from the first ``layers`` layers of a stream."""
+        return self.decode_mel(self.decompress_codes(data, layers, partial))
+
+    def decompress(self, data: bytes, layers: int | None = None, partial: bool = False,
+                   vocoder: Vocoder | str = Vocoder.HIFIGAN) -> np.ndarray:
+        """Float32 ``[samples]`` at 22 050 Hz decoded from the first ``layers`` layers of a stream."""
+        return self.decode(self.decompress_codes(data, layers, partial), vocoder=vocoder)
+
+
+__all__ = ["SAMPLE_RATE", "AudioCodec", "AudioCodes", "Vocoder", "analyse_mel", "padded_length"]
