@@ -9,8 +9,10 @@ The waveform is zero-padded at its end to a whole number of code columns (1 024 
 4 mel frames of 256), at least one; the header keeps the true sample count, and decoding
 crops back to it. ``g_a``, ``g_s`` and the vocoder are fully convolutional and run on
 overlapping windows (:func:`codec.chunking.apply_chunked`) whose context covers their
-receptive field (measured at export, stored in the manifest), so a long input takes bounded
-memory and decodes to the same result as one call over the whole input.
+receptive field (measured at export, stored in the manifest), and so does the log-mel
+frontend (context: its STFT padding), so a long input takes memory proportional to the
+sound itself plus a bound set by the window, and decodes to the same result as one call
+over the whole input.
 
 ``encode``/``decode`` deal in codes (the tokens API), ``compress``/``decompress`` in bytes;
 ``decode_mel``/``decompress_mel`` stop at the spectrogram. The number of layers and the
@@ -83,15 +85,16 @@ def padded_length(samples: int, column: int) -> int:
 
 
 def analyse_mel(analysis: OnnxNet, quantizer: ResidualCodebooks, mel: np.ndarray, time_factor: int,
-                layers: int | None = None, context: int = 0, chunk: int = CHUNK_FRAMES) -> np.ndarray:
+                layers: int | None = None, context: int = 0, chunk: int | None = None) -> np.ndarray:
     """Codes ``[k, rows, F/time_factor]`` of a log-mel ``[n_mels, F]`` (F a multiple of ``time_factor``).
 
-    ``context`` (mel frames) > 0 runs ``g_a`` in windows of ``chunk`` frames; 0 runs it once.
+    ``context`` (mel frames) > 0 runs ``g_a`` in windows of ``chunk`` frames (default
+    :data:`CHUNK_FRAMES`, read at call time); 0 runs it once.
     """
     m = np.asarray(mel, dtype=np.float32)[None]
     if context > 0:
-        latent = apply_chunked(analysis, m, chunk=chunk, context=context, scale=Fraction(1, time_factor),
-                               align=time_factor)
+        latent = apply_chunked(analysis, m, chunk=CHUNK_FRAMES if chunk is None else chunk, context=context,
+                               scale=Fraction(1, time_factor), align=time_factor)
     else:
         latent = analysis(m)
     return quantizer.encode(latent, layers)[:, 0]
@@ -209,8 +212,13 @@ class AudioCodec:
             raise InputError("the sound contains NaN or infinite samples")
         self._check_length(x.size)
         padded = np.zeros(padded_length(x.size, self.column), dtype=np.float32)
-        padded[: x.size] = np.clip(x, -1.0, 1.0)
-        codes = analyse_mel(self.analysis, self.quantizer, log_mel(padded), self.time_factor, k, self.context_a)
+        np.clip(x, -1.0, 1.0, out=padded[: x.size])
+        # The frontend works in float64 on a reflect-padded copy: in windows of CHUNK_FRAMES frames (whose
+        # STFT frames, CHUNK_FRAMES · HOP samples plus the frontend's padding on each side, are those of the
+        # whole signal) it holds a few MiB instead of four times the sound.
+        mel = apply_chunked(log_mel, padded, chunk=CHUNK_FRAMES * HOP, context=DEFAULT_MEL.pad,
+                            scale=Fraction(1, HOP), align=HOP)
+        codes = analyse_mel(self.analysis, self.quantizer, mel, self.time_factor, k, self.context_a)
         return AudioCodes(codes, int(x.size), SAMPLE_RATE, self.name)
 
     def _check_codes(self, codes: AudioCodes) -> np.ndarray:
@@ -246,9 +254,11 @@ class AudioCodec:
             raise InputError(f"vocoder must be one of {', '.join(v.value for v in Vocoder)}, got {vocoder!r}") from None
         mel = self.decode_mel(codes, layers)
         audio = self.vocoder(mel) if voc is Vocoder.HIFIGAN else griffin_lim(mel)
-        out = np.zeros(int(codes.samples), dtype=np.float32)
-        n = min(out.size, audio.size)
-        out[:n] = audio[:n]
+        n = int(codes.samples)
+        if audio.size >= n:  # ceil(n / 256) frames give up to 255 samples more: crop without a copy
+            return audio[:n].astype(np.float32, copy=False)
+        out = np.zeros(n, dtype=np.float32)
+        out[: audio.size] = audio
         return out
 
     # -- bytes ---------------------------------------------------------------------------------

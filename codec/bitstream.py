@@ -11,7 +11,7 @@ Layout (little-endian)::
     .       8     first 8 bytes of the model weights' sha256 (see ``codec.registry``)
     .       4+4   original size: image (height, width); audio (samples, sample rate)
     .       2+2   code grid (rows, columns) of every layer
-    .       2+2   padding: image (bottom rows, right columns) in pixels; audio (frames, 0)
+    .       2+2   padding: image (bottom rows, right columns) in pixels; audio (0, zero samples at the end)
     .       1     layers present k (1..64)
     .       k×8   per layer: chunk byte length (u32), chunk CRC32 (u32)
     7+N-4   4     CRC32 of every byte before it (magic included)
