@@ -1,5 +1,5 @@
-"""Python SDK of the Strata HTTP service. Needs only httpx; numpy and Pillow are used, lazily,
-when you pass or ask for arrays.
+"""Python SDK of the Strata HTTP service (images and audio). Needs only httpx; numpy and Pillow
+are used, lazily, when you pass or ask for arrays.
 
 ::
 
@@ -9,6 +9,10 @@ when you pass or ask for arrays.
         stream = strata.compress("photo.png", layers=4)
         print(stream.layers, stream.bpp, len(stream.data))
         png = strata.decompress(stream, layers=2).data
+
+        sound = strata.compress_audio("speech.wav", layers=4)          # bytes or a path: WAV, FLAC, OGG
+        print(sound.kbps, sound.seconds)
+        wav = strata.decompress_audio(sound, layers=2)                # 16-bit WAV bytes at 22 050 Hz
 
 ``AsyncClient`` has the same methods, awaited. Errors: see :mod:`client._exceptions`.
 """
@@ -32,16 +36,18 @@ from client._exceptions import (
     UnexpectedResponseError,
     UnsupportedMediaError,
 )
-from client._types import Codes, Compressed, DecodedImage, Health, ModelInfo
+from client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
     "AsyncClient",
+    "AudioCodes",
     "BadRequestError",
     "Client",
     "Codes",
     "Compressed",
+    "CompressedAudio",
     "DecodedImage",
     "Health",
     "InvalidStreamError",

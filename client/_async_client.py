@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 from client._base import (
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT,
+    AudioInput,
     Call,
     ImageInput,
     RequestBuilder,
@@ -18,7 +19,7 @@ from client._base import (
     progressive_layers,
     transport_errors,
 )
-from client._types import Codes, Compressed, DecodedImage, Health, ModelInfo
+from client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
 
 T = TypeVar("T")
 
@@ -71,6 +72,34 @@ class AsyncClient:
         yield first
         for k in progressive_layers(first):
             yield await self.decompress(stream, k, format)
+
+    async def compress_audio(self, data: AudioInput, *, layers: int | None = None,
+                             model: str | None = None) -> CompressedAudio:
+        """See :meth:`client.Client.compress_audio`."""
+        return await self._send(self._requests.compress_audio(data, model, layers))
+
+    async def decompress_audio(self, stream: StreamInput, *, layers: int | None = None, vocoder: str = "hifigan",
+                               partial: bool = False) -> bytes:
+        """See :meth:`client.Client.decompress_audio`."""
+        return await self._send(self._requests.decompress_audio(stream, layers, vocoder, partial))
+
+    async def decompress_audio_mel(self, stream: StreamInput, *, layers: int | None = None,
+                                   partial: bool = False) -> Any:
+        """See :meth:`client.Client.decompress_audio_mel`."""
+        return await self._send(self._requests.decompress_audio_mel(stream, layers, partial))
+
+    async def encode_audio(self, data: AudioInput, *, layers: int | None = None, model: str | None = None,
+                           format: str | None = None) -> AudioCodes:
+        """See :meth:`client.Client.encode_audio`."""
+        return await self._send(self._requests.encode_audio(data, model, layers, format))
+
+    async def decode_audio(self, codes: AudioCodes, *, layers: int | None = None, vocoder: str = "hifigan") -> bytes:
+        """See :meth:`client.Client.decode_audio`."""
+        return await self._send(self._requests.decode_audio(codes, layers, vocoder))
+
+    async def decode_audio_mel(self, codes: AudioCodes, *, layers: int | None = None) -> Any:
+        """See :meth:`client.Client.decode_audio_mel`."""
+        return await self._send(self._requests.decode_audio_mel(codes, layers))
 
     async def models(self) -> list[ModelInfo]:
         """See :meth:`client.Client.models`."""

@@ -26,7 +26,7 @@ from client._exceptions import (
     UnexpectedResponseError,
     error_class,
 )
-from client._types import Codes, Compressed, DecodedImage, Health, ModelInfo
+from client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
 
 T = TypeVar("T")
 
@@ -35,10 +35,12 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)  # decoding a large image on 
 API_KEY_ENV = "STRATA_API_KEY"
 IMAGE_FORMATS = ("png", "webp", "npy")
 CODES_FORMATS = ("npy", "json")
+VOCODERS = ("hifigan", "griffinlim")
 OCTET, NPY, JSON = "application/octet-stream", "application/x-npy", "application/json"
 
 ImageInput = Any  # bytes | str | os.PathLike | numpy uint8 [H, W, 3]
-StreamInput = Any  # bytes | Compressed | str | os.PathLike
+AudioInput = Any  # bytes | str | os.PathLike (WAV, FLAC or OGG)
+StreamInput = Any  # bytes | Compressed | CompressedAudio | str | os.PathLike
 
 
 def has_numpy() -> bool:
@@ -65,6 +67,17 @@ def sniff(data: bytes) -> str:
     return OCTET
 
 
+def sniff_audio(data: bytes) -> str:
+    """Content-Type of sound bytes from their magic number (octet-stream when unknown: the server decides)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "audio/wav"
+    if data.startswith(b"fLaC"):
+        return "audio/flac"
+    if data.startswith(b"OggS"):
+        return "audio/ogg"
+    return OCTET
+
+
 def _read_path(path: str | os.PathLike[str]) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -87,14 +100,25 @@ def image_body(image: ImageInput) -> tuple[bytes, str]:
     return data, sniff(data)
 
 
+def audio_body(sound: AudioInput) -> tuple[bytes, str]:
+    """``(bytes, content type)`` of a sound given as bytes or a path (WAV, FLAC or OGG; any rate)."""
+    if isinstance(sound, (bytes, bytearray, memoryview)):
+        data = bytes(sound)
+    elif isinstance(sound, (str, os.PathLike)):
+        data = _read_path(sound)
+    else:
+        raise TypeError(f"sound must be bytes or a path to a WAV/FLAC/OGG file, got {type(sound).__name__}")
+    return data, sniff_audio(data)
+
+
 def stream_body(stream: StreamInput) -> bytes:
-    if isinstance(stream, Compressed):
+    if isinstance(stream, (Compressed, CompressedAudio)):
         return stream.data
     if isinstance(stream, (bytes, bytearray, memoryview)):
         return bytes(stream)
     if isinstance(stream, (str, os.PathLike)):
         return _read_path(stream)
-    raise TypeError(f"stream must be bytes, Compressed or a path, got {type(stream).__name__}")
+    raise TypeError(f"stream must be bytes, Compressed, CompressedAudio or a path, got {type(stream).__name__}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -204,6 +228,69 @@ def codes_parser(fmt: str) -> Callable[[httpx.Response], Codes]:
     return parse
 
 
+def parse_compressed_audio(response: httpx.Response) -> CompressedAudio:
+    raise_for_error(response)
+    return CompressedAudio(
+        data=response.content,
+        layers=_header(response, "X-Strata-Layers", int),
+        bytes=len(response.content),
+        kbps=_header(response, "X-Strata-Kbps", float),
+        seconds=_header(response, "X-Strata-Seconds", float),
+        model=_header(response, "X-Strata-Model", str),
+        samples=_header(response, "X-Strata-Samples", int),
+        sample_rate=_header(response, "X-Strata-Sample-Rate", int),
+    )
+
+
+def parse_wav(response: httpx.Response) -> bytes:
+    """The WAV bytes of a decoded sound."""
+    raise_for_error(response)
+    if not (response.content[:4] == b"RIFF" and response.content[8:12] == b"WAVE"):
+        raise _unexpected(response, "body is not a WAV file")
+    return response.content
+
+
+def parse_mel(response: httpx.Response) -> Any:
+    """A decoded log-mel: a numpy float32 ``[80, frames]`` array when numpy is installed, else the ``.npy`` bytes."""
+    raise_for_error(response)
+    if not has_numpy():
+        return response.content
+    import numpy as np
+
+    try:
+        return np.load(io.BytesIO(response.content), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise _unexpected(response, "body is not a .npy array") from e
+
+
+def audio_codes_parser(fmt: str) -> Callable[[httpx.Response], AudioCodes]:
+    def parse(response: httpx.Response) -> AudioCodes:
+        raise_for_error(response)
+        if fmt == "npy":
+            import numpy as np
+
+            try:
+                array = np.load(io.BytesIO(response.content), allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                raise _unexpected(response, "body is not a .npy array") from e
+            return AudioCodes(array, _header(response, "X-Strata-Model", str),
+                              _header(response, "X-Strata-Samples", int),
+                              _header(response, "X-Strata-Sample-Rate", int), int(array.shape[0]))
+        doc = _json(response)
+        try:
+            array = doc["codes"]
+            if has_numpy():
+                import numpy as np
+
+                array = np.asarray(array, dtype=np.int64)
+            return AudioCodes(array, str(doc["model"]), int(doc["samples"]), int(doc["sample_rate"]),
+                              int(doc["layers"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise _unexpected(response, f"codes document lacks or mangles {e}") from e
+
+    return parse
+
+
 def _model_info(d: Any) -> ModelInfo:
     return ModelInfo(
         name=str(d["name"]), modality=str(d["modality"]), layers=int(d["layers"]),
@@ -212,6 +299,8 @@ def _model_info(d: Any) -> ModelInfo:
         bpp_per_layer=tuple(float(b) for b in d.get("bpp_per_layer", ())),
         description=str(d.get("description", "")), weights_sha256=str(d["weights_sha256"]),
         default=bool(d.get("default", False)),
+        kbps_per_layer=tuple(float(k) for k in d.get("kbps_per_layer") or ()),
+        sample_rate=int(d["sample_rate"]) if d.get("sample_rate") is not None else None,
     )
 
 
@@ -297,6 +386,55 @@ class RequestBuilder:
             content, kind = json.dumps(codes.to_json(), separators=(",", ":")).encode(), JSON
         req = self.request("POST", "v1/images:decode", params=params, content=content, content_type=kind)
         return Call(req, image_parser(fmt))
+
+    # -- audio -------------------------------------------------------------------------------------
+    def compress_audio(self, sound: AudioInput, model: str | None = None,
+                       layers: int | None = None) -> Call[CompressedAudio]:
+        data, kind = audio_body(sound)
+        req = self.request("POST", "v1/audio:compress", params=_params(model=model, layers=layers),
+                           content=data, content_type=kind)
+        return Call(req, parse_compressed_audio)
+
+    def decompress_audio(self, stream: StreamInput, layers: int | None = None, vocoder: str = "hifigan",
+                         partial: bool = False) -> Call[bytes]:
+        params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav"}
+        return Call(self._audio_decompress(stream, layers, partial, params), parse_wav)
+
+    def decompress_audio_mel(self, stream: StreamInput, layers: int | None = None,
+                             partial: bool = False) -> Call[Any]:
+        return Call(self._audio_decompress(stream, layers, partial, {"output": "mel"}), parse_mel)
+
+    def _audio_decompress(self, stream: StreamInput, layers: int | None, partial: bool,
+                          output: dict[str, str]) -> httpx.Request:
+        return self.request("POST", "v1/audio:decompress",
+                            params={**_params(layers=layers, partial=partial or None), **output},
+                            content=stream_body(stream), content_type=OCTET)
+
+    def encode_audio(self, sound: AudioInput, model: str | None = None, layers: int | None = None,
+                     format: str | None = None) -> Call[AudioCodes]:
+        fmt = _check_choice("format", format or ("npy" if has_numpy() else "json"), CODES_FORMATS)
+        data, kind = audio_body(sound)
+        req = self.request("POST", "v1/audio:encode", params=_params(model=model, layers=layers, format=fmt),
+                           content=data, content_type=kind)
+        return Call(req, audio_codes_parser(fmt))
+
+    def decode_audio(self, codes: AudioCodes, layers: int | None = None, vocoder: str = "hifigan") -> Call[bytes]:
+        params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav"}
+        return Call(self._audio_decode(codes, layers, params), parse_wav)
+
+    def decode_audio_mel(self, codes: AudioCodes, layers: int | None = None) -> Call[Any]:
+        return Call(self._audio_decode(codes, layers, {"output": "mel"}), parse_mel)
+
+    def _audio_decode(self, codes: AudioCodes, layers: int | None, output: dict[str, str]) -> httpx.Request:
+        if not isinstance(codes, AudioCodes):
+            raise TypeError(f"codes must be an AudioCodes (from encode_audio), got {type(codes).__name__}")
+        params = {**_params(layers=layers), **output}
+        if has_numpy():
+            params.update(_params(model=codes.model, samples=codes.samples, sample_rate=codes.sample_rate))
+            content, kind = codes.to_npy(), NPY
+        else:
+            content, kind = json.dumps(codes.to_json(), separators=(",", ":")).encode(), JSON
+        return self.request("POST", "v1/audio:decode", params=params, content=content, content_type=kind)
 
     def models(self) -> Call[list[ModelInfo]]:
         return Call(self.request("GET", "v1/models"), parse_models)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 from client._base import (
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT,
+    AudioInput,
     Call,
     ImageInput,
     RequestBuilder,
@@ -18,7 +19,7 @@ from client._base import (
     progressive_layers,
     transport_errors,
 )
-from client._types import Codes, Compressed, DecodedImage, Health, ModelInfo
+from client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
 
 T = TypeVar("T")
 
@@ -74,6 +75,35 @@ class Client:
         yield first
         for k in progressive_layers(first):
             yield self.decompress(stream, k, format)
+
+    def compress_audio(self, data: AudioInput, *, layers: int | None = None,
+                       model: str | None = None) -> CompressedAudio:
+        """Compress a sound (WAV/FLAC/OGG bytes or a path; any rate and channels) into a stream."""
+        return self._send(self._requests.compress_audio(data, model, layers))
+
+    def decompress_audio(self, stream: StreamInput, *, layers: int | None = None, vocoder: str = "hifigan",
+                         partial: bool = False) -> bytes:
+        """An audio stream (all its layers, or the first ``layers``) decoded to 16-bit WAV bytes at 22 050 Hz."""
+        return self._send(self._requests.decompress_audio(stream, layers, vocoder, partial))
+
+    def decompress_audio_mel(self, stream: StreamInput, *, layers: int | None = None,
+                             partial: bool = False) -> Any:
+        """The decoded log-mel ``[80, frames]`` of an audio stream: a numpy float32 array when numpy is
+        installed, else the ``.npy`` bytes."""
+        return self._send(self._requests.decompress_audio_mel(stream, layers, partial))
+
+    def encode_audio(self, data: AudioInput, *, layers: int | None = None, model: str | None = None,
+                     format: str | None = None) -> AudioCodes:
+        """The code stack of a sound (``.npy`` transfer when numpy is installed, else JSON)."""
+        return self._send(self._requests.encode_audio(data, model, layers, format))
+
+    def decode_audio(self, codes: AudioCodes, *, layers: int | None = None, vocoder: str = "hifigan") -> bytes:
+        """A sound's code stack (or its first ``layers`` layers) decoded to 16-bit WAV bytes."""
+        return self._send(self._requests.decode_audio(codes, layers, vocoder))
+
+    def decode_audio_mel(self, codes: AudioCodes, *, layers: int | None = None) -> Any:
+        """The log-mel decoded from a sound's code stack (array or ``.npy`` bytes, as ``decompress_audio_mel``)."""
+        return self._send(self._requests.decode_audio_mel(codes, layers))
 
     def models(self) -> list[ModelInfo]:
         """The models the server has loaded."""

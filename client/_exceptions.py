@@ -7,11 +7,13 @@
     │   │   │                                 invalid_input, invalid_codes, empty_body, …
     │   │   └── InvalidStreamError   422      bad_magic, unsupported_version, bad_header,
     │   │                                     stream_unknown_model, weights_mismatch,
-    │   │                                     truncated_stream, corrupted_chunk, trailing_data
+    │   │                                     truncated_stream, corrupted_chunk, trailing_data,
+    │   │                                     wrong_modality (an image stream on an audio route, …)
     │   ├── UnauthorizedError        401/403  unauthorized: missing or wrong API key
-    │   ├── NotFoundError            404      unknown_model, not_found
+    │   ├── NotFoundError            404      unknown_model (also: no audio model on the server), not_found
     │   ├── PayloadTooLargeError     413      body_too_large, limit_exceeded, stream_limit_exceeded
-    │   ├── UnsupportedMediaError    415      unsupported_media_type, unsupported_media
+    │   ├── UnsupportedMediaError    415      unsupported_media_type, unsupported_media (not an image /
+    │   │                                     sound, implausible sample rate or channel count)
     │   ├── ServerError              5xx      internal_error, model_error, …
     │   │   └── ServiceUnavailableError 503   not_ready
     │   │       └── OverloadedError   503     overloaded: the server's queue is full, retry later
@@ -69,11 +71,11 @@ class NotFoundError(StrataAPIError):
 
 
 class PayloadTooLargeError(StrataAPIError):
-    """413: body, image or stream over the server's limits."""
+    """413: body, image, sound or stream over the server's limits."""
 
 
 class UnsupportedMediaError(StrataAPIError):
-    """415: Content-Type not accepted, or the body is not a PNG/JPEG/WebP image."""
+    """415: Content-Type not accepted, or the body is not a PNG/JPEG/WebP image / WAV/FLAC/OGG sound."""
 
 
 class ServerError(StrataAPIError):
@@ -103,6 +105,7 @@ class StrataTimeoutError(StrataConnectionError):
 STREAM_CODES = frozenset({
     "invalid_stream", "bad_magic", "unsupported_version", "bad_header", "stream_limit_exceeded",
     "stream_unknown_model", "weights_mismatch", "truncated_stream", "corrupted_chunk", "trailing_data",
+    "wrong_modality",
 })
 
 BY_CODE: dict[str, type[StrataAPIError]] = {

@@ -57,10 +57,63 @@ class Codes:
 
     def to_npy(self) -> bytes:
         """``.npy`` bytes of the array (needs numpy)."""
-        np = _numpy()
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(self.array), allow_pickle=False)
-        return buf.getvalue()
+        return _npy_bytes(self.array)
+
+
+def _npy_bytes(array: Any) -> bytes:
+    np = _numpy()
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class CompressedAudio:
+    """A Strata audio stream made by ``compress_audio``: ``data`` is the whole stream (header included)."""
+
+    data: bytes
+    layers: int  # layers coded in the stream
+    bytes: int  # stream length in bytes (= len(data))
+    kbps: float  # bit rate of the whole stream, kbit/s
+    seconds: float  # duration of the sound
+    model: str
+    samples: int = 0  # length of the sound at ``sample_rate``
+    sample_rate: int = 22050
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "wb") as f:
+            f.write(self.data)
+
+
+@dataclass(frozen=True, eq=False)
+class AudioCodes:
+    """A code stack ``[layers, rows, columns]`` of one sound (one column per 1 024 samples at 22 050 Hz).
+
+    ``array`` is a numpy integer array when numpy is installed, else nested lists of ints.
+    """
+
+    array: Any
+    model: str
+    samples: int
+    sample_rate: int
+    layers: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document the server reads and writes."""
+        array = self.array.tolist() if hasattr(self.array, "tolist") else self.array
+        return {"model": self.model, "samples": self.samples, "sample_rate": self.sample_rate,
+                "layers": self.layers, "codes": array}
+
+    def to_npy(self) -> bytes:
+        """``.npy`` bytes of the array (needs numpy)."""
+        return _npy_bytes(self.array)
 
 
 @dataclass(frozen=True)
@@ -105,7 +158,9 @@ class ModelInfo:
     bpp_per_layer: tuple[float, ...]
     description: str
     weights_sha256: str  # first 16 hex digits
-    default: bool
+    default: bool  # the default model of its modality
+    kbps_per_layer: tuple[float, ...] = ()  # audio: measured kbit/s with 1..L layers (empty when not measured)
+    sample_rate: int | None = None  # audio: 22050; None for images
 
 
 @dataclass(frozen=True)
@@ -117,4 +172,4 @@ class Health:
     models: tuple[str, ...]
 
 
-__all__ = ["Codes", "Compressed", "DecodedImage", "Health", "ModelInfo"]
+__all__ = ["AudioCodes", "Codes", "Compressed", "CompressedAudio", "DecodedImage", "Health", "ModelInfo"]

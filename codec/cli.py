@@ -2,11 +2,13 @@
 
 ::
 
-    strata compress IN.png OUT.strata [--layers K] [--model NAME] [--url URL [--api-key KEY]]
-    strata decompress IN.strata OUT.png [--layers K] [--partial] [--url URL [--api-key KEY]]
+    strata compress IN.png|IN.wav OUT.strata [--layers K] [--model NAME] [--url URL [--api-key KEY]]
+    strata decompress IN.strata OUT.png|OUT.wav|OUT.npy [--layers K] [--partial] [--vocoder griffinlim]
+                      [--url URL [--api-key KEY]]
     strata info IN.strata
     strata truncate IN.strata OUT.strata --layers K
     strata eval images [--data DIR] [--out DIR]
+    strata eval audio [--data DIR] [--out DIR] [--model NAME] [--limit N] [--codec-griffinlim] [--update-manifest]
     strata train image [--data DIR] [--run DIR] [--resume]
     strata train audio [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--sets S,S]
     strata train vocoder [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--recon-steps N] [--sets S,S] [--amp]
@@ -18,6 +20,13 @@
 ``--url`` runs compress / decompress on a Strata server through the SDK (:mod:`client`)
 instead of the local library; ``--api-key`` defaults to ``$STRATA_API_KEY``. ``info`` and
 ``truncate`` are pure bitstream operations and always run locally.
+
+Images and sounds: ``compress`` tells a sound from an image by the file's first bytes, not its
+name (WAV ``RIFF…WAVE``, FLAC ``fLaC``, Ogg ``OggS``: the formats the audio frontend reads; a
+mislabelled ``photo.wav`` that holds a PNG is still an image) and uses the default model of that
+modality. ``decompress`` reads the modality from the stream header: an image stream decodes to
+``.png``, ``.webp`` or ``.npy`` (pixels), an audio stream to ``.wav`` (16-bit, 22 050 Hz, HiFi-GAN
+or ``--vocoder griffinlim``) or ``.npy`` (the decoded log-mel, float32 ``[80, frames]``).
 
 ``main(argv)`` returns the exit status (0 success, 1 error, 2 usage) and is
 what the tests call. Errors print one line to stderr, never a traceback.
@@ -67,6 +76,40 @@ def _codec_for(args: argparse.Namespace, name: str | None):
     return ImageCodec.load(_registry(args), name)
 
 
+def _audio_codec_for(args: argparse.Namespace, name: str | None):
+    from codec.audio_pipeline import AudioCodec
+
+    return AudioCodec.load(_registry(args), name)
+
+
+def _is_audio(data: bytes) -> bool:
+    """Whether ``data`` starts like a WAV, FLAC or Ogg file (what ``compress`` sends to the audio codec)."""
+    return (data[:4] == b"RIFF" and data[8:12] == b"WAVE") or data[:4] in (b"fLaC", b"OggS")
+
+
+def _stream_header(data: bytes, remote: bool):
+    """The stream's header; for ``--url``, ``None`` when it does not parse (the server then says why)."""
+    from codec.bitstream import parse
+    from codec.errors import BitstreamError
+
+    try:
+        return parse(data, partial=True).header
+    except BitstreamError:
+        if remote:
+            return None
+        raise
+
+
+def _npy_bytes(array) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
 @contextmanager
 def _remote(args: argparse.Namespace) -> Iterator:
     """A :class:`client.Client` for ``--url``; the SDK's errors become :class:`CliError`."""
@@ -85,9 +128,36 @@ def _print_compressed(output: str, nbytes: int, model: str, layers: int, bpp: fl
     print(f"{output}: {nbytes} bytes, {model}, {layers} layers, {bpp:.4f} bpp")
 
 
-def cmd_compress(args: argparse.Namespace) -> int:
+def _print_compressed_audio(output: str, nbytes: int, model: str, layers: int, kbps: float, seconds: float) -> None:
+    print(f"{output}: {nbytes} bytes, {model}, {layers} layers, {kbps:.3f} kbps, {seconds:.2f} s")
+
+
+def _compress_audio(args: argparse.Namespace, data: bytes) -> int:
     if args.url:
-        data = _read(args.input)
+        with _remote(args) as c:
+            result = c.compress_audio(data, layers=args.layers, model=args.model)
+        _write(args.output, result.data)
+        _print_compressed_audio(args.output, len(result.data), result.model, result.layers, result.kbps, result.seconds)
+        return 0
+
+    from codec.audio_pipeline import SAMPLE_RATE
+    from codec.frontend.audio import read_audio, resample
+
+    codec = _audio_codec_for(args, args.model)
+    sound = read_audio(data, max_seconds=codec.limits.max_samples / SAMPLE_RATE)
+    codes = codec.encode(resample(sound.samples, sound.sample_rate, SAMPLE_RATE), args.layers)
+    stream = codec.compress_codes(codes)
+    _write(args.output, stream)
+    _print_compressed_audio(args.output, len(stream), codec.name, codes.layers,
+                            8 * len(stream) / codes.seconds / 1000, codes.seconds)
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    data = _read(args.input)
+    if _is_audio(data):
+        return _compress_audio(args, data)
+    if args.url:
         with _remote(args) as c:
             result = c.compress(data, model=args.model, layers=args.layers)
         _write(args.output, result.data)
@@ -96,7 +166,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     from codec.frontend.image import read_image
 
-    image = read_image(_read(args.input))
+    image = read_image(data)
     codec = _codec_for(args, args.model)
     data = codec.compress(image, args.layers)
     _write(args.output, data)
@@ -112,33 +182,54 @@ def _output_format(path: str) -> str:
     return suffix[1:]
 
 
-def cmd_decompress(args: argparse.Namespace) -> int:
+def _decompress_audio(args: argparse.Namespace, data: bytes, model: str) -> int:
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (".wav", ".npy"):
+        raise CliError(f"an audio stream decodes to .wav (the sound) or .npy (its log-mel), got {args.output!r}")
+    vocoder = args.vocoder or "hifigan"
     if args.url:
-        fmt = _output_format(args.output)
-        data = _read(args.input)
+        with _remote(args) as c:
+            if suffix == ".npy":
+                mel = c.decompress_audio_mel(data, layers=args.layers, partial=args.partial)
+                out = mel if isinstance(mel, bytes) else _npy_bytes(mel)
+            else:
+                out = c.decompress_audio(data, layers=args.layers, vocoder=vocoder, partial=args.partial)
+        _write(args.output, out)
+        return 0
+
+    from codec.audio_pipeline import SAMPLE_RATE
+    from codec.frontend.audio import write_wav
+
+    codec = _audio_codec_for(args, model)
+    if suffix == ".npy":
+        _write(args.output, _npy_bytes(codec.decompress_mel(data, args.layers, partial=args.partial)))
+    else:
+        samples = codec.decompress(data, args.layers, partial=args.partial, vocoder=vocoder)
+        _write(args.output, write_wav(samples, SAMPLE_RATE))
+    return 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from codec.bitstream import Modality
+
+    data = _read(args.input)
+    header = _stream_header(data, remote=bool(args.url))
+    if header is not None and header.modality is Modality.AUDIO:
+        return _decompress_audio(args, data, header.model)
+    if args.vocoder:
+        raise CliError("--vocoder applies to audio streams; this is an image stream")
+    fmt = _output_format(args.output)
+    if args.url:
         with _remote(args) as c:
             image = c.decompress(data, layers=args.layers, format=fmt, partial=args.partial)
         _write(args.output, image.data)
         return 0
 
-    import numpy as np
-
-    from codec.bitstream import parse
     from codec.frontend.image import write_image
 
-    fmt = _output_format(args.output)
-    data = _read(args.input)
-    header = parse(data, partial=True).header
     codec = _codec_for(args, header.model)
     image = codec.decompress(data, args.layers, partial=args.partial)
-    if fmt == "npy":
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, image, allow_pickle=False)
-        _write(args.output, buf.getvalue())
-    else:
-        _write(args.output, write_image(image, fmt))
+    _write(args.output, _npy_bytes(image) if fmt == "npy" else write_image(image, fmt))
     return 0
 
 
@@ -169,6 +260,15 @@ def cmd_info(args: argparse.Namespace) -> int:
             total += n
             cumulative.append(round(8 * total / pixels, 5))
         info["bpp_by_layers"] = cumulative
+    elif h.modality is Modality.AUDIO and h.size[0] > 0 and h.size[1] > 0:
+        samples, rate = h.size
+        seconds = samples / rate
+        cumulative, total = [], len(h.to_bytes())
+        for n, _ in h.chunks:
+            total += n
+            cumulative.append(round(8 * total / seconds / 1000, 4))
+        info.update(samples=samples, sample_rate=rate, seconds=round(seconds, 4),
+                    kbps=round(8 * len(data) / seconds / 1000, 4), kbps_by_layers=cumulative)
     if args.json:
         print(json.dumps(info))
     else:
@@ -185,16 +285,42 @@ def cmd_truncate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.modality == "audio":
+        return _eval_audio(args)
+    if args.codec_griffinlim:
+        raise CliError("--codec-griffinlim is an option of 'strata eval audio'")
     from codec.evaluate import evaluate_images, format_report
 
-    report = evaluate_images(
-        _registry(args), Path(args.data), Path(args.out), model=args.model, limit=args.limit, threads=args.threads
-    )
+    data, out = Path(args.data or "../shared/data/images/kodak"), Path(args.out or "eval/images")
+    report = evaluate_images(_registry(args), data, out, model=args.model, limit=args.limit, threads=args.threads)
     print(format_report(report))
     if args.update_manifest:
         from codec.evaluate import record_in_manifest
 
         print(f"recorded bits per layer in {record_in_manifest(_registry(args), report)}")
+    return 0
+
+
+def _eval_audio(args: argparse.Namespace) -> int:
+    import shlex
+
+    from codec.evaluate_audio import evaluate_audio, format_report, record_in_manifest
+
+    data, out = Path(args.data or "../shared/data/audio"), Path(args.out or "docs/eval/audio")
+    command = ["strata", *(["--models", args.models] if args.models else []), "eval", "audio",
+               "--data", str(data), "--out", str(out)]  # what ran, defaults spelled out, for the report
+    for flag, value in (("--model", args.model), ("--limit", args.limit), ("--threads", args.threads or None)):
+        command += [flag, str(value)] if value is not None else []
+    command += ["--codec-griffinlim"] * args.codec_griffinlim + ["--update-manifest"] * args.update_manifest
+    try:
+        report = evaluate_audio(_registry(args), data, out, model=args.model, limit=args.limit, threads=args.threads,
+                                codec_griffinlim=args.codec_griffinlim, command=shlex.join(command))
+    except FileNotFoundError as e:
+        raise CliError(str(e)) from None
+    print(format_report(report))
+    print(f"wrote {out / 'report.json'}, {out / 'pesq_kbps.png'} and {out / 'mels.png'}")
+    if args.update_manifest:
+        print(f"recorded kbps per layer in {record_in_manifest(_registry(args), report)}")
     return 0
 
 
@@ -223,6 +349,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.decay_start = args.decay_start
     if args.lr is not None:
         cfg.lr = args.lr
+    if args.eval_every is not None:
+        cfg.eval_every = args.eval_every
     if args.threads:
         cfg.threads = args.threads
     train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
@@ -247,7 +375,7 @@ def _train_audio(args: argparse.Namespace) -> int:
         cfg.data = args.data or cfg.data
         if args.sets:
             cfg.sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
-        for attr in ("steps", "decay_start", "lr", "threads"):
+        for attr in ("steps", "decay_start", "lr", "threads", "eval_every"):
             if getattr(args, attr) is not None:
                 setattr(cfg, attr, getattr(args, attr))
         train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
@@ -370,18 +498,21 @@ def get_parser() -> argparse.ArgumentParser:
     remote.add_argument("--api-key", default=os.environ.get("STRATA_API_KEY"),
                         help="the server's API key (default: $STRATA_API_KEY)")
 
-    c = sub.add_parser("compress", help="image → stream", parents=[remote])
+    c = sub.add_parser("compress", help="image or sound (WAV/FLAC/OGG, told by content) → stream", parents=[remote])
     c.add_argument("input")
     c.add_argument("output")
     c.add_argument("--layers", type=int, help="residual layers to spend (default: all)")
-    c.add_argument("--model", help="model name (default: the manifest's default image model)")
+    c.add_argument("--model", help="model name (default: the manifest's default image or audio model)")
     c.set_defaults(func=cmd_compress)
 
-    d = sub.add_parser("decompress", help="stream → image (.png, .webp or .npy)", parents=[remote])
+    d = sub.add_parser("decompress", help="stream → image (.png, .webp, .npy) or sound (.wav, or .npy: log-mel)",
+                       parents=[remote])
     d.add_argument("input")
     d.add_argument("output")
     d.add_argument("--layers", type=int, help="decode only the first K layers")
     d.add_argument("--partial", action="store_true", help="decode the complete layers of a stream cut short")
+    d.add_argument("--vocoder", choices=["hifigan", "griffinlim"],
+                   help="audio streams: how the decoded mel becomes a waveform (default hifigan; ignored for .npy)")
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="print a stream's header")
@@ -396,14 +527,17 @@ def get_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_truncate)
 
     e = sub.add_parser("eval", help="rate-distortion evaluation")
-    e.add_argument("modality", choices=["images"])
-    e.add_argument("--data", default="../shared/data/images/kodak")
-    e.add_argument("--out", default="eval/images")
-    e.add_argument("--model")
-    e.add_argument("--limit", type=int, help="evaluate only the first N images")
+    e.add_argument("modality", choices=["images", "audio"])
+    e.add_argument("--data", help="images: a folder of images (default ../shared/data/images/kodak); "
+                   "audio: a folder with speech/test and environment/test (default ../shared/data/audio)")
+    e.add_argument("--out", help="output folder (default eval/images or docs/eval/audio)")
+    e.add_argument("--model", help="model name (default: the manifest's default model of the modality)")
+    e.add_argument("--limit", type=int, help="evaluate only the first N images (audio: N clips of each split)")
     e.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: all cores)")
+    e.add_argument("--codec-griffinlim", action="store_true",
+                   help="audio: also decode the codec's mels with Griffin-Lim at every layer count")
     e.add_argument("--update-manifest", action="store_true",
-                   help="record the measured bits per layer and bpp in the model's manifest entry")
+                   help="record the measured bits per layer and bpp (audio: kbps) in the model's manifest entry")
     e.set_defaults(func=cmd_eval)
 
     tr = sub.add_parser("train", help="train a model")
@@ -418,6 +552,7 @@ def get_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init-from", help="start from the weights of a checkpoint, e.g. models/<name>/checkpoint.pt")
     tr.add_argument("--threads", type=int, help="torch threads (default 2)")
     tr.add_argument("--lr", type=float, help="peak learning rate (image default 3e-4, vocoder 2e-4)")
+    tr.add_argument("--eval-every", type=int, help="image, audio: steps between evaluations and checkpoints")
     tr.add_argument("--recon-steps", type=int,
                     help="vocoder: generator-only reconstruction steps before the discriminators join")
     tr.add_argument("--sets", help="vocoder: comma-separated audio sets (default speech; e.g. speech,environment)")

@@ -1,13 +1,17 @@
-"""The loaded models of a running service: every image model of the manifest, loaded once
-(sha256-verified) in the app's lifespan and shared read-only by all requests.
+"""The loaded models of a running service: every image model and the default audio model of the
+manifest, loaded once (sha256-verified) in the app's lifespan and shared read-only by all requests.
+
+A manifest without audio models still serves images; the audio routes then answer
+404 ``unknown_model`` saying that no audio model is loaded.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from codec.audio_pipeline import AudioCodec
 from codec.bitstream import StreamLimits
 from codec.errors import StreamModelError, UnknownModelError
 from codec.pipeline import ImageCodec
@@ -19,69 +23,135 @@ from server.config import Settings
 log = logging.getLogger("strata.server")
 
 
+def _names(models: Mapping[str, object]) -> str:
+    return ", ".join(sorted(models)) or "none"
+
+
 @dataclass(frozen=True)
 class Codecs:
-    """Loaded image codecs by name, and the default model's name."""
+    """Loaded codecs by name, and the default model of each modality."""
 
     image: Mapping[str, ImageCodec]
     default_image: str
+    audio: Mapping[str, AudioCodec] = field(default_factory=dict)
+    default_audio: str | None = None
 
     def get(self, name: str | None) -> ImageCodec:
-        """The codec ``name`` (default model when ``None``); :class:`UnknownModelError` (404) if absent."""
+        """The image codec ``name`` (default model when ``None``); :class:`UnknownModelError` (404) if absent."""
         name = name or self.default_image
         try:
             return self.image[name]
         except KeyError:
-            raise UnknownModelError(
-                f"unknown model {name!r}; available: {', '.join(sorted(self.image)) or 'none'}"
-            ) from None
+            other = " (an audio model: use the /v1/audio routes)" if name in self.audio else ""
+            raise UnknownModelError(f"unknown model {name!r}{other}; image models: {_names(self.image)}") from None
+
+    def get_audio(self, name: str | None) -> AudioCodec:
+        """The audio codec ``name`` (default audio model when ``None``); :class:`UnknownModelError` (404) if absent."""
+        if not self.audio:
+            raise UnknownModelError("this server has no audio model loaded (its manifest lists none)")
+        name = name or self.default_audio
+        try:
+            return self.audio[name]  # type: ignore[index]
+        except KeyError:
+            other = " (an image model: use the /v1/images routes)" if name in self.image else ""
+            raise UnknownModelError(f"unknown model {name!r}{other}; audio models: {_names(self.audio)}") from None
+
+    def model(self, name: str) -> ModelEntry:
+        """The manifest entry of a loaded model of either modality (404 when not loaded)."""
+        codec = self.image.get(name) or self.audio.get(name)
+        if codec is None:
+            raise UnknownModelError(f"unknown model {name!r}; available: {_names({**self.image, **self.audio})}")
+        return codec.entry
+
+    def is_default(self, entry: ModelEntry) -> bool:
+        return entry.name == (self.default_image if entry.modality == "image" else self.default_audio)
 
     def for_stream(self, name: str) -> ImageCodec:
-        """The codec a stream names; :class:`StreamModelError` (422) if that model is not loaded."""
+        """The image codec a stream names; :class:`StreamModelError` (422) if that model is not loaded."""
+        return self._for_stream(self.image, name)
+
+    def for_audio_stream(self, name: str) -> AudioCodec:
+        """The audio codec a stream names; :class:`StreamModelError` (422) if that model is not loaded."""
+        return self._for_stream(self.audio, name)
+
+    @staticmethod
+    def _for_stream(models: Mapping, name: str):  # noqa: ANN205 - ImageCodec or AudioCodec, as ``models`` holds
         try:
-            return self.image[name]
+            return models[name]
         except KeyError:
             raise StreamModelError(
-                f"stream was made by model {name!r}, which this server does not serve "
-                f"(loaded: {', '.join(sorted(self.image)) or 'none'})"
+                f"stream was made by model {name!r}, which this server does not serve (loaded: {_names(models)})"
             ) from None
 
     @property
+    def names(self) -> list[str]:
+        """Every loaded model, sorted."""
+        return sorted({*self.image, *self.audio})
+
+    @property
     def entries(self) -> list[ModelEntry]:
-        return [self.image[name].entry for name in sorted(self.image)]
+        """Manifest entries of the loaded models: image models, then audio models, each sorted by name."""
+        return [self.image[n].entry for n in sorted(self.image)] + [self.audio[n].entry for n in sorted(self.audio)]
 
     @property
     def provider(self) -> str:
         """``cuda`` when any model runs on the GPU, else ``cpu``."""
-        return "cuda" if any(c.provider == "cuda" for c in self.image.values()) else "cpu"
+        codecs = [*self.image.values(), *self.audio.values()]
+        return "cuda" if any(c.provider == "cuda" for c in codecs) else "cpu"
 
 
 def batched(codec: ImageCodec, settings: Settings) -> ImageCodec:
     """``codec`` with its networks wrapped in :class:`MicroBatcher` (same parts otherwise)."""
+
     def wrap(net: object) -> MicroBatcher:
         return MicroBatcher(net, settings.batch_max_size, settings.batch_max_wait_ms)  # type: ignore[arg-type]
 
-    return ImageCodec(codec.entry, wrap(codec.analysis), wrap(codec.synthesis), codec.quantizer, codec.prior,
-                      codec.limits)
+    return ImageCodec(
+        codec.entry, wrap(codec.analysis), wrap(codec.synthesis), codec.quantizer, codec.prior, codec.limits
+    )
 
 
 def load_codecs(settings: Settings) -> Codecs:
-    """Load every image model of the registry at ``settings.models_dir``."""
+    """Load every image model and the default audio model of the registry at ``settings.models_dir``.
+
+    Only the default audio model is loaded (each carries a HiFi-GAN vocoder); other audio models
+    of the manifest are not served. Audio codecs are never micro-batched: their networks run on
+    overlapping windows of sounds of any length, so concurrent calls rarely share a shape.
+    """
     registry = Registry(settings.models_dir)
     names = registry.names("image")
     if not names:
         raise UnknownModelError(f"no image model in {registry.root}")
     providers = choose_providers(settings.provider)
-    limits = StreamLimits(max_pixels=settings.max_pixels)
+    limits = StreamLimits(max_pixels=settings.max_pixels, max_samples=settings.max_audio_samples)
+    threads = settings.session_threads
     image: dict[str, ImageCodec] = {}
     for name in names:
-        codec = ImageCodec.load(registry, name, providers=providers, threads=settings.session_threads, limits=limits)
+        codec = ImageCodec.load(registry, name, providers=providers, threads=threads, limits=limits)
         if settings.use_batching(codec.provider):
             codec = batched(codec, settings)
-        log.info("loaded model %s (%d layers, provider %s, batching %s)", name, codec.layers, codec.provider,
-                 isinstance(codec.analysis, MicroBatcher))
+        log.info(
+            "loaded model %s (%d layers, provider %s, batching %s)",
+            name,
+            codec.layers,
+            codec.provider,
+            isinstance(codec.analysis, MicroBatcher),
+        )
         image[name] = codec
     default = registry.defaults.get("image")
     if default not in image:
         default = names[0]
-    return Codecs(image, default)
+    audio: dict[str, AudioCodec] = {}
+    audio_names = registry.names("audio")
+    default_audio = registry.defaults.get("audio")
+    if audio_names:
+        if default_audio not in audio_names:
+            log.warning("manifest names no default audio model; serving %s", audio_names[0])
+            default_audio = audio_names[0]
+        codec = AudioCodec.load(registry, default_audio, providers=providers, threads=threads, limits=limits)
+        log.info("loaded audio model %s (%d layers, provider %s)", default_audio, codec.layers, codec.provider)
+        audio[default_audio] = codec
+    else:
+        default_audio = None
+        log.info("no audio model in %s: the audio routes answer 404", registry.root)
+    return Codecs(image, default, audio, default_audio)

@@ -7,10 +7,15 @@ start), e.g. a body limit over 1 GiB, a short API key or a batch wait over 100 m
 variable                    default                      meaning
 ==========================  ===========================  ================================================
 STRATA_MODELS_DIR           $STRATA_MODELS or models/    models folder (``manifest.json``); every image
-                                                         model of the manifest is loaded at start
+                                                         and audio model of the manifest is loaded at
+                                                         start (audio routes answer 404 without one)
 STRATA_HOST / STRATA_PORT   127.0.0.1 / 8000             where ``strata serve`` / ``python -m server`` listen
 STRATA_MAX_BODY_BYTES       33554432 (32 MiB)            request body limit, enforced while reading (413)
 STRATA_MAX_PIXELS           16777216 (4096²)             image size limit, checked from the header (413)
+STRATA_MAX_AUDIO_SECONDS    600 (10 minutes)             sound length limit, checked from the header (413);
+                                                         the body limit applies too (10 min of 44.1 kHz
+                                                         stereo 16-bit WAV is 106 MB)
+STRATA_MAX_AUDIO_CHANNELS   8                            more channels is refused (415, like the frontend)
 STRATA_WORKERS              CPU count                    inference threads (bounded pool)
 STRATA_MAX_QUEUE            64                           requests waiting for a worker before 503
 STRATA_API_KEYS             (none: no auth)              comma-separated or JSON list; when set, /v1
@@ -29,6 +34,7 @@ STRATA_LOG_LEVEL            info                         debug | info | warning 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,8 +43,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
+AUDIO_SAMPLE_RATE = 22050  # the audio codec's rate (codec.audio_pipeline.SAMPLE_RATE; not imported: no numpy here)
 MIN_API_KEY_LENGTH = 16
 PLACEHOLDER_KEYS = {"changethis", "changeme", "secret", "password"}
+MAX_AUDIO_SECONDS = 3000.0  # a v1 audio stream holds at most 65 535 code columns of 1 024 samples (≈ 50 min)
 
 
 def _split(value: Any) -> Any:
@@ -64,6 +72,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(32 * MiB, ge=1, le=1024 * MiB, description="request body limit in bytes")
     max_pixels: int = Field(4096 * 4096, ge=1, le=64 * MiB, description="image height × width limit")
+    max_audio_seconds: float = Field(
+        600.0, gt=0, le=MAX_AUDIO_SECONDS, description="sound length limit in seconds (input files and streams)"
+    )
+    max_audio_channels: int = Field(8, ge=1, le=256, description="most channels an input sound may have")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256, description="inference threads")
     max_queue: int = Field(64, ge=0, le=100_000, description="requests waiting for a worker before 503")
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field((), description="accepted X-API-Key values")
@@ -121,6 +133,11 @@ class Settings(BaseSettings):
     def session_threads(self) -> int:
         """onnxruntime intra-op threads per session (``ort_threads``, or CPU count / workers)."""
         return self.ort_threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+    @property
+    def max_audio_samples(self) -> int:
+        """``max_audio_seconds`` in samples at the codec's 22 050 Hz."""
+        return math.ceil(self.max_audio_seconds * AUDIO_SAMPLE_RATE)
 
     def use_batching(self, provider: str) -> bool:
         """Whether to micro-batch network calls for a codec running on ``provider``."""

@@ -1,9 +1,10 @@
 """Request dependencies, as ``Annotated`` aliases the routes declare in their signatures.
 
 ``SettingsDep`` / ``CodecsDep`` / ``PoolDep`` / ``MetricsDep`` give the app's state (set in the
-lifespan, see :mod:`server.main`); ``CodecDep`` is the codec named by the ``model`` query
-parameter (404 before the body is read when unknown); ``ImageBody``, ``StreamBody`` and
-``CodesBody`` check the Content-Type and read the body under the size limit.
+lifespan, see :mod:`server.main`); ``CodecDep`` / ``AudioCodecDep`` are the image / audio codec
+named by the ``model`` query parameter (404 before the body is read when unknown, or when the
+server has no audio model); ``ImageBody``, ``AudioBody``, ``StreamBody`` and ``CodesBody``
+check the Content-Type and read the body under the size limit.
 
 :func:`require_api_key` is a router-level dependency of every ``/v1`` router
 (``dependencies=[Depends(require_api_key)]``): router dependencies run before the route's own,
@@ -21,6 +22,7 @@ from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from starlette.requests import ClientDisconnect
 
+from codec.audio_pipeline import AudioCodec
 from codec.pipeline import ImageCodec
 from server.codecs import Codecs
 from server.config import Settings
@@ -39,6 +41,8 @@ OCTET = "application/octet-stream"
 NPY = "application/x-npy"
 JSON = "application/json"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", OCTET)
+AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "audio/flac", "audio/x-flac",
+               "audio/ogg", "audio/opus", "application/ogg", OCTET)  # the content decides; these only admit it
 STREAM_TYPES = (OCTET,)
 CODES_TYPES = (NPY, JSON, OCTET)  # octet-stream is read as .npy
 
@@ -74,6 +78,20 @@ def get_codec(codecs: CodecsDep, model: ModelQuery = None) -> ImageCodec:
 
 
 CodecDep = Annotated[ImageCodec, Depends(get_codec)]
+AudioModelQuery = Annotated[str | None, Query(max_length=64, description="model name (default: the default audio "
+                                                                         "model)")]
+
+
+def get_audio_codec(codecs: CodecsDep, model: AudioModelQuery = None) -> AudioCodec:
+    return codecs.get_audio(model)
+
+
+def require_audio_model(codecs: CodecsDep) -> None:
+    """Router dependency of the audio routes: 404 ``unknown_model`` when no audio model is loaded."""
+    codecs.get_audio(None)
+
+
+AudioCodecDep = Annotated[AudioCodec, Depends(get_audio_codec)]
 
 api_key_header = APIKeyHeader(
     name="X-API-Key",
@@ -146,5 +164,6 @@ def body_reader(accepted: tuple[str, ...], what: str) -> Callable[[Request, Sett
 
 
 ImageBody = Annotated[RawBody, Depends(body_reader(IMAGE_TYPES, "the image bytes (PNG, JPEG or WebP)"))]
+AudioBody = Annotated[RawBody, Depends(body_reader(AUDIO_TYPES, "the sound (WAV, FLAC or OGG bytes)"))]
 StreamBody = Annotated[RawBody, Depends(body_reader(STREAM_TYPES, "a Strata stream"))]
 CodesBody = Annotated[RawBody, Depends(body_reader(CODES_TYPES, "codes as .npy or JSON"))]

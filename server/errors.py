@@ -12,6 +12,7 @@ the service adds a few of its own::
         ├── EmptyBodyError          422  empty_body              a POST route got no bytes
         ├── InvalidRequestError     422  invalid_request         missing or contradictory parameters
         ├── InvalidCodesError       422  invalid_codes           a codes body that is not an integer [L, h, w] array
+        ├── WrongModalityError      422  wrong_modality          an audio stream sent to an image route or vice versa
         ├── ClientDisconnectedError 400  client_disconnected     the client went away mid-upload
         ├── NotReadyError           503  not_ready               models are not loaded (yet)
         └── OverloadedError         503  overloaded              the inference queue is full
@@ -88,6 +89,10 @@ class InvalidRequestError(ServiceError):
 
 class InvalidCodesError(ServiceError, InputError):
     code, status = "invalid_codes", 422
+
+
+class WrongModalityError(ServiceError, BitstreamError):
+    code, status = "wrong_modality", 422
 
 
 class ClientDisconnectedError(ServiceError):
@@ -187,14 +192,15 @@ def responses(*statuses: int) -> dict[int | str, dict]:
 
 ERROR_DESCRIPTIONS = {
     401: "Missing or wrong `X-API-Key` (`unauthorized`); only when the server has API keys configured.",
-    404: "Unknown model (`unknown_model`).",
-    413: "Body over the size limit (`body_too_large`), image over the pixel limit (`limit_exceeded`) "
-    "or a stream claiming too large an image (`stream_limit_exceeded`).",
-    415: "Content-Type not accepted (`unsupported_media_type`) or body not a PNG/JPEG/WebP image "
-    "(`unsupported_media`).",
-    422: "Invalid parameters or body: `invalid_request`, `invalid_layers`, `invalid_input`, `invalid_codes`, "
-    "`empty_body`, or a stream error (`bad_magic`, `unsupported_version`, `bad_header`, `stream_unknown_model`, "
-    "`weights_mismatch`, `truncated_stream`, `corrupted_chunk`, `trailing_data`).",
+    404: "Unknown model (`unknown_model`), also on the audio routes of a server without an audio model.",
+    413: "Body over the size limit (`body_too_large`), image over the pixel limit or sound over the length limit "
+    "(`limit_exceeded`), or a stream claiming too large an image or too long a sound (`stream_limit_exceeded`).",
+    415: "Content-Type not accepted (`unsupported_media_type`) or body not a PNG/JPEG/WebP image / not a "
+    "WAV/FLAC/OGG sound, or a sound with an implausible sample rate or too many channels (`unsupported_media`).",
+    422: "Invalid parameters or body: `invalid_request`, `invalid_layers`, `invalid_input` (e.g. a sound with no "
+    "samples or NaN samples), `invalid_codes`, `empty_body`, or a stream error (`bad_magic`, `unsupported_version`, "
+    "`bad_header`, `stream_unknown_model`, `weights_mismatch`, `truncated_stream`, `corrupted_chunk`, "
+    "`trailing_data`, `wrong_modality`: an image stream on an audio route or vice versa).",
     500: "Unexpected server error (`internal_error`).",
     503: "Inference queue full (`overloaded`, retry later) or models not loaded (`not_ready`).",
 }

@@ -7,7 +7,7 @@
                                                             ▼
                                      InferencePool (≤ workers threads, ≤ max_queue waiting, else 503)
                                                             │
-                                            ImageCodec (ONNX ± MicroBatcher, RVQ, ANS)
+                         ImageCodec (ONNX ± MicroBatcher, RVQ, ANS) · AudioCodec (ONNX, RVQ, ANS, HiFi-GAN)
     errors anywhere ─► server.errors: one handler ─► status + {"code", "message"}
 
 The models are loaded (sha256-verified) in the app's lifespan, not at import, and live in
@@ -31,13 +31,17 @@ from server.codecs import load_codecs
 from server.config import Settings
 from server.metrics import Metrics, MetricsMiddleware
 from server.pool import InferencePool
-from server.routes import health, images, models
+from server.routes import audio, health, images, models
 
 DESCRIPTION = """\
-Learned image compression with residual vector quantization.
+Learned image and audio compression with residual vector quantization.
 
 * `images:compress` / `images:decompress`: image bytes ↔ Strata stream (any prefix of layers decodes).
 * `images:encode` / `images:decode`: image ↔ the code stack itself (`.npy` or JSON).
+* `audio:compress` / `audio:decompress`: WAV/FLAC/OGG bytes ↔ Strata stream; decoding gives a 16-bit WAV at
+  22 050 Hz (HiFi-GAN or Griffin-Lim) or the log-mel spectrogram (`.npy`).
+* `audio:encode` / `audio:decode`: sound ↔ its code stack. Without an audio model in the manifest these
+  routes answer 404 `unknown_model`.
 
 Errors answer `{"code", "message"}` with a stable `code`. When the server runs with
 `STRATA_API_KEYS`, every `/v1` route needs the `X-API-Key` header; `/healthz`, `/readyz` and
@@ -45,7 +49,8 @@ Errors answer `{"code", "message"}` with a stable `code`. When the server runs w
 """
 
 STRATA_HEADERS = ["X-Strata-Model", "X-Strata-Layers", "X-Strata-Bytes", "X-Strata-Bpp", "X-Strata-Width",
-                  "X-Strata-Height", "X-Strata-Stream-Layers"]
+                  "X-Strata-Height", "X-Strata-Stream-Layers", "X-Strata-Kbps", "X-Strata-Seconds",
+                  "X-Strata-Samples", "X-Strata-Sample-Rate"]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -79,4 +84,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(images.router)
+    app.include_router(audio.router)
     return app

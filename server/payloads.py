@@ -1,4 +1,5 @@
-"""Body formats of the image routes: ``.npy`` and JSON code stacks, and decoded images.
+"""Body formats of the image and audio routes: ``.npy`` and JSON code stacks, decoded images
+(PNG, WebP, ``.npy``) and decoded sounds (16-bit WAV, or the log-mel as ``.npy``).
 
 ``.npy`` bodies are parsed by hand from their header (never ``allow_pickle``): the dtype must be
 an integer type, the shape 3-D, and the byte count must match the header exactly before any
@@ -10,18 +11,22 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from codec.audio_pipeline import AudioCodes
+from codec.frontend.audio import write_wav
 from codec.frontend.image import write_image
 from codec.pipeline import ImageCodes
 from server.errors import InvalidCodesError
 
 ImageFormat = Literal["png", "webp", "npy"]
 CodesFormat = Literal["npy", "json"]
-MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "npy": "application/x-npy", "json": "application/json"}
+AudioOutput = Literal["wav", "mel"]
+MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "npy": "application/x-npy", "json": "application/json",
+               "wav": "audio/wav", "mel": "application/x-npy"}
 
 
 class CodesDocument(BaseModel):
@@ -32,6 +37,16 @@ class CodesDocument(BaseModel):
     width: int = Field(ge=1, le=2**31 - 1, description="original image width in pixels")
     layers: int | None = Field(None, ge=0, description="number of layers in `codes` (optional on input)")
     codes: list = Field(description="integer codes [layers][rows][columns]; rows = ceil(height / factor)")
+
+
+class AudioCodesDocument(BaseModel):
+    """The JSON form of a sound's code stack (``audio:encode?format=json`` output, ``audio:decode`` input)."""
+
+    model: str = Field(max_length=64, description="model that made the codes")
+    samples: int = Field(ge=1, le=2**31 - 1, description="length of the sound in samples at `sample_rate`")
+    sample_rate: int = Field(22050, ge=1, le=2**31 - 1, description="sample rate of the codec (22050)")
+    layers: int | None = Field(None, ge=0, description="number of layers in `codes` (optional on input)")
+    codes: list = Field(description="integer codes [layers][rows][columns]; columns = ceil(samples / 1024)")
 
 
 def dump_npy(array: np.ndarray) -> bytes:
@@ -71,10 +86,13 @@ def load_npy(data: bytes) -> np.ndarray:
     return array.reshape(shape, order="F" if fortran else "C")
 
 
-def codes_from_json(data: bytes) -> CodesDocument:
+DocumentT = TypeVar("DocumentT", CodesDocument, AudioCodesDocument)
+
+
+def codes_from_json(data: bytes, schema: type[DocumentT] = CodesDocument) -> DocumentT:
     """Parse and check a JSON code document (the array itself is checked by :func:`codes_array`)."""
     try:
-        return CodesDocument.model_validate_json(data)
+        return schema.model_validate_json(data)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()[:5])
         raise InvalidCodesError(f"invalid JSON codes document: {problems}") from None
@@ -93,13 +111,14 @@ def codes_array(nested: list) -> np.ndarray:
     return array
 
 
-def check_codes(array: np.ndarray, codebook_sizes: tuple[int, ...], grid: tuple[int, int]) -> np.ndarray:
+def check_codes(array: np.ndarray, codebook_sizes: tuple[int, ...], grid: tuple[int, int],
+                what: str = "image") -> np.ndarray:
     """``array`` as int64 after checking its layer count, grid and code range against a model."""
     layers = array.shape[0]
     if not 1 <= layers <= len(codebook_sizes):
         raise InvalidCodesError(f"codes hold {layers} layers; the model takes 1..{len(codebook_sizes)}")
     if tuple(array.shape[1:]) != tuple(grid):
-        raise InvalidCodesError(f"codes of grid {tuple(array.shape[1:])} do not fit the image: expected {grid}")
+        raise InvalidCodesError(f"codes of grid {tuple(array.shape[1:])} do not fit the {what}: expected {grid}")
     for layer in range(layers):
         lo, hi = int(array[layer].min()), int(array[layer].max())
         if lo < 0 or hi >= codebook_sizes[layer]:
@@ -109,14 +128,24 @@ def check_codes(array: np.ndarray, codebook_sizes: tuple[int, ...], grid: tuple[
     return array.astype(np.int64)
 
 
-def codes_payload(codes: ImageCodes, fmt: CodesFormat, codebook_size: int) -> bytes:
+def codes_payload(codes: ImageCodes | AudioCodes, fmt: CodesFormat, codebook_size: int) -> bytes:
     """Encode-route output: ``.npy`` (int16 when the codes fit, else int32) or the JSON document."""
     if fmt == "npy":
         dtype = np.int16 if codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
         return dump_npy(codes.codes.astype(dtype))
-    doc = {"model": codes.model, "height": codes.size[0], "width": codes.size[1], "layers": codes.layers,
-           "codes": codes.codes.tolist()}
+    if isinstance(codes, AudioCodes):
+        size = {"samples": codes.samples, "sample_rate": codes.sample_rate}
+    else:
+        size = {"height": codes.size[0], "width": codes.size[1]}
+    doc = {"model": codes.model, **size, "layers": codes.layers, "codes": codes.codes.tolist()}
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def audio_payload(samples_or_mel: np.ndarray, output: AudioOutput, sample_rate: int) -> bytes:
+    """A decoded sound: 16-bit PCM WAV of float ``[T]`` samples, or a log-mel float32 ``[80, frames]`` as ``.npy``."""
+    if output == "mel":
+        return dump_npy(np.asarray(samples_or_mel, dtype=np.float32))
+    return write_wav(samples_or_mel, sample_rate)
 
 
 def image_payload(image: np.ndarray, fmt: ImageFormat) -> bytes:

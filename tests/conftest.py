@@ -6,9 +6,13 @@ temporary models folder, so pipeline and CLI tests run in seconds and do not
 depend on the shipped weights. ``shipped_registry`` is the repository's
 ``models/`` folder.
 
+``tiny_audio_registry`` does the same for a tiny audio model (~40 s, once per
+session); ``tiny_av_registry`` copies both into one models folder.
+
 ``live_server`` runs the real HTTP service (uvicorn, in a thread, on a free
-loopback port) on ``tiny_registry``; :func:`running_server` starts one for any
-app (dedicated settings: small limits, API keys, a saturated pool).
+loopback port) on ``tiny_registry``, ``live_av_server`` on ``tiny_av_registry``
+(images and audio); :func:`running_server` starts one for any app (dedicated
+settings: small limits, API keys, a saturated pool).
 
 numpy, Pillow and the server are imported inside the helpers, not here, so the
 client-only tests in ``tests/client`` collect in a venv that has only httpx.
@@ -158,6 +162,26 @@ def tiny_audio_codec(tiny_audio_registry):
 
 
 @pytest.fixture(scope="session")
+def tiny_av_registry(tiny_registry, tiny_audio_registry, tmp_path_factory):
+    """One models folder holding both ``tiny-image`` and ``tiny-audio`` (files copied, sha256 pins kept)."""
+    import shutil
+
+    from codec.registry import Registry, write_manifest
+
+    models = tmp_path_factory.mktemp("tiny-av") / "models"
+    entries, defaults = {}, {}
+    for registry in (tiny_registry, tiny_audio_registry):
+        for entry in registry.entries.values():
+            for ref in entry.files.values():
+                (models / ref.path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(registry.root / ref.path, models / ref.path)
+            entries[entry.name] = entry
+        defaults.update(registry.defaults)
+    write_manifest(models, entries, defaults)
+    return Registry(models)
+
+
+@pytest.fixture(scope="session")
 def tiny_codec(tiny_registry):
     from codec.pipeline import ImageCodec
 
@@ -216,4 +240,14 @@ def live_server(tiny_registry) -> Iterator[str]:
     from server.main import create_app
 
     with running_server(create_app(server_settings(tiny_registry))) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def live_av_server(tiny_av_registry) -> Iterator[str]:
+    """URL of a real uvicorn server serving ``tiny-image`` and ``tiny-audio`` (default settings otherwise)."""
+    pytest.importorskip("fastapi")
+    from server.main import create_app
+
+    with running_server(create_app(server_settings(tiny_av_registry))) as url:
         yield url

@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from codec.errors import InputError, LimitExceededError, UnsupportedMediaError
-from codec.frontend.audio import MelConfig, log_mel, mel_filterbank, read_audio, resample
+from codec.frontend.audio import MelConfig, log_mel, mel_filterbank, read_audio, resample, write_wav
 
 CFG = MelConfig()
 
@@ -207,3 +207,16 @@ def test_truncated_flac_is_an_input_error():
         except InputError:
             continue
         assert 0 < len(audio.samples) <= 22050
+
+
+def test_write_wav_is_16_bit_pcm_and_reads_back():
+    x = np.sin(np.linspace(0, 300, 5000)).astype(np.float32) * 1.5  # clipped to [-1, 1]
+    data = write_wav(x, 22050)
+    info = sf.info(io.BytesIO(data))
+    assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == ("WAV", "PCM_16", 22050, 1, 5000)
+    back = read_audio(data, 600)
+    assert back.sample_rate == 22050
+    np.testing.assert_allclose(back.samples, np.clip(x, -1, 1), atol=1 / 32767)
+    assert write_wav(x, 22050) == data  # deterministic bytes
+    with pytest.raises(InputError):
+        write_wav(np.zeros((2, 10), np.float32), 22050)

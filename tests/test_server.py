@@ -194,6 +194,9 @@ ROUTES = {
     "/v1/models": {"get"}, "/v1/models/{name}": {"get"},
     "/v1/images:compress": {"post"}, "/v1/images:decompress": {"post"},
     "/v1/images:encode": {"post"}, "/v1/images:decode": {"post"},
+    # Always mounted; without an audio model in the manifest they answer 404 unknown_model.
+    "/v1/audio:compress": {"post"}, "/v1/audio:decompress": {"post"},
+    "/v1/audio:encode": {"post"}, "/v1/audio:decode": {"post"},
 }
 
 

@@ -22,6 +22,7 @@ def test_defaults(monkeypatch) -> None:
     assert s.workers == (os.cpu_count() or 1) and s.max_queue == 64
     assert s.api_keys == () and not s.auth_enabled and s.provider == "auto" and s.batching == "auto"
     assert s.session_threads >= 1 and s.host == "127.0.0.1" and s.port == 8000
+    assert s.max_audio_seconds == 600 and s.max_audio_channels == 8 and s.max_audio_samples == 600 * 22050
 
 
 def test_environment(monkeypatch, tmp_path) -> None:
@@ -31,7 +32,10 @@ def test_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("STRATA_WORKERS", "3")
     monkeypatch.setenv("STRATA_MAX_QUEUE", "0")
     monkeypatch.setenv("STRATA_ORT_THREADS", "2")
+    monkeypatch.setenv("STRATA_MAX_AUDIO_SECONDS", "2.5")
+    monkeypatch.setenv("STRATA_MAX_AUDIO_CHANNELS", "2")
     s = Settings()
+    assert s.max_audio_seconds == 2.5 and s.max_audio_channels == 2 and s.max_audio_samples == 55125
     assert s.models_dir == tmp_path and s.workers == 3 and s.max_queue == 0 and s.session_threads == 2
     assert [k.get_secret_value() for k in s.api_keys] == [GOOD_KEY, "z" * 20] and s.auth_enabled
     assert s.cors_origins == ("https://a.example", "http://b.example:8080")
@@ -44,6 +48,9 @@ def test_environment(monkeypatch, tmp_path) -> None:
         {"max_body_bytes": 0},
         {"max_body_bytes": 2 * 1024**3},
         {"max_pixels": 2**40},
+        {"max_audio_seconds": 0},
+        {"max_audio_seconds": 4000},  # a v1 stream holds ≈ 50 minutes
+        {"max_audio_channels": 0},
         {"workers": 0},
         {"max_queue": -1},
         {"provider": "tpu"},

@@ -3,6 +3,7 @@
 ::
 
     WAV/FLAC/OGG bytes ─►─┤ read_audio ├─►─ [T] @ rate ─►─┤ resample ├─►─ [T'] @ 22 050 ─►─┤ log_mel ├─►─ [80, T'/256]
+    decoded [T] ─►─┤ write_wav ├─►─ 16-bit PCM WAV bytes
 
 Accepts WAV (incl. WAVE_FORMAT_EXTENSIBLE), FLAC and OGG (Vorbis, Opus) through
 libsndfile. Channels are averaged to mono. Frames, rate and channel count are read
@@ -119,6 +120,16 @@ def _check_header(fmt: str, rate: int, channels: int, frames: int, max_seconds: 
         raise LimitExceededError(f"sound of {frames / rate:.2f} s is over the limit of {max_seconds:g} s")
 
 
+def write_wav(samples: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit PCM WAV bytes of mono float ``[T]`` samples (clipped to [-1, 1])."""
+    x = np.asarray(samples)
+    if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
+        raise InputError(f"samples must be mono float [T], got {x.dtype} {x.shape}")
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(x, -1.0, 1.0), int(sample_rate), format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
 def resample(samples: np.ndarray, rate: int, target: int = 22050) -> np.ndarray:
     """Resample float ``[T]`` from ``rate`` to ``target`` Hz with soxr (VHQ); identity if equal."""
     if rate <= 0 or target <= 0:
@@ -213,4 +224,5 @@ __all__ = [
     "mel_filterbank",
     "read_audio",
     "resample",
+    "write_wav",
 ]

@@ -38,7 +38,7 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
     codecs = getattr(request.app.state, "codecs", None)
     if codecs is None:
         return JSONResponse(Readiness(status="loading").model_dump(), status_code=503)
-    return Readiness(status="ready", provider=codecs.provider, models=sorted(codecs.image))
+    return Readiness(status="ready", provider=codecs.provider, models=codecs.names)
 
 
 @router.get(

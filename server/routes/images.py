@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from codec import bitstream
-from codec.errors import LayersError
+from codec.bitstream import Modality
 from codec.frontend.image import read_image
 from codec.pipeline import ImageCodec, ImageCodes
 from server import payloads
@@ -32,44 +32,37 @@ from server.deps import (
     StreamBody,
     require_api_key,
 )
-from server.errors import InvalidCodesError, InvalidRequestError, responses
+from server.errors import InvalidCodesError, InvalidRequestError, WrongModalityError, responses
 from server.payloads import MEDIA_TYPES, CodesDocument, CodesFormat, ImageFormat
+from server.routes.common import (
+    BINARY,
+    BYTES_HEADER,
+    LAYERS_HEADER,
+    MODEL_HEADER,
+    STREAM_LAYERS_HEADER,
+    LayersQuery,
+    PartialQuery,
+    body_doc,
+    check_layers,
+    header_doc,
+    strata_headers,
+)
 
 router = APIRouter(prefix="/v1", tags=["images"], dependencies=[Depends(require_api_key)])
 
-LayersQuery = Annotated[int | None, Query(description="number of residual layers, 1..L (default: all)")]
 ImageFormatQuery = Annotated[ImageFormat, Query(description="output image format")]
 SizeQuery = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 
-BINARY = {"schema": {"type": "string", "format": "binary"}}
-
-
-def _header(description: str, kind: str = "string") -> dict:
-    return {"description": description, "schema": {"type": kind}}
-
-
-MODEL_HEADER = _header("name of the model used", "string")
-LAYERS_HEADER = _header("number of layers coded / decoded", "integer")
-SIZE_HEADERS = {"X-Strata-Width": _header("image width in pixels", "integer"),
-                "X-Strata-Height": _header("image height in pixels", "integer")}
+SIZE_HEADERS = {"X-Strata-Width": header_doc("image width in pixels", "integer"),
+                "X-Strata-Height": header_doc("image height in pixels", "integer")}
 IMAGE_CONTENT = {MEDIA_TYPES[f]: BINARY for f in ("png", "webp", "npy")}
-
-
-def _body_doc(media_types: tuple[str, ...], description: str, json_schema: dict | None = None) -> dict:
-    content = {t: ({"schema": json_schema} if t == JSON and json_schema else BINARY) for t in media_types}
-    return {"requestBody": {"required": True, "description": description, "content": content}}
-
-
-def _check_layers(layers: int | None, codec: ImageCodec) -> None:
-    if layers is not None and not 1 <= layers <= codec.layers:
-        raise LayersError(f"layers must be an integer in 1..{codec.layers} for model {codec.name!r}, got {layers}")
 
 
 def _strata_headers(model: str, layers: int, size: tuple[int, int],
                     extra: dict[str, str] | None = None) -> dict[str, str]:
     """The ``X-Strata-*`` headers every image route answers with, plus ``extra``."""
-    return {"X-Strata-Model": model, "X-Strata-Layers": str(layers),
-            "X-Strata-Height": str(size[0]), "X-Strata-Width": str(size[1]), **(extra or {})}
+    return strata_headers(model, layers, {"X-Strata-Height": str(size[0]), "X-Strata-Width": str(size[1]),
+                                          **(extra or {})})
 
 
 def _image_response(image_bytes: bytes, fmt: ImageFormat, model: str, layers: int,
@@ -84,16 +77,16 @@ def _image_response(image_bytes: bytes, fmt: ImageFormat, model: str, layers: in
     responses={
         200: {"description": "the stream", "content": {OCTET: BINARY}, "headers": {
             "X-Strata-Model": MODEL_HEADER, "X-Strata-Layers": LAYERS_HEADER,
-            "X-Strata-Bytes": _header("stream length in bytes", "integer"),
-            "X-Strata-Bpp": _header("bits per pixel of the whole stream (header included), 4 decimals", "number"),
+            "X-Strata-Bytes": BYTES_HEADER,
+            "X-Strata-Bpp": header_doc("bits per pixel of the whole stream (header included), 4 decimals", "number"),
             **SIZE_HEADERS}},
         **responses(401, 404, 413, 415, 422, 503),
     },
-    openapi_extra=_body_doc(IMAGE_TYPES, "the image: PNG, JPEG or WebP bytes"),
+    openapi_extra=body_doc(IMAGE_TYPES, "the image: PNG, JPEG or WebP bytes"),
 )
 async def compress(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: SettingsDep,
                    layers: LayersQuery = None) -> Response:
-    _check_layers(layers, codec)
+    check_layers(layers, codec)
 
     def work() -> tuple[tuple[int, int], bytes]:
         image = read_image(body.data, settings.max_pixels)
@@ -112,20 +105,22 @@ async def compress(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: Se
     responses={
         200: {"description": "the decoded image", "content": IMAGE_CONTENT, "headers": {
             "X-Strata-Model": MODEL_HEADER, "X-Strata-Layers": LAYERS_HEADER,
-            "X-Strata-Stream-Layers": _header("complete layers present in the stream", "integer"),
+            "X-Strata-Stream-Layers": STREAM_LAYERS_HEADER,
             **SIZE_HEADERS}},
         **responses(401, 413, 415, 422, 503),
     },
-    openapi_extra=_body_doc(STREAM_TYPES, "a Strata stream (the model is read from its header)"),
+    openapi_extra=body_doc(STREAM_TYPES, "a Strata stream (the model is read from its header)"),
 )
 async def decompress(body: StreamBody, codecs: CodecsDep, pool: PoolDep, settings: SettingsDep,
                      layers: LayersQuery = None, format: ImageFormatQuery = "png",
-                     partial: Annotated[bool, Query(description="decode the complete layers of a cut stream")] = False,
-                     ) -> Response:
-    limits = bitstream.StreamLimits(max_pixels=settings.max_pixels)
+                     partial: PartialQuery = False) -> Response:
+    limits = bitstream.StreamLimits(max_pixels=settings.max_pixels, max_samples=settings.max_audio_samples)
 
     def work() -> tuple[ImageCodes, int, bytes]:
         stream = bitstream.parse(body.data, limits, partial=partial)
+        if stream.header.modality is not Modality.IMAGE:
+            raise WrongModalityError(f"this is an {stream.header.modality.name.lower()} stream; send it to "
+                                     "/v1/audio:decompress")
         codec = codecs.for_stream(stream.header.model)
         codes = codec.decompress_codes(body.data, layers, partial=partial)
         return codes, stream.layers, payloads.image_payload(codec.decode(codes), format)
@@ -146,12 +141,12 @@ async def decompress(body: StreamBody, codecs: CodecsDep, pool: PoolDep, setting
               "headers": {"X-Strata-Model": MODEL_HEADER, "X-Strata-Layers": LAYERS_HEADER, **SIZE_HEADERS}},
         **responses(401, 404, 413, 415, 422, 503),
     },
-    openapi_extra=_body_doc(IMAGE_TYPES, "the image: PNG, JPEG or WebP bytes"),
+    openapi_extra=body_doc(IMAGE_TYPES, "the image: PNG, JPEG or WebP bytes"),
 )
 async def encode(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: SettingsDep,
                  layers: LayersQuery = None,
                  format: Annotated[CodesFormat, Query(description="codes format")] = "npy") -> Response:
-    _check_layers(layers, codec)
+    check_layers(layers, codec)
 
     def work() -> tuple[ImageCodes, bytes]:
         codes = codec.encode(read_image(body.data, settings.max_pixels), layers)
@@ -171,7 +166,7 @@ async def encode(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: Sett
               "headers": {"X-Strata-Model": MODEL_HEADER, "X-Strata-Layers": LAYERS_HEADER, **SIZE_HEADERS}},
         **responses(401, 404, 413, 415, 422, 503),
     },
-    openapi_extra=_body_doc(
+    openapi_extra=body_doc(
         CODES_TYPES,
         "codes as `.npy` (integer [layers, rows, columns]; give model, height and width as query parameters) "
         "or as the JSON document of `images:encode?format=json` (model, height and width taken from the body)",

@@ -16,30 +16,44 @@ class ModelInfo(BaseModel):
     """One loaded model, as the manifest describes it."""
 
     name: str
-    modality: str
+    modality: str = Field(description="image or audio")
     layers: int = Field(description="number of residual layers L")
     codebook_sizes: list[int] = Field(description="codebook size K of each layer")
-    factor: int = Field(description="downsampling factor: the code grid of an H×W image is ⌈H/f⌉×⌈W/f⌉")
-    bits_per_layer: list[float] = Field(description="mean coded bits of each layer on the eval set, per image")
-    bpp_per_layer: list[float] = Field(description="mean bpp of the whole stream with 1..L layers on the eval set")
+    factor: int = Field(description="image: downsampling factor, the code grid of an H×W image is ⌈H/f⌉×⌈W/f⌉; "
+                                    "audio: mel frames (of 256 samples) per code column")
+    bits_per_layer: list[float] = Field(description="mean coded bits of each layer on the eval set, per image or "
+                                                    "clip (empty when not measured)")
+    bpp_per_layer: list[float] = Field(description="image: mean bpp of the whole stream with 1..L layers on the "
+                                                   "eval set (empty when not measured or for audio)")
+    kbps_per_layer: list[float] = Field(description="audio: mean kbit/s of the whole stream with 1..L layers on the "
+                                                    "eval set, from the manifest's `extra.kbps_per_layer` (empty "
+                                                    "when not measured or for images)")
+    sample_rate: int | None = Field(description="audio: the codec's sample rate (22050); null for images")
     description: str
     weights_sha256: str = Field(description="first 16 hex digits of the weights hash (streams carry 8 bytes)")
-    default: bool = Field(description="whether this is the default image model")
+    default: bool = Field(description="whether this is the default model of its modality")
 
     @classmethod
     def of(cls, entry: ModelEntry, default: bool) -> ModelInfo:
+        audio = entry.modality == "audio"
+        kbps = entry.extra.get("kbps_per_layer", []) if audio else []
+        rate = entry.extra.get("sample_rate") if audio else None
         return cls(
             name=entry.name, modality=entry.modality, layers=entry.layers, codebook_sizes=list(entry.codebook_sizes),
             factor=entry.factor, bits_per_layer=list(entry.bits_per_layer), bpp_per_layer=list(entry.bpp_per_layer),
+            kbps_per_layer=[float(k) for k in kbps] if isinstance(kbps, list) and all(
+                isinstance(k, (int, float)) for k in kbps) else [],
+            sample_rate=int(rate) if isinstance(rate, int) else None,
             description=entry.description, weights_sha256=entry.weights_sha256[:16], default=default,
         )
 
 
 @router.get("/models", summary="List the loaded models", responses=responses(401, 503))
 async def list_models(codecs: CodecsDep) -> list[ModelInfo]:
-    return [ModelInfo.of(e, e.name == codecs.default_image) for e in codecs.entries]
+    return [ModelInfo.of(e, codecs.is_default(e)) for e in codecs.entries]
 
 
 @router.get("/models/{name}", summary="Describe one loaded model", responses=responses(401, 404, 503))
 async def get_model(name: str, codecs: CodecsDep) -> ModelInfo:
-    return ModelInfo.of(codecs.get(name).entry, name == codecs.default_image)
+    entry = codecs.model(name)
+    return ModelInfo.of(entry, codecs.is_default(entry))

@@ -1,0 +1,310 @@
+"""``/v1/audio:*``: compress / decompress (sound ↔ stream) and encode / decode (sound ↔ codes).
+
+::
+
+    WAV/FLAC/OGG ─►─ read_audio (≤ max_audio_seconds, ≤ max_audio_channels) ─►─ mono ─►─ resample to 22 050 Hz
+        ─►─ AudioCodec.encode ─►─ codes ─►─ stream                                   (audio:compress / :encode)
+    stream / codes ─►─ AudioCodec.decode_mel ─►─ log-mel [80, frames] ─►─ .npy             (output=mel)
+                                             └─►─ HiFi-GAN | Griffin-Lim ─►─ 16-bit WAV @ 22 050 Hz (output=wav)
+
+Conventions as the image routes (:mod:`server.routes.images`): the model named by ``model`` is
+looked up before the body is read (404), ``layers`` is checked on the event loop, everything
+heavy (decoding the file, resampling, ONNX, entropy coding, WAV writing) runs in the bounded
+:class:`~server.pool.InferencePool`, and every answer carries ``X-Strata-*`` headers. A server
+whose manifest has no audio model answers every route here with 404 ``unknown_model``.
+
+Errors peculiar to sound (statuses follow :mod:`codec.frontend.audio`'s exception classes):
+not a WAV/FLAC/OGG sound, a sample rate outside 1 000..384 000 Hz or more than
+``max_audio_channels`` channels → 415 ``unsupported_media``; no samples or NaN/inf samples → 422
+``invalid_input``; longer than ``max_audio_seconds`` → 413 ``limit_exceeded`` (a stream claiming
+so → 413 ``stream_limit_exceeded``); an image stream → 422 ``wrong_modality``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Response
+
+from codec import bitstream
+from codec.audio_pipeline import SAMPLE_RATE, AudioCodec, AudioCodes, Vocoder
+from codec.bitstream import Modality
+from codec.errors import LimitExceededError
+from codec.frontend.audio import read_audio, resample
+from server import payloads
+from server.config import Settings
+from server.deps import (
+    AUDIO_TYPES,
+    CODES_TYPES,
+    JSON,
+    OCTET,
+    STREAM_TYPES,
+    AudioBody,
+    AudioCodecDep,
+    AudioModelQuery,
+    CodecsDep,
+    CodesBody,
+    PoolDep,
+    SettingsDep,
+    StreamBody,
+    require_api_key,
+    require_audio_model,
+)
+from server.errors import InvalidCodesError, InvalidRequestError, WrongModalityError, responses
+from server.payloads import MEDIA_TYPES, AudioCodesDocument, AudioOutput, CodesFormat
+from server.routes.common import (
+    BINARY,
+    BYTES_HEADER,
+    LAYERS_HEADER,
+    MODEL_HEADER,
+    STREAM_LAYERS_HEADER,
+    LayersQuery,
+    PartialQuery,
+    body_doc,
+    check_layers,
+    header_doc,
+    strata_headers,
+)
+
+router = APIRouter(prefix="/v1", tags=["audio"], dependencies=[Depends(require_api_key), Depends(require_audio_model)])
+
+VocoderQuery = Annotated[
+    Vocoder,
+    Query(
+        description="how the decoded log-mel becomes a waveform (ignored for output=mel): the model's HiFi-GAN, "
+        "or Griffin-Lim"
+    ),
+]
+OutputQuery = Annotated[
+    AudioOutput,
+    Query(
+        description="wav: 16-bit PCM WAV at 22 050 Hz; mel: the decoded log-mel spectrogram as .npy float32 "
+        "[80, frames]"
+    ),
+]
+SamplesQuery = Annotated[
+    int | None, Query(ge=1, le=2**31 - 1, description="length of the sound in samples (required with .npy codes)")
+]
+RateQuery = Annotated[int | None, Query(ge=1, le=2**31 - 1, description="sample rate of the codes (22050)")]
+
+SOUND_HEADERS = {
+    "X-Strata-Seconds": header_doc("duration of the sound, 4 decimals", "number"),
+    "X-Strata-Samples": header_doc("length of the sound in samples at the sample rate", "integer"),
+    "X-Strata-Sample-Rate": header_doc("sample rate of the codec (22050)", "integer"),
+}
+SOUND_CONTENT = {MEDIA_TYPES["wav"]: BINARY, MEDIA_TYPES["mel"]: BINARY}
+AUDIO_BODY = "the sound: WAV, FLAC or OGG (Vorbis, Opus) bytes, any sample rate, channels averaged to mono"
+
+
+def _sound_headers(model: str, layers: int, codes: AudioCodes, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The ``X-Strata-*`` headers every audio route answers with, plus ``extra``."""
+    return strata_headers(
+        model,
+        layers,
+        {
+            "X-Strata-Seconds": f"{codes.seconds:.4f}",
+            "X-Strata-Samples": str(codes.samples),
+            "X-Strata-Sample-Rate": str(codes.sample_rate),
+            **(extra or {}),
+        },
+    )
+
+
+def _read_sound(data: bytes, settings: Settings) -> np.ndarray:
+    """Mono float32 samples at 22 050 Hz of an uploaded sound, under the length and channel limits."""
+    sound = read_audio(data, settings.max_audio_seconds, settings.max_audio_channels)
+    return resample(sound.samples, sound.sample_rate, SAMPLE_RATE)
+
+
+def _render(codec: AudioCodec, codes: AudioCodes, layers: int | None, vocoder: Vocoder, output: AudioOutput) -> bytes:
+    if output == "mel":
+        return payloads.audio_payload(codec.decode_mel(codes, layers), "mel", codes.sample_rate)
+    return payloads.audio_payload(codec.decode(codes, layers, vocoder), "wav", codes.sample_rate)
+
+
+@router.post(
+    "/audio:compress",
+    summary="Compress a sound into a Strata stream",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the stream",
+            "content": {OCTET: BINARY},
+            "headers": {
+                "X-Strata-Model": MODEL_HEADER,
+                "X-Strata-Layers": LAYERS_HEADER,
+                "X-Strata-Bytes": BYTES_HEADER,
+                "X-Strata-Kbps": header_doc(
+                    "bit rate of the whole stream (header included) in kbit/s, 4 decimals", "number"
+                ),
+                **SOUND_HEADERS,
+            },
+        },
+        **responses(401, 404, 413, 415, 422, 503),
+    },
+    openapi_extra=body_doc(AUDIO_TYPES, AUDIO_BODY),
+)
+async def compress(
+    codec: AudioCodecDep, body: AudioBody, pool: PoolDep, settings: SettingsDep, layers: LayersQuery = None
+) -> Response:
+    check_layers(layers, codec)
+
+    def work() -> tuple[AudioCodes, bytes]:
+        codes = codec.encode(_read_sound(body.data, settings), layers)
+        return codes, codec.compress_codes(codes)
+
+    codes, data = await pool.run(work)
+    kbps = 8 * len(data) / codes.seconds / 1000
+    headers = _sound_headers(
+        codec.name, codes.layers, codes, {"X-Strata-Bytes": str(len(data)), "X-Strata-Kbps": f"{kbps:.4f}"}
+    )
+    return Response(data, media_type=OCTET, headers=headers)
+
+
+@router.post(
+    "/audio:decompress",
+    summary="Decode a Strata audio stream (all or the first `layers` layers) into a WAV or a log-mel",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the decoded sound",
+            "content": SOUND_CONTENT,
+            "headers": {
+                "X-Strata-Model": MODEL_HEADER,
+                "X-Strata-Layers": LAYERS_HEADER,
+                "X-Strata-Stream-Layers": STREAM_LAYERS_HEADER,
+                **SOUND_HEADERS,
+            },
+        },
+        **responses(401, 404, 413, 415, 422, 503),
+    },
+    openapi_extra=body_doc(STREAM_TYPES, "a Strata audio stream (the model is read from its header)"),
+)
+async def decompress(
+    body: StreamBody,
+    codecs: CodecsDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    layers: LayersQuery = None,
+    partial: PartialQuery = False,
+    vocoder: VocoderQuery = Vocoder.HIFIGAN,
+    output: OutputQuery = "wav",
+) -> Response:
+    limits = bitstream.StreamLimits(max_pixels=settings.max_pixels, max_samples=settings.max_audio_samples)
+
+    def work() -> tuple[AudioCodes, int, bytes]:
+        stream = bitstream.parse(body.data, limits, partial=partial)
+        if stream.header.modality is not Modality.AUDIO:
+            raise WrongModalityError(
+                f"this is an {stream.header.modality.name.lower()} stream; send it to /v1/images:decompress"
+            )
+        codec = codecs.for_audio_stream(stream.header.model)
+        codes = codec.decompress_codes(body.data, layers, partial=partial)
+        return codes, stream.layers, _render(codec, codes, None, vocoder, output)
+
+    codes, present, data = await pool.run(work)
+    headers = _sound_headers(codes.model, codes.layers, codes, {"X-Strata-Stream-Layers": str(present)})
+    return Response(data, media_type=MEDIA_TYPES[output], headers=headers)
+
+
+@router.post(
+    "/audio:encode",
+    summary="Encode a sound into its code stack (the tokens, no entropy coding)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "codes [layers, rows, columns] (one column per 1 024 samples): `.npy` (int16, or "
+            "int32 for codebooks over 32768) or the JSON document",
+            "content": {MEDIA_TYPES["npy"]: BINARY, JSON: {"schema": AudioCodesDocument.model_json_schema()}},
+            "headers": {"X-Strata-Model": MODEL_HEADER, "X-Strata-Layers": LAYERS_HEADER, **SOUND_HEADERS},
+        },
+        **responses(401, 404, 413, 415, 422, 503),
+    },
+    openapi_extra=body_doc(AUDIO_TYPES, AUDIO_BODY),
+)
+async def encode(
+    codec: AudioCodecDep,
+    body: AudioBody,
+    pool: PoolDep,
+    settings: SettingsDep,
+    layers: LayersQuery = None,
+    format: Annotated[CodesFormat, Query(description="codes format")] = "npy",
+) -> Response:
+    check_layers(layers, codec)
+
+    def work() -> tuple[AudioCodes, bytes]:
+        codes = codec.encode(_read_sound(body.data, settings), layers)
+        return codes, payloads.codes_payload(codes, format, max(codec.entry.codebook_sizes))
+
+    codes, data = await pool.run(work)
+    return Response(data, media_type=MEDIA_TYPES[format], headers=_sound_headers(codes.model, codes.layers, codes))
+
+
+@router.post(
+    "/audio:decode",
+    summary="Decode a sound's code stack (any prefix of layers) into a WAV or a log-mel",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the decoded sound",
+            "content": SOUND_CONTENT,
+            "headers": {"X-Strata-Model": MODEL_HEADER, "X-Strata-Layers": LAYERS_HEADER, **SOUND_HEADERS},
+        },
+        **responses(401, 404, 413, 415, 422, 503),
+    },
+    openapi_extra=body_doc(
+        CODES_TYPES,
+        "codes as `.npy` (integer [layers, rows, columns]; give `samples`, and optionally `model` and "
+        "`sample_rate`, as query parameters) or as the JSON document of `audio:encode?format=json` (model, samples "
+        "and sample rate taken from the body)",
+        AudioCodesDocument.model_json_schema(),
+    ),
+)
+async def decode(
+    body: CodesBody,
+    codecs: CodecsDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    model: AudioModelQuery = None,
+    samples: SamplesQuery = None,
+    sample_rate: RateQuery = None,
+    layers: LayersQuery = None,
+    vocoder: VocoderQuery = Vocoder.HIFIGAN,
+    output: OutputQuery = "wav",
+) -> Response:
+    def parse() -> tuple[AudioCodec, AudioCodes]:
+        if body.media_type == JSON:
+            doc = payloads.codes_from_json(body.data, AudioCodesDocument)
+            for name, given, inside in (
+                ("model", model, doc.model),
+                ("samples", samples, doc.samples),
+                ("sample_rate", sample_rate, doc.sample_rate),
+            ):
+                if given is not None and given != inside:
+                    raise InvalidRequestError(f"query parameter {name}={given!r} contradicts the body's {inside!r}")
+            array = payloads.codes_array(doc.codes)
+            if doc.layers is not None and doc.layers != array.shape[0]:
+                raise InvalidCodesError(f"the body says layers={doc.layers} but its codes hold {array.shape[0]}")
+            name, length, rate = doc.model, doc.samples, doc.sample_rate
+        else:
+            if samples is None:
+                raise InvalidRequestError("the samples query parameter is required with .npy codes")
+            array, name, length, rate = payloads.load_npy(body.data), model, samples, sample_rate or SAMPLE_RATE
+        codec = codecs.get_audio(name)
+        if rate != SAMPLE_RATE:
+            raise InvalidCodesError(f"codes at {rate} Hz; model {codec.name!r} works at {SAMPLE_RATE} Hz")
+        if length > settings.max_audio_samples:
+            raise LimitExceededError(
+                f"sound of {length / SAMPLE_RATE:.1f} s is over the limit of {settings.max_audio_seconds:g} s"
+            )
+        checked = payloads.check_codes(array, codec.entry.codebook_sizes, codec.grid(length), "sound")
+        return codec, AudioCodes(checked, length, rate, codec.name)
+
+    def work() -> tuple[AudioCodec, AudioCodes, bytes]:
+        codec, codes = parse()
+        return codec, codes, _render(codec, codes, layers, vocoder, output)
+
+    codec, codes, data = await pool.run(work)
+    headers = _sound_headers(codec.name, layers or codes.layers, codes)
+    return Response(data, media_type=MEDIA_TYPES[output], headers=headers)

@@ -1,0 +1,53 @@
+"""Pieces shared by the ``/v1/images:*`` and ``/v1/audio:*`` routes: query parameters, the
+``X-Strata-*`` response headers, the layer check and the OpenAPI documentation helpers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Protocol
+
+from fastapi import Query
+
+from codec.errors import LayersError
+from server.deps import JSON
+
+LayersQuery = Annotated[int | None, Query(description="number of residual layers, 1..L (default: all)")]
+PartialQuery = Annotated[bool, Query(description="decode the complete layers of a cut stream")]
+
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+class LayeredCodec(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def layers(self) -> int: ...
+
+
+def header_doc(description: str, kind: str = "string") -> dict:
+    """OpenAPI description of one response header."""
+    return {"description": description, "schema": {"type": kind}}
+
+
+MODEL_HEADER = header_doc("name of the model used", "string")
+LAYERS_HEADER = header_doc("number of layers coded / decoded", "integer")
+STREAM_LAYERS_HEADER = header_doc("complete layers present in the stream", "integer")
+BYTES_HEADER = header_doc("stream length in bytes", "integer")
+
+
+def body_doc(media_types: tuple[str, ...], description: str, json_schema: dict | None = None) -> dict:
+    """``openapi_extra`` documenting a raw request body of one of ``media_types``."""
+    content = {t: ({"schema": json_schema} if t == JSON and json_schema else BINARY) for t in media_types}
+    return {"requestBody": {"required": True, "description": description, "content": content}}
+
+
+def check_layers(layers: int | None, codec: LayeredCodec) -> None:
+    """Refuse a ``layers`` parameter outside ``1..codec.layers`` (422 ``invalid_layers``) on the event loop."""
+    if layers is not None and not 1 <= layers <= codec.layers:
+        raise LayersError(f"layers must be an integer in 1..{codec.layers} for model {codec.name!r}, got {layers}")
+
+
+def strata_headers(model: str, layers: int, fields: dict[str, str] | None = None) -> dict[str, str]:
+    """The ``X-Strata-*`` headers every route answers with: model, layers, then ``fields``."""
+    return {"X-Strata-Model": model, "X-Strata-Layers": str(layers), **(fields or {})}

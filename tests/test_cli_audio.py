@@ -1,0 +1,150 @@
+"""``strata compress / decompress / info`` on sounds: locally on a models folder with both tiny models, and
+through a live server (``--url``). Results must equal the library's byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from codec import bitstream
+from codec.audio_pipeline import SAMPLE_RATE
+from codec.cli import main
+from codec.frontend.audio import read_audio, resample, write_wav
+from codec.frontend.image import read_image
+from tests.conftest import flac_bytes, png_bytes, synthetic_image, synthetic_sound
+
+SOUND = synthetic_sound(1.3, seed=4)
+
+
+@pytest.fixture
+def files(tmp_path, tiny_av_registry):
+    (tmp_path / "in.wav").write_bytes(flac_bytes(SOUND, SAMPLE_RATE, "WAV"))
+    stereo = np.stack([SOUND, -SOUND], axis=1)
+    (tmp_path / "in.flac").write_bytes(flac_bytes(stereo, SAMPLE_RATE, "FLAC"))
+    (tmp_path / "in.png").write_bytes(png_bytes(synthetic_image(40, 56, seed=7)))
+    return tmp_path, ["--models", str(tiny_av_registry.root)]
+
+
+def samples_of(path) -> np.ndarray:
+    sound = read_audio(path.read_bytes(), 600)
+    return resample(sound.samples, sound.sample_rate, SAMPLE_RATE)
+
+
+def test_compress_decompress_info_locally(files, tiny_audio_codec, capsys) -> None:
+    tmp, models = files
+    samples = samples_of(tmp / "in.wav")
+    assert main([*models, "compress", str(tmp / "in.wav"), str(tmp / "a.strata")]) == 0
+    stream = (tmp / "a.strata").read_bytes()
+    assert stream == tiny_audio_codec.compress(samples)
+    out = capsys.readouterr().out
+    assert f"{len(stream)} bytes, tiny-audio, 4 layers" in out and "kbps, 1.30 s" in out
+
+    assert main([*models, "decompress", str(tmp / "a.strata"), str(tmp / "a.wav")]) == 0
+    assert (tmp / "a.wav").read_bytes() == write_wav(tiny_audio_codec.decompress(stream), SAMPLE_RATE)
+    args = ["decompress", str(tmp / "a.strata"), str(tmp / "b.wav"), "--layers", "2", "--vocoder", "griffinlim"]
+    assert main([*models, *args]) == 0
+    assert (tmp / "b.wav").read_bytes() == write_wav(
+        tiny_audio_codec.decompress(stream, 2, vocoder="griffinlim"), SAMPLE_RATE
+    )
+    assert main([*models, "decompress", str(tmp / "a.strata"), str(tmp / "mel.npy"), "--layers", "1"]) == 0
+    mel = np.load(tmp / "mel.npy")
+    assert mel.dtype == np.float32 and mel.shape == (80, -(-SOUND.size // 256))
+    np.testing.assert_array_equal(mel, tiny_audio_codec.decompress_mel(stream, 1))
+
+    (tmp / "cut.strata").write_bytes(stream[:-3])
+    assert main([*models, "decompress", str(tmp / "cut.strata"), str(tmp / "cut.wav"), "--partial"]) == 0
+    assert (tmp / "cut.wav").read_bytes() == write_wav(tiny_audio_codec.decompress(stream, 3), SAMPLE_RATE)
+
+    capsys.readouterr()
+    assert main(["info", "--json", str(tmp / "a.strata")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    seconds = SOUND.size / SAMPLE_RATE
+    assert info["modality"] == "audio" and info["model"] == "tiny-audio" and info["layers"] == 4
+    assert (info["samples"], info["sample_rate"], info["seconds"]) == (SOUND.size, 22050, round(seconds, 4))
+    assert info["kbps"] == round(8 * len(stream) / seconds / 1000, 4) == info["kbps_by_layers"][-1]
+    assert len(info["kbps_by_layers"]) == 4 and info["kbps_by_layers"] == sorted(info["kbps_by_layers"])
+    assert main(["info", str(tmp / "a.strata")]) == 0
+    assert "kbps_by_layers" in capsys.readouterr().out
+
+
+def test_modality_is_told_by_content_not_name(files, tiny_audio_codec, tiny_codec) -> None:
+    tmp, models = files
+    (tmp / "sound.png").write_bytes((tmp / "in.flac").read_bytes())  # a FLAC with a misleading name
+    (tmp / "photo.wav").write_bytes((tmp / "in.png").read_bytes())  # and a PNG
+    assert main([*models, "compress", str(tmp / "sound.png"), str(tmp / "s.strata"), "--layers", "2"]) == 0
+    assert (tmp / "s.strata").read_bytes() == tiny_audio_codec.compress(samples_of(tmp / "in.flac"), 2)
+    assert main([*models, "compress", str(tmp / "photo.wav"), str(tmp / "p.strata")]) == 0
+    header = bitstream.parse((tmp / "p.strata").read_bytes()).header
+    assert header.modality is bitstream.Modality.IMAGE and header.model == "tiny-image"
+    assert main([*models, "decompress", str(tmp / "p.strata"), str(tmp / "p.png")]) == 0
+    np.testing.assert_array_equal(
+        read_image((tmp / "p.png").read_bytes()), tiny_codec.decompress((tmp / "p.strata").read_bytes())
+    )
+
+
+def bad_rate_wav() -> bytes:
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, 10_000_000, 20_000_000, 2, 16)
+    return (
+        struct.pack("<4sI4s", b"RIFF", 4 + len(fmt) + 8 + 200, b"WAVE")
+        + fmt
+        + struct.pack("<4sI", b"data", 200)
+        + bytes(200)
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["decompress", "{tmp}/a.strata", "{tmp}/x.png"], "decodes to .wav"),
+        (["decompress", "{tmp}/p.strata", "{tmp}/x.png", "--vocoder", "griffinlim"], "--vocoder applies to audio"),
+        (["compress", "{tmp}/in.wav", "{tmp}/x.strata", "--model", "tiny-image"], "not an audio model"),
+        (["compress", "{tmp}/in.wav", "{tmp}/x.strata", "--layers", "9"], "layers"),
+        (["compress", "{tmp}/bad.wav", "{tmp}/x.strata"], "sample rate 10000000 Hz"),
+    ],
+)
+def test_errors_exit_1(files, capsys, argv, message) -> None:
+    tmp, models = files
+    main([*models, "compress", str(tmp / "in.wav"), str(tmp / "a.strata")])
+    main([*models, "compress", str(tmp / "in.png"), str(tmp / "p.strata")])
+    (tmp / "bad.wav").write_bytes(bad_rate_wav())
+    capsys.readouterr()
+    assert main([*models, *[a.format(tmp=tmp) for a in argv]]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("strata: error:") and message in err and "Traceback" not in err
+
+
+def test_no_audio_model_in_the_folder(files, tiny_registry, capsys) -> None:
+    tmp, _ = files
+    assert main(["--models", str(tiny_registry.root), "compress", str(tmp / "in.wav"), str(tmp / "x.strata")]) == 1
+    assert "no default audio model" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ --url
+def test_through_the_server(files, live_av_server, tiny_audio_codec, capsys) -> None:
+    tmp, _ = files
+    url = ["--url", live_av_server]
+    samples = samples_of(tmp / "in.flac")
+    assert main(["compress", str(tmp / "in.flac"), str(tmp / "r.strata"), "--layers", "3", *url]) == 0
+    stream = (tmp / "r.strata").read_bytes()
+    assert stream == tiny_audio_codec.compress(samples, 3)
+    assert "tiny-audio, 3 layers" in capsys.readouterr().out
+    assert main(["decompress", str(tmp / "r.strata"), str(tmp / "r.wav"), *url]) == 0
+    assert (tmp / "r.wav").read_bytes() == write_wav(tiny_audio_codec.decompress(stream), SAMPLE_RATE)
+    args = ["decompress", str(tmp / "r.strata"), str(tmp / "g.wav"), "--layers", "1", "--vocoder", "griffinlim"]
+    assert main([*args, *url]) == 0
+    assert (tmp / "g.wav").read_bytes() == write_wav(
+        tiny_audio_codec.decompress(stream, 1, vocoder="griffinlim"), SAMPLE_RATE
+    )
+    assert main(["decompress", str(tmp / "r.strata"), str(tmp / "r.npy"), "--layers", "2", *url]) == 0
+    np.testing.assert_array_equal(np.load(tmp / "r.npy"), tiny_audio_codec.decompress_mel(stream, 2))
+
+
+def test_through_an_image_only_server(files, live_server, capsys) -> None:
+    tmp, _ = files
+    assert main(["compress", str(tmp / "in.wav"), str(tmp / "x.strata"), "--url", live_server]) == 1
+    err = capsys.readouterr().err
+    assert "unknown_model" in err and "no audio model" in err
