@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Strata codec service. GPU image by default (onnxruntime-gpu on the CUDA 12 / cuDNN 9 runtime);
 # the CPU variant is the same file with BASE_IMAGE=ubuntu:24.04 and ORT_PACKAGE=onnxruntime
-# (docker compose --profile cpu). No torch: the image serves the exported ONNX models baked in below.
+# (docker compose --profile cpu). No torch: the image serves the exported ONNX models baked in below
+# (image and audio; audio I/O is soundfile + soxr, whose wheels bundle libsndfile and libsoxr).
 ARG BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 FROM ${BASE_IMAGE}
 
@@ -34,7 +35,7 @@ COPY client ./client
 COPY models ./models
 RUN pip install --no-deps . \
     # Bake-time check: every model's files match the manifest's sha256 and load on the CPU provider.
-    && python -c "from codec.registry import Registry; from codec.pipeline import ImageCodec; r = Registry(); [ImageCodec.load(r, n, providers=['CPUExecutionProvider']) for n in r.names('image')]; print('models verified:', r.names())" \
+    && python -c "from codec.registry import Registry; from codec.pipeline import ImageCodec; from codec.audio_pipeline import AudioCodec; r = Registry(); cpu = ['CPUExecutionProvider']; [ImageCodec.load(r, n, providers=cpu) for n in r.names('image')]; [AudioCodec.load(r, n, providers=cpu) for n in r.names('audio')]; print('models verified:', r.names())" \
     && groupadd --system --gid 10001 strata \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin strata
 
