@@ -127,6 +127,11 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _codes_format(format: str | None) -> str:
+    """The codes format asked for; by default ``.npy`` when numpy is installed, else JSON."""
+    return _check_choice("format", format or ("npy" if has_numpy() else "json"), CODES_FORMATS)
+
+
 def _params(**values: Any) -> dict[str, str]:
     """Query parameters without the ``None`` ones (booleans as ``true``/``false``)."""
     out = {}
@@ -134,6 +139,14 @@ def _params(**values: Any) -> dict[str, str]:
         if value is not None:
             out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
     return out
+
+
+def _codes_body(codes: Codes | AudioCodes, **sizes: Any) -> tuple[dict[str, str], bytes, str]:
+    """Query parameters, body and content type of a code stack sent to be decoded: ``.npy`` with the model and
+    ``sizes`` as query parameters when numpy is installed, else the JSON document (which holds them)."""
+    if has_numpy():
+        return _params(model=codes.model, **sizes), codes.to_npy(), NPY
+    return {}, json.dumps(codes.to_json(), separators=(",", ":")).encode(), JSON
 
 
 # ------------------------------------------------------------------------------------ outputs
@@ -202,18 +215,29 @@ def image_parser(fmt: str) -> Callable[[httpx.Response], DecodedImage]:
     return parse
 
 
-def codes_parser(fmt: str) -> Callable[[httpx.Response], Codes]:
-    def parse(response: httpx.Response) -> Codes:
+def _npy_array(response: httpx.Response) -> Any:
+    import numpy as np
+
+    try:
+        return np.load(io.BytesIO(response.content), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise _unexpected(response, "body is not a .npy array") from e
+
+
+CodesT = TypeVar("CodesT", Codes, AudioCodes)
+
+
+def _codes_parser(fmt: str, cls: type[CodesT],
+                  fields: tuple[tuple[str, str], tuple[str, str]]) -> Callable[[httpx.Response], CodesT]:
+    """Parser of an ``encode`` answer into ``cls(array, model, <two size fields>, layers)``; ``fields``: the
+    JSON key and the response header of each size field (``.npy`` bodies carry them in headers)."""
+
+    def parse(response: httpx.Response) -> CodesT:
         raise_for_error(response)
         if fmt == "npy":
-            import numpy as np
-
-            try:
-                array = np.load(io.BytesIO(response.content), allow_pickle=False)
-            except (ValueError, OSError, EOFError) as e:
-                raise _unexpected(response, "body is not a .npy array") from e
-            return Codes(array, _header(response, "X-Strata-Model", str), _header(response, "X-Strata-Height", int),
-                         _header(response, "X-Strata-Width", int), int(array.shape[0]))
+            array = _npy_array(response)
+            return cls(array, _header(response, "X-Strata-Model", str),
+                       *(_header(response, header, int) for _, header in fields), int(array.shape[0]))
         doc = _json(response)
         try:
             array = doc["codes"]
@@ -221,11 +245,15 @@ def codes_parser(fmt: str) -> Callable[[httpx.Response], Codes]:
                 import numpy as np
 
                 array = np.asarray(array, dtype=np.int64)
-            return Codes(array, str(doc["model"]), int(doc["height"]), int(doc["width"]), int(doc["layers"]))
+            return cls(array, str(doc["model"]), *(int(doc[key]) for key, _ in fields), int(doc["layers"]))
         except (KeyError, TypeError, ValueError) as e:
             raise _unexpected(response, f"codes document lacks or mangles {e}") from e
 
     return parse
+
+
+def codes_parser(fmt: str) -> Callable[[httpx.Response], Codes]:
+    return _codes_parser(fmt, Codes, (("height", "X-Strata-Height"), ("width", "X-Strata-Width")))
 
 
 def parse_compressed_audio(response: httpx.Response) -> CompressedAudio:
@@ -255,40 +283,11 @@ def parse_mel(response: httpx.Response) -> Any:
     raise_for_error(response)
     if not has_numpy():
         return response.content
-    import numpy as np
-
-    try:
-        return np.load(io.BytesIO(response.content), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise _unexpected(response, "body is not a .npy array") from e
+    return _npy_array(response)
 
 
 def audio_codes_parser(fmt: str) -> Callable[[httpx.Response], AudioCodes]:
-    def parse(response: httpx.Response) -> AudioCodes:
-        raise_for_error(response)
-        if fmt == "npy":
-            import numpy as np
-
-            try:
-                array = np.load(io.BytesIO(response.content), allow_pickle=False)
-            except (ValueError, OSError, EOFError) as e:
-                raise _unexpected(response, "body is not a .npy array") from e
-            return AudioCodes(array, _header(response, "X-Strata-Model", str),
-                              _header(response, "X-Strata-Samples", int),
-                              _header(response, "X-Strata-Sample-Rate", int), int(array.shape[0]))
-        doc = _json(response)
-        try:
-            array = doc["codes"]
-            if has_numpy():
-                import numpy as np
-
-                array = np.asarray(array, dtype=np.int64)
-            return AudioCodes(array, str(doc["model"]), int(doc["samples"]), int(doc["sample_rate"]),
-                              int(doc["layers"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise _unexpected(response, f"codes document lacks or mangles {e}") from e
-
-    return parse
+    return _codes_parser(fmt, AudioCodes, (("samples", "X-Strata-Samples"), ("sample_rate", "X-Strata-Sample-Rate")))
 
 
 def _model_info(d: Any) -> ModelInfo:
@@ -352,11 +351,14 @@ class RequestBuilder:
         return httpx.Request(method, url, params=params, headers=headers, content=content,
                              extensions={"timeout": self.timeout.as_dict()})
 
+    def _upload(self, path: str, body: tuple[bytes, str], **params: Any) -> httpx.Request:
+        """A POST of ``body`` (bytes, content type) with the query ``params`` (``None`` ones left out)."""
+        data, kind = body
+        return self.request("POST", path, params=_params(**params), content=data, content_type=kind)
+
     def compress(self, image: ImageInput, model: str | None = None, layers: int | None = None) -> Call[Compressed]:
-        data, kind = image_body(image)
-        req = self.request("POST", "v1/images:compress", params=_params(model=model, layers=layers),
-                           content=data, content_type=kind)
-        return Call(req, parse_compressed)
+        return Call(self._upload("v1/images:compress", image_body(image), model=model, layers=layers),
+                    parse_compressed)
 
     def decompress(self, stream: StreamInput, layers: int | None = None, format: str = "png",
                    partial: bool = False) -> Call[DecodedImage]:
@@ -368,32 +370,24 @@ class RequestBuilder:
 
     def encode(self, image: ImageInput, model: str | None = None, layers: int | None = None,
                format: str | None = None) -> Call[Codes]:
-        fmt = _check_choice("format", format or ("npy" if has_numpy() else "json"), CODES_FORMATS)
-        data, kind = image_body(image)
-        req = self.request("POST", "v1/images:encode", params=_params(model=model, layers=layers, format=fmt),
-                           content=data, content_type=kind)
-        return Call(req, codes_parser(fmt))
+        fmt = _codes_format(format)
+        return Call(self._upload("v1/images:encode", image_body(image), model=model, layers=layers, format=fmt),
+                    codes_parser(fmt))
 
     def decode(self, codes: Codes, layers: int | None = None, format: str = "png") -> Call[DecodedImage]:
         fmt = _check_choice("format", format, IMAGE_FORMATS)
         if not isinstance(codes, Codes):
             raise TypeError(f"codes must be a Codes (from encode), got {type(codes).__name__}")
-        params = _params(layers=layers, format=fmt)
-        if has_numpy():
-            params.update(_params(model=codes.model, height=codes.height, width=codes.width))
-            content, kind = codes.to_npy(), NPY
-        else:
-            content, kind = json.dumps(codes.to_json(), separators=(",", ":")).encode(), JSON
-        req = self.request("POST", "v1/images:decode", params=params, content=content, content_type=kind)
+        extra, content, kind = _codes_body(codes, height=codes.height, width=codes.width)
+        req = self.request("POST", "v1/images:decode", params={**_params(layers=layers, format=fmt), **extra},
+                           content=content, content_type=kind)
         return Call(req, image_parser(fmt))
 
     # -- audio -------------------------------------------------------------------------------------
     def compress_audio(self, sound: AudioInput, model: str | None = None,
                        layers: int | None = None) -> Call[CompressedAudio]:
-        data, kind = audio_body(sound)
-        req = self.request("POST", "v1/audio:compress", params=_params(model=model, layers=layers),
-                           content=data, content_type=kind)
-        return Call(req, parse_compressed_audio)
+        return Call(self._upload("v1/audio:compress", audio_body(sound), model=model, layers=layers),
+                    parse_compressed_audio)
 
     def decompress_audio(self, stream: StreamInput, layers: int | None = None, vocoder: str = "hifigan",
                          partial: bool = False) -> Call[bytes]:
@@ -412,11 +406,9 @@ class RequestBuilder:
 
     def encode_audio(self, sound: AudioInput, model: str | None = None, layers: int | None = None,
                      format: str | None = None) -> Call[AudioCodes]:
-        fmt = _check_choice("format", format or ("npy" if has_numpy() else "json"), CODES_FORMATS)
-        data, kind = audio_body(sound)
-        req = self.request("POST", "v1/audio:encode", params=_params(model=model, layers=layers, format=fmt),
-                           content=data, content_type=kind)
-        return Call(req, audio_codes_parser(fmt))
+        fmt = _codes_format(format)
+        return Call(self._upload("v1/audio:encode", audio_body(sound), model=model, layers=layers, format=fmt),
+                    audio_codes_parser(fmt))
 
     def decode_audio(self, codes: AudioCodes, layers: int | None = None, vocoder: str = "hifigan") -> Call[bytes]:
         params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav"}
@@ -428,13 +420,9 @@ class RequestBuilder:
     def _audio_decode(self, codes: AudioCodes, layers: int | None, output: dict[str, str]) -> httpx.Request:
         if not isinstance(codes, AudioCodes):
             raise TypeError(f"codes must be an AudioCodes (from encode_audio), got {type(codes).__name__}")
-        params = {**_params(layers=layers), **output}
-        if has_numpy():
-            params.update(_params(model=codes.model, samples=codes.samples, sample_rate=codes.sample_rate))
-            content, kind = codes.to_npy(), NPY
-        else:
-            content, kind = json.dumps(codes.to_json(), separators=(",", ":")).encode(), JSON
-        return self.request("POST", "v1/audio:decode", params=params, content=content, content_type=kind)
+        extra, content, kind = _codes_body(codes, samples=codes.samples, sample_rate=codes.sample_rate)
+        return self.request("POST", "v1/audio:decode", params={**_params(layers=layers), **output, **extra},
+                            content=content, content_type=kind)
 
     def models(self) -> Call[list[ModelInfo]]:
         return Call(self.request("GET", "v1/models"), parse_models)

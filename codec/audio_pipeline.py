@@ -27,20 +27,11 @@ from fractions import Fraction
 
 import numpy as np
 
-from codec import bitstream
-from codec.bitstream import Modality, Stream, StreamHeader, StreamLimits
+from codec.bitstream import Modality, StreamHeader, StreamLimits
 from codec.chunking import apply_chunked
-from codec.entropy.coder import decode_layer, encode_layer
+from codec.codec_base import Geometry, StreamCodec
 from codec.entropy.prior import CodePrior
-from codec.errors import (
-    HeaderError,
-    InputError,
-    LayersError,
-    LimitExceededError,
-    ModelIntegrityError,
-    StreamModelError,
-    WeightsMismatchError,
-)
+from codec.errors import HeaderError, InputError, LimitExceededError, ModelIntegrityError
 from codec.frontend.audio import DEFAULT_MEL, log_mel
 from codec.quantize.search import ResidualCodebooks
 from codec.registry import ModelEntry, Registry
@@ -100,8 +91,12 @@ def analyse_mel(analysis: OnnxNet, quantizer: ResidualCodebooks, mel: np.ndarray
     return quantizer.encode(latent, layers)[:, 0]
 
 
-class AudioCodec:
-    """A loaded audio model: ONNX mel transforms, RVQ codebooks, the entropy prior and the vocoder."""
+class AudioCodec(StreamCodec):
+    """A loaded audio model: ONNX mel transforms, RVQ codebooks, the entropy prior (:class:`StreamCodec`) and
+    the vocoder."""
+
+    modality = Modality.AUDIO
+    stream_noun = "audio"
 
     def __init__(
         self,
@@ -113,8 +108,7 @@ class AudioCodec:
         vocoder: HifiGanVocoder,
         limits: StreamLimits | None = None,
     ) -> None:
-        if quantizer.layers != entry.layers or prior.num_layers != entry.layers:
-            raise ModelIntegrityError(f"model {entry.name!r}: quantizer, prior and manifest disagree on its layers")
+        super().__init__(entry, analysis, synthesis, quantizer, prior, limits)
         try:
             self.rows = int(entry.extra["n_mels"]) // int(entry.extra["freq_factor"])
             rf = entry.extra["receptive_field"]
@@ -123,9 +117,7 @@ class AudioCodec:
                 raise ValueError("sample rate / hop differ from the frontend's")
         except (KeyError, TypeError, ValueError) as e:
             raise ModelIntegrityError(f"model {entry.name!r}: malformed audio settings in the manifest: {e}") from None
-        self.entry, self.analysis, self.synthesis = entry, analysis, synthesis
-        self.quantizer, self.prior, self.vocoder = quantizer, prior, vocoder
-        self.limits = limits or StreamLimits()
+        self.vocoder = vocoder
 
     @classmethod
     def load(
@@ -137,28 +129,9 @@ class AudioCodec:
         limits: StreamLimits | None = None,
     ) -> AudioCodec:
         """Load (and sha256-verify) the model ``name`` (default: the registry's default audio model)."""
-        entry = registry.entry(name) if name else registry.default("audio")
-        if entry.modality != "audio":
-            raise InputError(f"model {entry.name!r} is an {entry.modality} model, not an audio model")
-        with np.load(registry.path(entry, "codebooks"), allow_pickle=False) as z:
-            quantizer = ResidualCodebooks(np.asarray(z["codebooks"], dtype=np.float32))
-        return cls(
-            entry,
-            OnnxNet.load(registry.path(entry, "analysis"), providers, threads),
-            OnnxNet.load(registry.path(entry, "synthesis"), providers, threads),
-            quantizer,
-            CodePrior.load(registry.path(entry, "prior")),
-            HifiGanVocoder.load(registry.path(entry, "vocoder"), providers, threads),
-            limits,
-        )
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
-    def layers(self) -> int:
-        return self.entry.layers
+        entry, analysis, synthesis, quantizer, prior = cls._load_parts(registry, name, providers, threads)
+        vocoder = HifiGanVocoder.load(registry.path(entry, "vocoder"), providers, threads)
+        return cls(entry, analysis, synthesis, quantizer, prior, vocoder, limits)
 
     @property
     def time_factor(self) -> int:
@@ -170,21 +143,24 @@ class AudioCodec:
         """Samples per code column (1 024)."""
         return self.time_factor * HOP
 
-    @property
-    def provider(self) -> str:
-        return self.analysis.provider
-
     def grid(self, samples: int) -> tuple[int, int]:
         """Code-map size of a sound of ``samples`` samples."""
         return (self.rows, padded_length(samples, self.column) // self.column)
 
-    def _layers(self, layers: int | None, available: int | None = None) -> int:
-        available = self.layers if available is None else available
-        if layers is None:
-            return available
-        if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or not 1 <= layers <= available:
-            raise LayersError(f"layers must be an integer in 1..{available}, got {layers!r}")
-        return int(layers)
+    def _geometry(self, size: tuple[int, int]) -> Geometry:
+        samples = size[0]  # a header's size is (samples, sample rate)
+        return self.grid(samples), (0, padded_length(samples, self.column) - samples)
+
+    def _check_geometry(self, header: StreamHeader) -> None:
+        samples, rate = header.size
+        if rate != SAMPLE_RATE:
+            raise HeaderError(f"stream announces {rate} Hz; model {self.name!r} works at {SAMPLE_RATE} Hz")
+        try:
+            self._check_length(samples)
+        except LimitExceededError as e:
+            raise HeaderError(str(e)) from None
+        if (header.grid, header.padding) != self._geometry(header.size):
+            raise HeaderError(f"grid {header.grid} / padding {header.padding} do not match {samples} samples")
 
     def _check_length(self, samples: int) -> None:
         if samples > self.limits.max_samples:
@@ -270,54 +246,12 @@ class AudioCodec:
         """Entropy-code a code stack into a stream."""
         self._layers(codes.layers)
         c = self._check_codes(codes).astype(np.int64)
-        n = int(codes.samples)
-        header = StreamHeader(
-            modality=Modality.AUDIO,
-            model=self.name,
-            weights=self.entry.weights_prefix,
-            size=(n, SAMPLE_RATE),
-            grid=self.grid(n),
-            padding=(0, padded_length(n, self.column) - n),
-            chunks=(),
-        )
-        chunks = [encode_layer(self.prior, layer, c[: layer + 1]) for layer in range(c.shape[0])]
-        return bitstream.pack(header, chunks)
-
-    def parse(self, data: bytes, partial: bool = False) -> Stream:
-        """Parse a stream and check that this model can decode it."""
-        stream = bitstream.parse(data, self.limits, partial=partial)
-        h = stream.header
-        if h.modality is not Modality.AUDIO:
-            raise StreamModelError(f"stream holds {h.modality.name.lower()}, not audio")
-        if h.model != self.name:
-            raise StreamModelError(f"stream was made by model {h.model!r}, this is {self.name!r}")
-        if h.weights != self.entry.weights_prefix:
-            raise WeightsMismatchError(
-                f"stream was made with weights {h.weights.hex()} of {h.model!r}; loaded weights are "
-                f"{self.entry.weights_prefix.hex()}"
-            )
-        if h.layers > self.layers:
-            raise HeaderError(f"stream announces {h.layers} layers, model {self.name!r} has {self.layers}")
-        samples, rate = h.size
-        if rate != SAMPLE_RATE:
-            raise HeaderError(f"stream announces {rate} Hz; model {self.name!r} works at {SAMPLE_RATE} Hz")
-        try:
-            self._check_length(samples)
-        except LimitExceededError as e:
-            raise HeaderError(str(e)) from None
-        if h.grid != self.grid(samples) or h.padding != (0, padded_length(samples, self.column) - samples):
-            raise HeaderError(f"grid {h.grid} / padding {h.padding} do not match {samples} samples")
-        return stream
+        return self._pack(c, (int(codes.samples), SAMPLE_RATE))
 
     def decompress_codes(self, data: bytes, layers: int | None = None, partial: bool = False) -> AudioCodes:
         """Entropy-decode the first ``layers`` layers of a stream (default: all present)."""
-        stream = self.parse(data, partial=partial)
-        k = self._layers(layers, stream.layers)
-        rows, cols = stream.header.grid
-        codes = np.zeros((k, rows, cols), dtype=np.int64)
-        for layer in range(k):
-            codes[layer] = decode_layer(self.prior, layer, stream.chunk(layer), (rows, cols), codes[:layer])
-        return AudioCodes(codes, stream.header.size[0], SAMPLE_RATE, self.name)
+        codes, header = self._unpack(data, layers, partial)
+        return AudioCodes(codes, header.size[0], SAMPLE_RATE, self.name)
 
     def decompress_mel(self, data: bytes, layers: int | None = None, partial: bool = False) -> np.ndarray:
         """Log-mel ``[80, ceil(samples / 256)]`` decoded from the first ``layers`` layers of a stream."""

@@ -14,11 +14,15 @@ From a training checkpoint it writes, under ``models/<name>/``:
   or re-export.
 
 and adds the model to ``models/manifest.json`` with every file's sha256.
+
+The steps every codec export takes (:func:`save_codebooks_and_checkpoint`, :func:`fit_priors`,
+:func:`file_refs`, :func:`register`) are here too; :mod:`codec.export_audio` uses them.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +111,51 @@ def export_onnx(
     _store_fp16(path)
 
 
+BASE_FILES = (("analysis", "analysis.onnx"), ("synthesis", "synthesis.onnx"), ("codebooks", "codebooks.npz"),
+              ("prior", "prior.npz"), ("prior_static", "prior_static.npz"), ("checkpoint", "checkpoint.pt"))
+"""Roles and file names every exported codec has (an audio model adds its vocoder)."""
+
+
+def save_codebooks_and_checkpoint(model: torch.nn.Module, config: dict, ckpt: dict, out: Path) -> np.ndarray:
+    """Write ``codebooks.npz`` (float32 ``[L, K, D]``) and ``checkpoint.pt`` (float16 network weights, float
+    quantizer state, ``config`` and the training step and best score of ``ckpt``); returns the codebooks."""
+    codebooks = model.quantizer.codebooks().numpy().astype(np.float32)
+    np.savez(out / "codebooks.npz", codebooks=codebooks)
+    state = {k: v.half() if v.is_floating_point() and not k.startswith("quantizer.") else v
+             for k, v in model.state_dict().items()}
+    torch.save({"model": state, "config": config, "step": ckpt.get("step"), "best": ckpt.get("best")},
+               out / "checkpoint.pt")
+    return codebooks
+
+
+def fit_priors(train: list[np.ndarray], heldout: list[np.ndarray], sizes: list[int], out: Path) -> list[str]:
+    """Fit and write ``prior.npz`` (the context of each layer chosen on ``heldout``) and ``prior_static.npz``
+    (no context: the baseline the conditional prior is reported against); returns the chosen contexts."""
+    kinds = choose_contexts(train, heldout, sizes)
+    CodePrior.fit(train, sizes, kinds, heldout=heldout).save(out / "prior.npz")
+    CodePrior.fit(train, sizes, ["none"] * len(sizes), heldout=heldout).save(out / "prior_static.npz")
+    return kinds
+
+
+def file_refs(models_dir: Path, out: Path, roles: Iterable[tuple[str, str]]) -> dict[str, FileRef]:
+    """Manifest file references (path relative to ``models_dir``, sha256) of ``(role, file name)`` in ``out``."""
+    return {role: FileRef(str((out / fn).relative_to(models_dir)), sha256_file(out / fn)) for role, fn in roles}
+
+
+def register(models_dir: Path, entry: ModelEntry, make_default: bool = True) -> None:
+    """Add ``entry`` to ``models_dir``'s manifest (created if missing), the default of its modality when
+    ``make_default`` or when it has none yet."""
+    entries: dict[str, ModelEntry] = {}
+    defaults: dict[str, str] = {}
+    if (Path(models_dir) / MANIFEST).exists():  # keep the other models; a broken manifest is an error, not a reset
+        reg = Registry(models_dir)
+        entries, defaults = dict(reg.entries), dict(reg.defaults)
+    entries[entry.name] = entry
+    if make_default or entry.modality not in defaults:
+        defaults[entry.modality] = entry.name
+    write_manifest(models_dir, entries, defaults)
+
+
 def export_image_model(
     checkpoint: Path,
     name: str,
@@ -129,12 +178,7 @@ def export_image_model(
     f = cfg.net.factor
     export_onnx(model.g_a, torch.rand(1, 3, 4 * f, 6 * f), out / "analysis.onnx", "image", "latent")
     export_onnx(model.g_s, torch.randn(1, cfg.net.latent_dim, 4, 6), out / "synthesis.onnx", "latent", "image")
-    codebooks = model.quantizer.codebooks().numpy().astype(np.float32)
-    np.savez(out / "codebooks.npz", codebooks=codebooks)
-    state = {k: v.half() if v.is_floating_point() and not k.startswith("quantizer.") else v
-             for k, v in model.state_dict().items()}
-    torch.save({"model": state, "config": cfg.to_dict(), "step": ckpt.get("step"), "best": ckpt.get("best")},
-               out / "checkpoint.pt")
+    codebooks = save_codebooks_and_checkpoint(model, cfg.to_dict(), ckpt, out)
 
     # Codes through the exact serving path (ONNX g_a + numpy search) to fit the prior on.
     L, K = cfg.rvq.layers, cfg.rvq.codebook_size
@@ -143,16 +187,9 @@ def export_image_model(
     val_images = load_images(Path(data) / "val", cache)
     train_codes = [analyse(analysis, quantizer, im, f).codes for im in load_images(Path(data) / "train", cache)]
     val_codes = [analyse(analysis, quantizer, im, f).codes for im in val_images]
-    kinds = choose_contexts(train_codes, val_codes, [K] * L)
-    prior = CodePrior.fit(train_codes, [K] * L, kinds, heldout=val_codes)
-    prior.save(out / "prior.npz")
-    # The static per-layer prior: the baseline the conditional prior is reported against.
-    CodePrior.fit(train_codes, [K] * L, ["none"] * L, heldout=val_codes).save(out / "prior_static.npz")
+    kinds = fit_priors(train_codes, val_codes, [K] * L, out)
 
-    rel = lambda p: str(p.relative_to(models_dir))  # noqa: E731
-    files = {role: FileRef(rel(out / fn), sha256_file(out / fn)) for role, fn in
-             [("analysis", "analysis.onnx"), ("synthesis", "synthesis.onnx"), ("codebooks", "codebooks.npz"),
-              ("prior", "prior.npz"), ("prior_static", "prior_static.npz"), ("checkpoint", "checkpoint.pt")]}
+    files = file_refs(models_dir, out, BASE_FILES)
     entry = ModelEntry(
         name=name,
         modality="image",
@@ -165,15 +202,7 @@ def export_image_model(
         description=description,
         extra={"contexts": kinds, "train_step": ckpt.get("step"), "config": cfg.to_dict()},
     )
-    entries: dict[str, ModelEntry] = {}
-    defaults: dict[str, str] = {}
-    if (Path(models_dir) / MANIFEST).exists():  # keep the other models; a broken manifest is an error, not a reset
-        reg = Registry(models_dir)
-        entries, defaults = dict(reg.entries), dict(reg.defaults)
-    entries[name] = entry
-    if make_default or "image" not in defaults:
-        defaults["image"] = name
-    write_manifest(models_dir, entries, defaults)
+    register(models_dir, entry, make_default)
     # The registered model must load (sha256 verified) and round-trip a validation image.
     codec = ImageCodec.load(Registry(models_dir), name)
     image = val_images[0]

@@ -25,18 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.entropy.prior import CodePrior
-from codec.export import choose_contexts, export_onnx, round_to_fp16
-from codec.registry import (
-    MANIFEST,
-    SERVING_ROLES,
-    FileRef,
-    ModelEntry,
-    Registry,
-    sha256_file,
-    weights_hash,
-    write_manifest,
+from codec.export import (
+    BASE_FILES,
+    export_onnx,
+    file_refs,
+    fit_priors,
+    register,
+    round_to_fp16,
+    save_codebooks_and_checkpoint,
 )
+from codec.registry import SERVING_ROLES, ModelEntry, Registry, weights_hash
 from codec.train.audio import AudioTrainConfig, MelAutoencoder, clip_mels, read_checkpoint
 from codec.train.vocoder import list_audio, split_heldout
 
@@ -104,12 +102,7 @@ def export_audio_model(
                 axes=({0: "batch", 2: "frames"}, {0: "batch", 3: "columns"}))
     export_onnx(model.g_s, torch.randn(1, D, net.rows, 4), out / "synthesis.onnx", "latent", "mel",
                 axes=({0: "batch", 3: "columns"}, {0: "batch", 2: "frames"}))
-    codebooks = model.quantizer.codebooks().numpy().astype(np.float32)
-    np.savez(out / "codebooks.npz", codebooks=codebooks)
-    state = {k: v.half() if v.is_floating_point() and not k.startswith("quantizer.") else v
-             for k, v in model.state_dict().items()}
-    torch.save({"model": state, "config": cfg.to_dict(), "step": ckpt.get("step"), "best": ckpt.get("best")},
-               out / "checkpoint.pt")
+    codebooks = save_codebooks_and_checkpoint(model, cfg.to_dict(), ckpt, out)
     for fn in ("vocoder.onnx", "vocoder.pt"):
         if (vocoder_dir / fn).is_file() and (vocoder_dir / fn).resolve() != (out / fn).resolve():
             shutil.copyfile(vocoder_dir / fn, out / fn)
@@ -132,16 +125,12 @@ def export_audio_model(
         held_files += he
     train_codes = [analyse_mel(analysis, quantizer, m, tf) for m in clip_mels(train_files, cache)]
     held_codes = [analyse_mel(analysis, quantizer, m, tf) for m in clip_mels(held_files, cache)]
-    kinds = choose_contexts(train_codes, held_codes, [K] * L)
-    CodePrior.fit(train_codes, [K] * L, kinds, heldout=held_codes).save(out / "prior.npz")
-    CodePrior.fit(train_codes, [K] * L, ["none"] * L, heldout=held_codes).save(out / "prior_static.npz")
+    kinds = fit_priors(train_codes, held_codes, [K] * L, out)
 
-    rel = lambda p: str(p.relative_to(models_dir))  # noqa: E731
-    roles = [("analysis", "analysis.onnx"), ("synthesis", "synthesis.onnx"), ("codebooks", "codebooks.npz"),
-             ("prior", "prior.npz"), ("prior_static", "prior_static.npz"), ("checkpoint", "checkpoint.pt"),
-             ("vocoder", "vocoder.onnx")] + ([("vocoder_checkpoint", "vocoder.pt")] if (out / "vocoder.pt").is_file()
-                                             else [])
-    files = {role: FileRef(rel(out / fn), sha256_file(out / fn)) for role, fn in roles}
+    roles = [*BASE_FILES, ("vocoder", "vocoder.onnx")]
+    if (out / "vocoder.pt").is_file():
+        roles.append(("vocoder_checkpoint", "vocoder.pt"))
+    files = file_refs(models_dir, out, roles)
     entry = ModelEntry(
         name=name,
         modality="audio",
@@ -156,15 +145,7 @@ def export_audio_model(
                "freq_factor": net.freq_factor, "n_mels": net.n_mels, "sample_rate": 22050, "hop": 256,
                "receptive_field": {"analysis": rf_a, "synthesis": rf_s}},
     )
-    entries: dict[str, ModelEntry] = {}
-    defaults: dict[str, str] = {}
-    if (Path(models_dir) / MANIFEST).exists():
-        reg = Registry(models_dir)
-        entries, defaults = dict(reg.entries), dict(reg.defaults)
-    entries[name] = entry
-    if make_default or "audio" not in defaults:
-        defaults["audio"] = name
-    write_manifest(models_dir, entries, defaults)
+    register(models_dir, entry, make_default)
     # The registered model must load (sha256 verified) and round-trip a held-out clip.
     codec = AudioCodec.load(Registry(models_dir), name)
     clip = np.sin(np.linspace(0, 2000, 22050)).astype(np.float32) * 0.3

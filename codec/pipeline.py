@@ -17,22 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec import bitstream
-from codec.bitstream import Modality, Stream, StreamHeader, StreamLimits
-from codec.entropy.coder import decode_layer, encode_layer
-from codec.entropy.prior import CodePrior
-from codec.errors import (
-    HeaderError,
-    InputError,
-    LayersError,
-    LimitExceededError,
-    ModelIntegrityError,
-    StreamModelError,
-    WeightsMismatchError,
-)
+from codec.bitstream import Modality, StreamHeader, StreamLimits
+from codec.codec_base import Geometry, StreamCodec
+from codec.errors import HeaderError, InputError, LimitExceededError
 from codec.frontend.image import pad, unpad
 from codec.quantize.search import ResidualCodebooks
-from codec.registry import ModelEntry, Registry
+from codec.registry import Registry
 from codec.runtime import OnnxNet
 
 
@@ -57,23 +47,11 @@ def analyse(analysis: OnnxNet, quantizer: ResidualCodebooks, image: np.ndarray, 
     return ImageCodes(codes, padded.size, "")
 
 
-class ImageCodec:
-    """A loaded image model: ONNX transforms, RVQ codebooks and the entropy prior."""
+class ImageCodec(StreamCodec):
+    """A loaded image model: ONNX transforms, RVQ codebooks and the entropy prior (:class:`StreamCodec`)."""
 
-    def __init__(
-        self,
-        entry: ModelEntry,
-        analysis: OnnxNet,
-        synthesis: OnnxNet,
-        quantizer: ResidualCodebooks,
-        prior: CodePrior,
-        limits: StreamLimits | None = None,
-    ) -> None:
-        if quantizer.layers != entry.layers or prior.num_layers != entry.layers:
-            raise ModelIntegrityError(f"model {entry.name!r}: quantizer, prior and manifest disagree on its layers")
-        self.entry, self.analysis, self.synthesis = entry, analysis, synthesis
-        self.quantizer, self.prior = quantizer, prior
-        self.limits = limits or StreamLimits()
+    modality = Modality.IMAGE
+    stream_noun = "an image"
 
     @classmethod
     def load(
@@ -85,47 +63,22 @@ class ImageCodec:
         limits: StreamLimits | None = None,
     ) -> ImageCodec:
         """Load (and sha256-verify) the model ``name`` (default: the registry's default image model)."""
-        entry = registry.entry(name) if name else registry.default("image")
-        if entry.modality != "image":
-            raise InputError(f"model {entry.name!r} is an {entry.modality} model, not an image model")
-        with np.load(registry.path(entry, "codebooks"), allow_pickle=False) as z:
-            quantizer = ResidualCodebooks(np.asarray(z["codebooks"], dtype=np.float32))
-        return cls(
-            entry,
-            OnnxNet.load(registry.path(entry, "analysis"), providers, threads),
-            OnnxNet.load(registry.path(entry, "synthesis"), providers, threads),
-            quantizer,
-            CodePrior.load(registry.path(entry, "prior")),
-            limits,
-        )
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
-    def layers(self) -> int:
-        return self.entry.layers
+        return cls(*cls._load_parts(registry, name, providers, threads), limits)
 
     @property
     def factor(self) -> int:
         return self.entry.factor
 
-    @property
-    def provider(self) -> str:
-        return self.analysis.provider
-
-    def _layers(self, layers: int | None, available: int | None = None) -> int:
-        available = self.layers if available is None else available
-        if layers is None:
-            return available
-        if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or not 1 <= layers <= available:
-            raise LayersError(f"layers must be an integer in 1..{available}, got {layers!r}")
-        return int(layers)
-
     def grid(self, size: tuple[int, int]) -> tuple[int, int]:
         """Code-map size of an ``(H, W)`` image."""
         return (-(-size[0] // self.factor), -(-size[1] // self.factor))
+
+    def _geometry(self, size: tuple[int, int]) -> Geometry:
+        return self.grid(size), (-size[0] % self.factor, -size[1] % self.factor)
+
+    def _check_geometry(self, header: StreamHeader) -> None:
+        if (header.grid, header.padding) != self._geometry(header.size):
+            raise HeaderError(f"grid {header.grid} / padding {header.padding} do not match a {header.size} image")
 
     # -- codes ---------------------------------------------------------------------------------
     def encode(self, image: np.ndarray, layers: int | None = None) -> ImageCodes:
@@ -158,47 +111,12 @@ class ImageCodec:
         """Entropy-code a code stack into a stream."""
         c = np.asarray(codes.codes, dtype=np.int64)
         self._layers(codes.layers)
-        size = codes.size
-        header = StreamHeader(
-            modality=Modality.IMAGE,
-            model=self.name,
-            weights=self.entry.weights_prefix,
-            size=size,
-            grid=self.grid(size),
-            padding=(-size[0] % self.factor, -size[1] % self.factor),
-            chunks=(),
-        )
-        chunks = [encode_layer(self.prior, layer, c[: layer + 1]) for layer in range(c.shape[0])]
-        return bitstream.pack(header, chunks)
-
-    def parse(self, data: bytes, partial: bool = False) -> Stream:
-        """Parse a stream and check that this model can decode it."""
-        stream = bitstream.parse(data, self.limits, partial=partial)
-        h = stream.header
-        if h.modality is not Modality.IMAGE:
-            raise StreamModelError(f"stream holds {h.modality.name.lower()}, not an image")
-        if h.model != self.name:
-            raise StreamModelError(f"stream was made by model {h.model!r}, this is {self.name!r}")
-        if h.weights != self.entry.weights_prefix:
-            raise WeightsMismatchError(
-                f"stream was made with weights {h.weights.hex()} of {h.model!r}; loaded weights are "
-                f"{self.entry.weights_prefix.hex()}"
-            )
-        if h.layers > self.layers:
-            raise HeaderError(f"stream announces {h.layers} layers, model {self.name!r} has {self.layers}")
-        if h.grid != self.grid(h.size) or h.padding != (-h.size[0] % self.factor, -h.size[1] % self.factor):
-            raise HeaderError(f"grid {h.grid} / padding {h.padding} do not match a {h.size} image")
-        return stream
+        return self._pack(c, codes.size)
 
     def decompress_codes(self, data: bytes, layers: int | None = None, partial: bool = False) -> ImageCodes:
         """Entropy-decode the first ``layers`` layers of a stream (default: all present)."""
-        stream = self.parse(data, partial=partial)
-        k = self._layers(layers, stream.layers)
-        rows, cols = stream.header.grid
-        codes = np.zeros((k, rows, cols), dtype=np.int64)
-        for layer in range(k):
-            codes[layer] = decode_layer(self.prior, layer, stream.chunk(layer), (rows, cols), codes[:layer])
-        return ImageCodes(codes, stream.header.size, self.name)
+        codes, header = self._unpack(data, layers, partial)
+        return ImageCodes(codes, header.size, self.name)
 
     def decompress(self, data: bytes, layers: int | None = None, partial: bool = False) -> np.ndarray:
         """RGB ``uint8 [H, W, 3]`` decoded from the first ``layers`` layers of a stream."""

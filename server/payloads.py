@@ -20,7 +20,7 @@ from codec.audio_pipeline import AudioCodes
 from codec.frontend.audio import write_wav
 from codec.frontend.image import write_image
 from codec.pipeline import ImageCodes
-from server.errors import InvalidCodesError
+from server.errors import InvalidCodesError, InvalidRequestError
 
 ImageFormat = Literal["png", "webp", "npy"]
 CodesFormat = Literal["npy", "json"]
@@ -108,6 +108,19 @@ def codes_array(nested: list) -> np.ndarray:
         raise InvalidCodesError(f"codes are not a rectangular integer array: {e}") from None
     if array.dtype.kind not in "iu" or array.ndim != 3:
         raise InvalidCodesError(f"codes must be integers [layers, rows, columns], got {array.dtype} {array.shape}")
+    return array
+
+
+def document_codes(doc: CodesDocument | AudioCodesDocument, query: dict[str, object]) -> np.ndarray:
+    """The code array of a JSON codes document, once no query parameter of ``query`` (name → value, ``None``
+    when not given) contradicts the document's field of that name and its ``layers`` matches the array."""
+    for name, given in query.items():
+        inside = getattr(doc, name)
+        if given is not None and given != inside:
+            raise InvalidRequestError(f"query parameter {name}={given!r} contradicts the body's {inside!r}")
+    array = codes_array(doc.codes)
+    if doc.layers is not None and doc.layers != array.shape[0]:
+        raise InvalidCodesError(f"the body says layers={doc.layers} but its codes hold {array.shape[0]}")
     return array
 
 

@@ -15,15 +15,13 @@ selects ``best.pt``. The log records RMSE per layer count, per-layer perplexity
 and the static-entropy bitrate estimate in kbps.
 
 The run directory holds ``config.json``, ``log.jsonl``, ``last.pt`` (resume point),
-``best.pt`` and ``cache/``. The LR schedule, warm-up and divergence guard are the
-image trainer's (:mod:`codec.train.schedule`).
+``best.pt`` and ``cache/``. The loop (LR schedule, warm-up, divergence guard, logging,
+checkpoints, resuming) is the image trainer's (:mod:`codec.train.loop`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from codec.frontend.audio import DEFAULT_MEL, log_mel
 from codec.nets.melcodec import MelAnalysis, MelNetConfig, MelSynthesis
 from codec.quantize.rvq import ResidualVQ, RVQConfig
 from codec.train.checkpoint import read_checkpoint as read_torch_checkpoint
-from codec.train.schedule import StepGuard, cosine_lr, warmup_factor
+from codec.train.loop import Objective, fit, start
 from codec.train.vocoder import list_audio, load_audio, split_heldout
 
 FRAMES_PER_SECOND = DEFAULT_MEL.sample_rate / DEFAULT_MEL.hop
@@ -191,14 +189,6 @@ def validate(model: MelAutoencoder, mels: list[np.ndarray], device: torch.device
     return {"rmse": rmse, "kbps_static": kbps, "perplexity": ppl, "score": float(np.mean(rmse))}
 
 
-def _save(path: Path, model: MelAutoencoder, opt: torch.optim.Optimizer, step: int, best: float,
-          cfg: AudioTrainConfig, rng_state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                "config": cfg.to_dict(), "rng": rng_state}, tmp)
-    tmp.replace(path)
-
-
 def train(
     cfg: AudioTrainConfig,
     run_dir: Path,
@@ -207,14 +197,7 @@ def train(
     init_from: Path | None = None,
 ) -> Path:
     """Train (or resume) in ``run_dir``; returns the path of ``best.pt`` (lower score is better)."""
-    from tqdm import tqdm
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.seed)
-
+    run_dir, device = start(run_dir, cfg.threads, cfg.seed)
     train_files, held_files = [], []
     for s in cfg.sets:
         if "test" in Path(s).parts:
@@ -225,103 +208,32 @@ def train(
     cache = run_dir / "cache"
     train_mels, held_mels = clip_mels(train_files, cache), clip_mels(held_files, cache)
     crops = RandomMelCrops(train_mels, cfg.crop, cfg.gain_db, seed=cfg.seed)
-
-    model = MelAutoencoder(cfg.net, cfg.rvq).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, best = 0, math.inf
-    last = run_dir / "last.pt"
-    if resume and last.exists():
-        ckpt = read_checkpoint(last, device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
-        step, best = ckpt["step"], ckpt["best"]
-        crops.rng.bit_generator.state = ckpt["rng"]["numpy"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        print(f"resumed from {last} at step {step} (best held-out RMSE {best:.4f})", flush=True)
-    elif init_from is not None:
-        ckpt = read_checkpoint(init_from, device)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
-        step = int(ckpt.get("step") or 0)
-        print(f"initialised from {init_from} (step {step})", flush=True)
-    else:
-        model.set_stats(*band_stats(train_mels))
-    if not (resume and last.exists()):
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    log = (run_dir / "log.jsonl").open("a")
     print(f"{len(train_files)} training clips ({sum(m.shape[1] for m in train_mels) / FRAMES_PER_SECOND / 60:.1f}"
           f" min), {len(held_files)} held out", flush=True)
+
+    model = MelAutoencoder(cfg.net, cfg.rvq).to(device)
 
     def batch() -> torch.Tensor:
         return torch.from_numpy(crops.sample(cfg.batch)).to(device)
 
-    if not bool(model.quantizer.initialised):
-        with torch.no_grad():
-            lat = torch.cat([model.g_a(batch()) for _ in range(8)])
-        model.quantizer.init_kmeans(lat.permute(0, 2, 3, 1).reshape(-1, cfg.net.latent_dim).float())
+    def describe(v: dict) -> str:
+        rmse_str = " ".join(f"{r:.3f}" for r in v["rmse"])
+        kbps_str = " ".join(f"{r:.1f}" for r in v["kbps_static"])
+        return f"held-out RMSE/k [{rmse_str}] kbps~[{kbps_str}]"
 
-    L = cfg.rvq.layers
-    first_step = step
-    guard = StepGuard(cfg.max_bad_steps, f"restart from {run_dir / 'best.pt'} with --init-from and a lower --lr")
-
-    def lr_now() -> float:
-        return cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.decay_start) * warmup_factor(
-            cfg.warmup, step - first_step)
-
-    t0, started = time.time(), time.time()
-    bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=5)
-    run_loss = run_mse = 0.0
-    n_run = 0
-    while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = lr_now()
-        x = batch()
-        k = int(torch.randint(1, L + 1, ()).item())
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-            y = model.g_a(x)
-        q = model.quantizer(y.float(), k)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-            xh = model.g_s.forward_normalised(q.quantized)
-        mse = torch.mean((xh.float() - model.g_a.normalise(x)) ** 2)
-        loss = mse + q.commit_loss
-        opt.zero_grad(set_to_none=True)
-        if not guard.ok(loss, step):
-            continue
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        run_loss += loss.item()
-        run_mse += mse.item()
-        n_run += 1
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{run_loss / n_run:.4f}", rmse=f"{math.sqrt(run_mse / n_run):.4f}")
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            v = validate(model, held_mels, device, cfg.amp)
-            dt = time.time() - t0
-            rec = {"step": step, "time": time.time(), "steps_per_s": n_run / dt, "lr": lr_now(),
-                   "train_loss": run_loss / n_run, "train_rmse": math.sqrt(run_mse / n_run), **v}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            rmse_str = " ".join(f"{r:.3f}" for r in v["rmse"])
-            kbps_str = " ".join(f"{r:.1f}" for r in v["kbps_static"])
-            bar.write(f"step {step}: {rec['steps_per_s']:.2f} it/s held-out RMSE/k [{rmse_str}] "
-                      f"kbps~[{kbps_str}] ppl {min(v['perplexity']):.0f}-{max(v['perplexity']):.0f}")
-            rng_state = {"numpy": crops.rng.bit_generator.state, "torch": torch.get_rng_state()}
-            if v["score"] < best:
-                best = v["score"]
-                _save(run_dir / "best.pt", model, opt, step, best, cfg, rng_state)
-            _save(last, model, opt, step, best, cfg, rng_state)
-            run_loss = run_mse = 0.0
-            n_run = 0
-            t0 = time.time()
-            if max_minutes is not None and time.time() - started > 60 * max_minutes:
-                bar.write(f"stopping after {max_minutes} minutes at step {step}; resume with --resume")
-                break
-    bar.close()
-    log.close()
-    return run_dir / "best.pt"
+    objective = Objective(
+        synthesise=model.g_s.forward_normalised,
+        target=model.g_a.normalise,
+        validate=lambda: validate(model, held_mels, device, cfg.amp),
+        higher_is_better=False,
+        metric="rmse",
+        metric_of_mse=math.sqrt,
+        bar_formats=(".4f", ".4f"),
+        describe=describe,
+        best_note="best held-out RMSE {:.4f}",
+    )
+    return fit(cfg, run_dir, model, batch, crops.rng, objective, read_checkpoint, device, resume=resume,
+               max_minutes=max_minutes, init_from=init_from, new_run=lambda: model.set_stats(*band_stats(train_mels)))
 
 
 __all__ = ["AudioTrainConfig", "MelAutoencoder", "RandomMelCrops", "band_stats", "clip_mels", "read_checkpoint",

@@ -14,14 +14,13 @@ decay back to the peak LR did, at step 12 100 of the first model): every start o
 process ramps the LR up linearly over ``warmup`` steps, gradients are clipped to a
 global norm of ``grad_clip``, and a step whose loss is not finite is skipped;
 ``max_bad_steps`` skipped steps in a row stop the run with :class:`TrainingDivergedError`
-(:mod:`codec.train.schedule`).
+(:mod:`codec.train.schedule`). The loop itself is shared with the mel codec (:mod:`codec.train.loop`);
+this module supplies the data, the networks and the validation.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from codec.nets.image import Analysis, ImageNetConfig, Synthesis
 from codec.quantize.rvq import ResidualVQ, RVQConfig
 from codec.train.checkpoint import read_checkpoint as read_torch_checkpoint
 from codec.train.data import RandomCrops, center_crops, load_images
-from codec.train.schedule import StepGuard, cosine_lr, warmup_factor
+from codec.train.loop import Objective, fit, lr_at, start
 
 
 @dataclass
@@ -88,12 +87,6 @@ def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
     return read_torch_checkpoint(path, ("model", "config"), device)
 
 
-def lr_at(cfg: ImageTrainConfig, step: int, since_start: int | None = None) -> float:
-    """The LR at ``step``; with ``since_start``, including the warm-up of this process."""
-    lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.decay_start)
-    return lr if since_start is None else lr * warmup_factor(cfg.warmup, since_start)
-
-
 def psnr(mse: float) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
@@ -134,14 +127,6 @@ def validate(model: ImageAutoencoder, val: np.ndarray, device: torch.device, amp
     return {"psnr": psnrs, "bpp_static": bpp, "perplexity": ppl, "score": float(np.mean(psnrs))}
 
 
-def _save(path: Path, model: ImageAutoencoder, opt: torch.optim.Optimizer, step: int, best: float,
-          cfg: ImageTrainConfig, rng_state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                "config": cfg.to_dict(), "rng": rng_state}, tmp)
-    tmp.replace(path)
-
-
 def train(
     cfg: ImageTrainConfig,
     run_dir: Path,
@@ -155,105 +140,36 @@ def train(
     new run from the weights of another checkpoint, e.g. the float16 ``checkpoint.pt`` committed
     under ``models/`` (its step count is kept, the optimiser starts afresh).
     """
-    from tqdm import tqdm
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, device = start(run_dir, cfg.threads, cfg.seed)
     data = Path(cfg.data)
     for sub in ("train", "val"):
         if "kodak" in str((data / sub).resolve()).lower():
             raise ValueError("Kodak is for evaluation only and is never used for training")
-    torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.seed)
 
     model = ImageAutoencoder.from_config(cfg.net, cfg.rvq).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, best = 0, -1.0
-    last = run_dir / "last.pt"
     crops = RandomCrops(load_images(data / "train", run_dir / "cache"), cfg.crop, seed=cfg.seed)
     val = center_crops(load_images(data / "val", run_dir / "cache"), cfg.val_crop)
-    if resume and last.exists():
-        ckpt = read_checkpoint(last, device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
-        step, best = ckpt["step"], ckpt["best"]
-        crops.rng.bit_generator.state = ckpt["rng"]["numpy"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        print(f"resumed from {last} at step {step} (best val score {best:.3f} dB)", flush=True)
-    elif init_from is not None:
-        ckpt = read_checkpoint(init_from, device)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
-        step = int(ckpt.get("step") or 0)
-        print(f"initialised from {init_from} (step {step})", flush=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    else:
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    log = (run_dir / "log.jsonl").open("a")
 
     def batch() -> torch.Tensor:
         return torch.from_numpy(crops.sample(cfg.batch)).to(device).float() / 255
 
-    if not bool(model.quantizer.initialised):
-        with torch.no_grad():
-            lat = torch.cat([model.g_a(batch()) for _ in range(8)])
-        model.quantizer.init_kmeans(lat.permute(0, 2, 3, 1).reshape(-1, cfg.net.latent_dim).float())
+    def describe(v: dict) -> str:
+        psnr_str = " ".join(f"{p:.2f}" for p in v["psnr"])
+        return f"val PSNR/k [{psnr_str}] bpp~{v['bpp_static'][-1]:.3f}"
 
-    L = cfg.rvq.layers
-    first_step = step
-    guard = StepGuard(cfg.max_bad_steps, f"restart from {run_dir / 'best.pt'} with --init-from and a lower --lr")
-    t0, started = time.time(), time.time()
-    bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=5)
-    run_loss = run_mse = 0.0
-    n_run = 0
-    while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step, step - first_step)
-        x = batch()
-        k = int(torch.randint(1, L + 1, ()).item())
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-            y = model.g_a(x)
-        q = model.quantizer(y.float(), k)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-            xh = model.g_s(q.quantized)
-        mse = torch.mean((xh.float() - x) ** 2)
-        loss = mse + q.commit_loss
-        opt.zero_grad(set_to_none=True)
-        if not guard.ok(loss, step):
-            continue
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        run_loss += loss.item()
-        run_mse += mse.item()
-        n_run += 1
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{run_loss / n_run:.5f}", psnr=f"{psnr(run_mse / n_run):.2f}")
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            v = validate(model, val, device, cfg.amp)
-            dt = time.time() - t0
-            rec = {"step": step, "time": time.time(), "steps_per_s": n_run / dt,
-                   "lr": lr_at(cfg, step, step - first_step),
-                   "train_loss": run_loss / n_run, "train_psnr": psnr(run_mse / n_run), **v}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            psnr_str = " ".join(f"{p:.2f}" for p in v["psnr"])
-            bar.write(f"step {step}: {rec['steps_per_s']:.2f} it/s val PSNR/k [{psnr_str}] "
-                      f"bpp~{v['bpp_static'][-1]:.3f} ppl {min(v['perplexity']):.0f}-{max(v['perplexity']):.0f}")
-            rng_state = {"numpy": crops.rng.bit_generator.state, "torch": torch.get_rng_state()}
-            if v["score"] > best:
-                best = v["score"]
-                _save(run_dir / "best.pt", model, opt, step, best, cfg, rng_state)
-            _save(last, model, opt, step, best, cfg, rng_state)
-            run_loss = run_mse = 0.0
-            n_run = 0
-            t0 = time.time()
-            if max_minutes is not None and time.time() - started > 60 * max_minutes:
-                bar.write(f"stopping after {max_minutes} minutes at step {step}; resume with --resume")
-                break
-    bar.close()
-    log.close()
-    return run_dir / "best.pt"
+    objective = Objective(
+        synthesise=model.g_s,
+        target=lambda x: x,
+        validate=lambda: validate(model, val, device, cfg.amp),
+        higher_is_better=True,
+        metric="psnr",
+        metric_of_mse=psnr,
+        bar_formats=(".5f", ".2f"),
+        describe=describe,
+        best_note="best val score {:.3f} dB",
+    )
+    return fit(cfg, run_dir, model, batch, crops.rng, objective, read_checkpoint, device,
+               resume=resume, max_minutes=max_minutes, init_from=init_from)
+
+
+__all__ = ["ImageAutoencoder", "ImageTrainConfig", "lr_at", "psnr", "read_checkpoint", "train", "validate"]

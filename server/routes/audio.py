@@ -27,7 +27,6 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Response
 
-from codec import bitstream
 from codec.audio_pipeline import SAMPLE_RATE, AudioCodec, AudioCodes, Vocoder
 from codec.bitstream import Modality
 from codec.errors import LimitExceededError
@@ -51,7 +50,7 @@ from server.deps import (
     require_api_key,
     require_audio_model,
 )
-from server.errors import InvalidCodesError, InvalidRequestError, WrongModalityError, responses
+from server.errors import InvalidCodesError, InvalidRequestError, responses
 from server.payloads import MEDIA_TYPES, AudioCodesDocument, AudioOutput, CodesFormat
 from server.routes.common import (
     BINARY,
@@ -64,6 +63,7 @@ from server.routes.common import (
     body_doc,
     check_layers,
     header_doc,
+    parse_stream,
     strata_headers,
 )
 
@@ -191,14 +191,8 @@ async def decompress(
     vocoder: VocoderQuery = Vocoder.HIFIGAN,
     output: OutputQuery = "wav",
 ) -> Response:
-    limits = bitstream.StreamLimits(max_pixels=settings.max_pixels, max_samples=settings.max_audio_samples)
-
     def work() -> tuple[AudioCodes, int, bytes]:
-        stream = bitstream.parse(body.data, limits, partial=partial)
-        if stream.header.modality is not Modality.AUDIO:
-            raise WrongModalityError(
-                f"this is an {stream.header.modality.name.lower()} stream; send it to /v1/images:decompress"
-            )
+        stream = parse_stream(body.data, settings, Modality.AUDIO, partial)
         codec = codecs.for_audio_stream(stream.header.model)
         codes = codec.decompress_codes(body.data, layers, partial=partial)
         return codes, stream.layers, _render(codec, codes, None, vocoder, output)
@@ -276,16 +270,7 @@ async def decode(
     def parse() -> tuple[AudioCodec, AudioCodes]:
         if body.media_type == JSON:
             doc = payloads.codes_from_json(body.data, AudioCodesDocument)
-            for name, given, inside in (
-                ("model", model, doc.model),
-                ("samples", samples, doc.samples),
-                ("sample_rate", sample_rate, doc.sample_rate),
-            ):
-                if given is not None and given != inside:
-                    raise InvalidRequestError(f"query parameter {name}={given!r} contradicts the body's {inside!r}")
-            array = payloads.codes_array(doc.codes)
-            if doc.layers is not None and doc.layers != array.shape[0]:
-                raise InvalidCodesError(f"the body says layers={doc.layers} but its codes hold {array.shape[0]}")
+            array = payloads.document_codes(doc, {"model": model, "samples": samples, "sample_rate": sample_rate})
             name, length, rate = doc.model, doc.samples, doc.sample_rate
         else:
             if samples is None:

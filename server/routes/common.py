@@ -1,5 +1,5 @@
 """Pieces shared by the ``/v1/images:*`` and ``/v1/audio:*`` routes: query parameters, the
-``X-Strata-*`` response headers, the layer check and the OpenAPI documentation helpers.
+``X-Strata-*`` response headers, the layer check, stream parsing and the OpenAPI documentation helpers.
 """
 
 from __future__ import annotations
@@ -8,8 +8,12 @@ from typing import Annotated, Protocol
 
 from fastapi import Query
 
+from codec import bitstream
+from codec.bitstream import Modality
 from codec.errors import LayersError
+from server.config import Settings
 from server.deps import JSON
+from server.errors import WrongModalityError
 
 LayersQuery = Annotated[int | None, Query(description="number of residual layers, 1..L (default: all)")]
 PartialQuery = Annotated[bool, Query(description="decode the complete layers of a cut stream")]
@@ -51,3 +55,17 @@ def check_layers(layers: int | None, codec: LayeredCodec) -> None:
 def strata_headers(model: str, layers: int, fields: dict[str, str] | None = None) -> dict[str, str]:
     """The ``X-Strata-*`` headers every route answers with: model, layers, then ``fields``."""
     return {"X-Strata-Model": model, "X-Strata-Layers": str(layers), **(fields or {})}
+
+
+DECOMPRESS_ROUTES = {Modality.IMAGE: "/v1/images:decompress", Modality.AUDIO: "/v1/audio:decompress"}
+
+
+def parse_stream(data: bytes, settings: Settings, modality: Modality, partial: bool = False) -> bitstream.Stream:
+    """Parse a stream under the service's limits; one of another modality is 422 ``wrong_modality``, naming
+    the route that takes it."""
+    limits = bitstream.StreamLimits(max_pixels=settings.max_pixels, max_samples=settings.max_audio_samples)
+    stream = bitstream.parse(data, limits, partial=partial)
+    found = stream.header.modality
+    if found is not modality:
+        raise WrongModalityError(f"this is an {found.name.lower()} stream; send it to {DECOMPRESS_ROUTES[found]}")
+    return stream

@@ -11,7 +11,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from codec import bitstream
 from codec.bitstream import Modality
 from codec.frontend.image import read_image
 from codec.pipeline import ImageCodec, ImageCodes
@@ -32,7 +31,7 @@ from server.deps import (
     StreamBody,
     require_api_key,
 )
-from server.errors import InvalidCodesError, InvalidRequestError, WrongModalityError, responses
+from server.errors import InvalidRequestError, responses
 from server.payloads import MEDIA_TYPES, CodesDocument, CodesFormat, ImageFormat
 from server.routes.common import (
     BINARY,
@@ -45,6 +44,7 @@ from server.routes.common import (
     body_doc,
     check_layers,
     header_doc,
+    parse_stream,
     strata_headers,
 )
 
@@ -114,13 +114,8 @@ async def compress(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: Se
 async def decompress(body: StreamBody, codecs: CodecsDep, pool: PoolDep, settings: SettingsDep,
                      layers: LayersQuery = None, format: ImageFormatQuery = "png",
                      partial: PartialQuery = False) -> Response:
-    limits = bitstream.StreamLimits(max_pixels=settings.max_pixels, max_samples=settings.max_audio_samples)
-
     def work() -> tuple[ImageCodes, int, bytes]:
-        stream = bitstream.parse(body.data, limits, partial=partial)
-        if stream.header.modality is not Modality.IMAGE:
-            raise WrongModalityError(f"this is an {stream.header.modality.name.lower()} stream; send it to "
-                                     "/v1/audio:decompress")
+        stream = parse_stream(body.data, settings, Modality.IMAGE, partial)
         codec = codecs.for_stream(stream.header.model)
         codes = codec.decompress_codes(body.data, layers, partial=partial)
         return codes, stream.layers, payloads.image_payload(codec.decode(codes), format)
@@ -179,13 +174,7 @@ async def decode(body: CodesBody, codecs: CodecsDep, pool: PoolDep,
     def parse() -> tuple[ImageCodec, ImageCodes]:
         if body.media_type == JSON:
             doc = payloads.codes_from_json(body.data)
-            for name, given, inside in (("model", model, doc.model), ("height", height, doc.height),
-                                        ("width", width, doc.width)):
-                if given is not None and given != inside:
-                    raise InvalidRequestError(f"query parameter {name}={given!r} contradicts the body's {inside!r}")
-            array = payloads.codes_array(doc.codes)
-            if doc.layers is not None and doc.layers != array.shape[0]:
-                raise InvalidCodesError(f"the body says layers={doc.layers} but its codes hold {array.shape[0]}")
+            array = payloads.document_codes(doc, {"model": model, "height": height, "width": width})
             name, size = doc.model, (doc.height, doc.width)
         else:
             if height is None or width is None:

@@ -1,0 +1,161 @@
+"""What the image and the audio codec share: a loaded model and the stream side of it.
+
+::
+
+    codes [k, rows, cols] ─►─┤ ANS + prior, layer by layer ├─►─ chunks ─┐
+                 header (modality, model, weights, size, grid, padding) ─┴─►─ bitstream.pack ─►─ stream
+    stream ─►─ bitstream.parse ─►─ checks (modality, model, weights, layers, geometry) ─►─ codes [k, rows, cols]
+
+:class:`StreamCodec` holds the parts every model has (manifest entry, ONNX ``g_a``/``g_s``, RVQ
+codebooks, entropy prior, stream limits) and does what does not depend on the modality: the
+layer-count argument, loading, the header checks common to all streams, and the per-layer
+entropy coding. A subclass (:class:`codec.pipeline.ImageCodec`,
+:class:`codec.audio_pipeline.AudioCodec`) names its :class:`~codec.bitstream.Modality` and
+supplies its geometry: the code grid and padding of a size (:meth:`StreamCodec._geometry`) and
+the checks of a stream header's size (:meth:`StreamCodec._check_geometry`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from codec import bitstream
+from codec.bitstream import Modality, Stream, StreamHeader, StreamLimits
+from codec.entropy.coder import decode_layer, encode_layer
+from codec.entropy.prior import CodePrior
+from codec.errors import (
+    HeaderError,
+    InputError,
+    LayersError,
+    ModelIntegrityError,
+    StreamModelError,
+    WeightsMismatchError,
+)
+from codec.quantize.search import ResidualCodebooks
+from codec.registry import ModelEntry, Registry
+from codec.runtime import OnnxNet
+
+Geometry = tuple[tuple[int, int], tuple[int, int]]  # (grid, padding) of a stream header
+
+
+class StreamCodec(ABC):
+    """A loaded model of one modality: ONNX transforms, RVQ codebooks, the entropy prior and stream limits."""
+
+    modality: ClassVar[Modality]
+    stream_noun: ClassVar[str]  # what a stream of this modality holds, as in "not an image" / "not audio"
+
+    def __init__(
+        self,
+        entry: ModelEntry,
+        analysis: OnnxNet,
+        synthesis: OnnxNet,
+        quantizer: ResidualCodebooks,
+        prior: CodePrior,
+        limits: StreamLimits | None = None,
+    ) -> None:
+        if quantizer.layers != entry.layers or prior.num_layers != entry.layers:
+            raise ModelIntegrityError(f"model {entry.name!r}: quantizer, prior and manifest disagree on its layers")
+        self.entry, self.analysis, self.synthesis = entry, analysis, synthesis
+        self.quantizer, self.prior = quantizer, prior
+        self.limits = limits or StreamLimits()
+
+    @classmethod
+    def _load_parts(
+        cls, registry: Registry, name: str | None, providers: list[str] | None, threads: int
+    ) -> tuple[ModelEntry, OnnxNet, OnnxNet, ResidualCodebooks, CodePrior]:
+        """Entry, ``g_a``, ``g_s``, codebooks and prior of ``name`` (default: the registry's default of this
+        modality), sha256-verified by the registry."""
+        kind = cls.modality.name.lower()
+        entry = registry.entry(name) if name else registry.default(kind)
+        if entry.modality != kind:
+            raise InputError(f"model {entry.name!r} is an {entry.modality} model, not an {kind} model")
+        with np.load(registry.path(entry, "codebooks"), allow_pickle=False) as z:
+            quantizer = ResidualCodebooks(np.asarray(z["codebooks"], dtype=np.float32))
+        return (
+            entry,
+            OnnxNet.load(registry.path(entry, "analysis"), providers, threads),
+            OnnxNet.load(registry.path(entry, "synthesis"), providers, threads),
+            quantizer,
+            CodePrior.load(registry.path(entry, "prior")),
+        )
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def layers(self) -> int:
+        return self.entry.layers
+
+    @property
+    def provider(self) -> str:
+        return self.analysis.provider
+
+    def _layers(self, layers: int | None, available: int | None = None) -> int:
+        """``layers`` checked against ``1..available`` (default: the model's layers); ``None`` → ``available``."""
+        available = self.layers if available is None else available
+        if layers is None:
+            return available
+        if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or not 1 <= layers <= available:
+            raise LayersError(f"layers must be an integer in 1..{available}, got {layers!r}")
+        return int(layers)
+
+    # -- modality-specific geometry ------------------------------------------------------------
+    @abstractmethod
+    def _geometry(self, size: tuple[int, int]) -> Geometry:
+        """The header's ``(grid, padding)`` for the header ``size`` of this modality."""
+
+    @abstractmethod
+    def _check_geometry(self, header: StreamHeader) -> None:
+        """Raise :class:`HeaderError` unless ``header``'s size, grid and padding make sense for this model."""
+
+    # -- streams -------------------------------------------------------------------------------
+    def _pack(self, codes: np.ndarray, size: tuple[int, int]) -> bytes:
+        """Entropy-code int64 ``codes [k, rows, cols]`` layer by layer into a stream of header ``size``."""
+        grid, padding = self._geometry(size)
+        header = StreamHeader(
+            modality=self.modality,
+            model=self.name,
+            weights=self.entry.weights_prefix,
+            size=size,
+            grid=grid,
+            padding=padding,
+            chunks=(),
+        )
+        chunks = [encode_layer(self.prior, layer, codes[: layer + 1]) for layer in range(codes.shape[0])]
+        return bitstream.pack(header, chunks)
+
+    def parse(self, data: bytes, partial: bool = False) -> Stream:
+        """Parse a stream and check that this model can decode it."""
+        stream = bitstream.parse(data, self.limits, partial=partial)
+        h = stream.header
+        if h.modality is not self.modality:
+            raise StreamModelError(f"stream holds {h.modality.name.lower()}, not {self.stream_noun}")
+        if h.model != self.name:
+            raise StreamModelError(f"stream was made by model {h.model!r}, this is {self.name!r}")
+        if h.weights != self.entry.weights_prefix:
+            raise WeightsMismatchError(
+                f"stream was made with weights {h.weights.hex()} of {h.model!r}; loaded weights are "
+                f"{self.entry.weights_prefix.hex()}"
+            )
+        if h.layers > self.layers:
+            raise HeaderError(f"stream announces {h.layers} layers, model {self.name!r} has {self.layers}")
+        self._check_geometry(h)
+        return stream
+
+    def _unpack(self, data: bytes, layers: int | None, partial: bool) -> tuple[np.ndarray, StreamHeader]:
+        """Int64 codes ``[k, rows, cols]`` of the first ``layers`` layers of a stream (default: all present)
+        and its header."""
+        stream = self.parse(data, partial=partial)
+        k = self._layers(layers, stream.layers)
+        rows, cols = stream.header.grid
+        codes = np.zeros((k, rows, cols), dtype=np.int64)
+        for layer in range(k):
+            codes[layer] = decode_layer(self.prior, layer, stream.chunk(layer), (rows, cols), codes[:layer])
+        return codes, stream.header
+
+
+__all__ = ["StreamCodec"]

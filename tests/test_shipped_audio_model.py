@@ -1,0 +1,97 @@
+"""The shipped audio model (default audio model of models/manifest.json): golden stream, parity, coding.
+
+The golden stream ``tests/expected/<model>.strata`` is the stream of a fixed synthetic sound, and
+``<model>.mel.npy`` its decoded log-mel. Any change that alters the bytes (new weights, another
+prior, a format change) fails here: bump the format version or regenerate on purpose with
+``STRATA_REGENERATE_GOLDEN=1 pytest tests/test_shipped_audio_model.py``.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from codec.bitstream import parse, truncate
+from tests.conftest import ROOT, synthetic_sound
+
+EXPECTED = ROOT / "tests" / "expected"
+GOLDEN_SOUND = synthetic_sound(2.5, seed=11)
+
+
+@pytest.fixture(scope="module")
+def codec(shipped_registry):
+    pytest.importorskip("soundfile")
+    from codec.audio_pipeline import AudioCodec
+
+    if not shipped_registry.names("audio"):
+        pytest.skip("the shipped manifest has no audio model")
+    return AudioCodec.load(shipped_registry)
+
+
+def test_golden_stream(codec):
+    stream_path = EXPECTED / f"{codec.name}.strata"
+    mel_path = EXPECTED / f"{codec.name}.mel.npy"
+    if os.environ.get("STRATA_REGENERATE_GOLDEN") == "1":
+        data = codec.compress(GOLDEN_SOUND)
+        stream_path.write_bytes(data)
+        np.save(mel_path, codec.decompress_mel(data))
+    golden = stream_path.read_bytes()
+    header = parse(golden).header
+    assert header.weights == codec.entry.weights_prefix, (
+        "the golden stream was made with other weights: regenerate it on purpose (STRATA_REGENERATE_GOLDEN=1)"
+    )
+    assert header.size == (GOLDEN_SOUND.size, 22050)
+    # Decoding side: entropy decoding is exact, the synthesis network agrees to rounding.
+    np.testing.assert_allclose(codec.decompress_mel(golden), np.load(mel_path), atol=1e-3)
+    audio = codec.decompress(golden)
+    assert audio.shape == GOLDEN_SOUND.shape and audio.dtype == np.float32 and np.isfinite(audio).all()
+    # Encoding side: the same sound gives the same bytes (determinism across runs and processes).
+    assert codec.compress(GOLDEN_SOUND) == golden
+
+
+def test_truncated_golden_decodes_as_layers(codec):
+    golden = (EXPECTED / f"{codec.name}.strata").read_bytes()
+    for k in (1, codec.layers // 2):
+        np.testing.assert_array_equal(codec.decompress_mel(truncate(golden, k)), codec.decompress_mel(golden, k))
+
+
+def test_onnx_matches_torch(codec, shipped_registry):
+    torch = pytest.importorskip("torch")
+    from codec.export_audio import load_audio_checkpoint
+    from codec.train.vocoder import load_generator
+
+    model, _, _ = load_audio_checkpoint(shipped_registry.path(codec.entry, "checkpoint"))
+    mel = (np.random.default_rng(0).standard_normal((1, 80, 64)) - 5).astype(np.float32)
+    with torch.no_grad():
+        y_onnx = codec.analysis(mel)
+        np.testing.assert_allclose(y_onnx, model.g_a(torch.from_numpy(mel)).numpy(), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(codec.synthesis(y_onnx), model.g_s(torch.from_numpy(y_onnx)).numpy(),
+                                   atol=1e-4, rtol=1e-4)
+        gen = load_generator(shipped_registry.path(codec.entry, "vocoder_checkpoint"))
+        wave_torch = gen(torch.from_numpy(mel)).numpy()
+    np.testing.assert_allclose(codec.vocoder.net(mel), wave_torch, atol=1e-3)
+    np.testing.assert_allclose(codec.quantizer.codebooks, model.quantizer.codebooks().numpy())
+
+
+def test_conditional_prior_beats_static_and_coding_is_efficient(codec, shipped_registry):
+    from codec.entropy.prior import CodePrior
+
+    static = CodePrior.load(shipped_registry.path(codec.entry, "prior_static"))
+    codes = codec.encode(GOLDEN_SOUND).codes
+    conditional_bits = codec.prior.cross_entropy_bits(codes).sum()
+    assert conditional_bits < static.cross_entropy_bits(codes).sum()
+    stream = parse(codec.compress(GOLDEN_SOUND))
+    assert 8 * stream.header.payload_bytes <= 1.01 * conditional_bits + 32 * codec.layers  # word padding
+
+
+def test_layers_improve_the_mel(codec):
+    from codec.frontend.audio import log_mel
+
+    data = codec.compress(GOLDEN_SOUND)
+    target = log_mel(np.pad(GOLDEN_SOUND, (0, -GOLDEN_SOUND.size % 256)))
+    err = []
+    for k in (1, codec.layers):
+        mel = codec.decompress_mel(data, k)
+        n = min(mel.shape[1], target.shape[1])
+        err.append(float(np.sqrt(((mel[:, :n] - target[:, :n]) ** 2).mean())))
+    assert err[1] < err[0]
