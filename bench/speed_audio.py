@@ -1,0 +1,71 @@
+"""Encode/decode speed of the shipped audio model, × real time (DESIGN §7), beside Griffin-Lim and Opus.
+
+For each thread setting (onnxruntime intra-op threads: 1 and all cores) times, on the given clips
+joined into one sound: ``compress`` (resample-free frontend: log-mel + g_a + RVQ search + entropy
+coding) at the first and last layer count, ``decompress`` with the HiFi-GAN vocoder (entropy
+decoding + g_s + vocoder) and with Griffin-Lim (32 iterations, numpy; not threaded by
+onnxruntime), and the vocoders alone on the true log-mel. Opus (opusenc/opusdec subprocesses,
+hard-CBR 8 kbps) is timed once, when it is installed. Prints a markdown table of × real time
+(seconds of audio per second of compute; higher is better), median of --repeat runs.
+
+    python bench/speed_audio.py --data ../shared/data/audio/speech/test --limit 8
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from timing import median_time
+
+from codec.audio_pipeline import SAMPLE_RATE, AudioCodec
+from codec.baselines_audio import opus_roundtrip
+from codec.errors import BaselineUnavailableError
+from codec.frontend.audio import log_mel
+from codec.registry import Registry
+from codec.train.vocoder import decode, list_audio
+from codec.vocoder.griffinlim import griffin_lim
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="../shared/data/audio/speech/test")
+    p.add_argument("--limit", type=int, default=8)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--model")
+    args = p.parse_args()
+    sound = np.concatenate([decode(f) for f in list_audio(Path(args.data))[: args.limit]])
+    seconds = sound.size / SAMPLE_RATE
+    mel = log_mel(sound)
+    registry = Registry()
+    print(f"{args.limit} clips joined: {seconds:.1f} s of audio; × real time (higher is better)\n")
+    print("| operation | threads | × real time | ms per second of audio |")
+    print("|---|---:|---:|---:|")
+
+    def row(name: str, threads: int | str, t: float) -> None:
+        print(f"| {name} | {threads} | {seconds / t:.1f} | {1e3 * t / seconds:.1f} |")
+
+    for threads in (1, 0):
+        codec = AudioCodec.load(registry, args.model, threads=threads)
+        label = threads or "all"
+        for k in (1, codec.layers):
+            row(f"{codec.name} compress k={k}", label, median_time(lambda: codec.compress(sound, k), args.repeat))  # noqa: B023
+        stream = codec.compress(sound)
+        row(f"{codec.name} decompress k={codec.layers} (HiFi-GAN)", label,
+            median_time(lambda: codec.decompress(stream), args.repeat))  # noqa: B023
+        row("HiFi-GAN on the true mel", label, median_time(lambda: codec.vocoder(mel), args.repeat))  # noqa: B023
+    codec = AudioCodec.load(registry, args.model)
+    stream = codec.compress(sound)
+    row(f"{codec.name} decompress k={codec.layers} (Griffin-Lim)", "numpy",
+        median_time(lambda: codec.decompress(stream, vocoder="griffinlim"), args.repeat))
+    row("Griffin-Lim (32 it.) on the true mel", "numpy", median_time(lambda: griffin_lim(mel), args.repeat))
+    try:
+        row("Opus hard-CBR 8 kbps (encode + decode, subprocesses)", 1,
+            median_time(lambda: opus_roundtrip(sound, SAMPLE_RATE, 8, mode="hard-cbr"), args.repeat))
+    except BaselineUnavailableError as e:  # no opusenc / ffmpeg: only this row is dropped
+        print(f"\n(Opus not timed: {e})")
+
+
+if __name__ == "__main__":
+    main()
