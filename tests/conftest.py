@@ -59,7 +59,7 @@ def tiny_registry(tmp_path_factory):
     import numpy as np
 
     from codec.export import export_image_model
-    from codec.nets.image import ImageNetConfig
+    from codec.nets.image import ImageNetConfig, block_pca
     from codec.quantize.rvq import RVQConfig
     from codec.registry import Registry
     from codec.train.image import ImageAutoencoder, ImageTrainConfig
@@ -79,6 +79,8 @@ def tiny_registry(tmp_path_factory):
     model = ImageAutoencoder.from_config(cfg.net, cfg.rvq).eval()
     with torch.no_grad():
         x = torch.from_numpy(np.stack([synthetic_image(64, 80, s) for s in range(4)])).permute(0, 3, 1, 2) / 255
+        model.g_a.init_linear(*block_pca(x, 8))  # the linear paths start as a block PCA, as in training
+        model.g_s.init_linear(*block_pca(x, 8))
         lat = model.g_a(x.float())
         model.quantizer.init_kmeans(lat.permute(0, 2, 3, 1).reshape(-1, 8))
     ckpt = root / "ckpt.pt"

@@ -62,3 +62,38 @@ def test_lr_schedule():
     cfg = ImageTrainConfig(steps=100, lr=1e-3, lr_min=1e-5, decay_start=0.5)
     assert lr_at(cfg, 0) == lr_at(cfg, 50) == 1e-3
     assert lr_at(cfg, 75) < 1e-3 and abs(lr_at(cfg, 100) - 1e-5) < 1e-12
+
+
+def test_linear_skip_starts_as_block_pca():
+    import numpy as np
+
+    from codec.nets.image import Analysis, Synthesis, block_pca
+
+    cfg = ImageNetConfig(latent_dim=32, channels=(8, 8, 8), linear_skip=True)
+    g_a, g_s = Analysis(cfg), Synthesis(cfg)
+    x = torch.from_numpy(np.stack([synthetic_image(64, 64, s) for s in range(6)])).permute(0, 3, 1, 2).float() / 255
+    mean, components = block_pca(x, 32)
+    g_a.init_linear(mean, components)
+    g_s.init_linear(mean, components)
+    blocks = torch.nn.functional.pixel_unshuffle(x - 0.5, 8).permute(0, 2, 3, 1).reshape(-1, 192)
+    projected = (blocks - mean) @ components @ components.T + mean
+    pca = torch.nn.functional.pixel_shuffle(projected.reshape(6, 8, 8, 192).permute(0, 3, 1, 2), 8) + 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(g_s(g_a(x)), pca, atol=1e-5, rtol=0)
+        assert float(((pca - x) ** 2).mean()) < float(((x - x.mean()) ** 2).mean()) / 100  # PCA reconstructs
+
+
+def test_new_run_initialises_the_linear_paths(data, tmp_path):
+    cfg = tiny_config(data, 2)
+    cfg.net = ImageNetConfig(latent_dim=4, channels=(4, 4, 8), enc_blocks=(1, 1, 1), dec_blocks=(1, 1, 1),
+                             linear_skip=True)
+    train(cfg, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
+    assert state["g_a.skip.1.weight"].abs().sum() > 0  # set from the PCA, then trained
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["net"]["linear_skip"] is True
+
+
+def test_configs_saved_before_the_linear_path_load_without_it():
+    old = {"latent_dim": 32, "channels": [64, 128, 192], "enc_blocks": [1, 1, 1], "dec_blocks": [1, 2, 3]}
+    assert ImageNetConfig.from_dict(old).linear_skip is False
+    assert ImageNetConfig().linear_skip is True

@@ -8,6 +8,15 @@ Both are plain convolutional stacks chosen for training efficiency on a CPU:
 resolution changes are pixel-(un)shuffles (HQ-TVAE), so almost all compute sits
 at 1/4 and 1/64 of the pixels, and the synthesis side, which limits quality at
 high rates, gets more residual blocks than the analysis side.
+
+With ``linear_skip`` both transforms also have a linear path around the nonlinear
+stack: ``g_a(x) = A·unshuffle8(x) + f_a(x)`` and ``g_s(y) = shuffle8(B·y) + f_s(y)``,
+where ``A``/``B`` are 1×1 convolutions over the 192 values of an 8×8 RGB block. The
+trainer sets them to the top ``latent_dim`` principal components of training blocks
+(:meth:`Analysis.init_linear`) and zeroes the last layer of each nonlinear stack, so a
+new model starts as a block PCA: 32 of 192 components already give 33.0 dB on Kodak
+unquantized, where the first model's autoencoder had reached 28.8 dB after 12 000 steps.
+Training then spends its steps on what the PCA misses instead of relearning a transform.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ class ImageNetConfig:
     channels: tuple[int, int, int] = (64, 128, 192)  # widths at 1/2, 1/4, 1/8 resolution
     enc_blocks: tuple[int, int, int] = (1, 1, 1)  # residual blocks per scale in g_a
     dec_blocks: tuple[int, int, int] = (1, 2, 3)  # residual blocks per scale in g_s
+    linear_skip: bool = True  # a linear (block-PCA-initialised) path around each transform
 
     @property
     def factor(self) -> int:
@@ -37,6 +47,7 @@ class ImageNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ImageNetConfig:
+        d = {"linear_skip": False, **d}  # configs saved before the linear path existed had none
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -60,11 +71,25 @@ def _blocks(ch: int, n: int) -> list[nn.Module]:
     return [ResBlock(ch) for _ in range(n)]
 
 
+BLOCK = 8 * 8 * 3  # values of an 8×8 RGB block, in PixelUnshuffle(8)'s channel order
+
+
+def block_pca(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``[192]`` and top-``dim`` principal components ``[192, dim]`` of the 8×8 blocks of ``x`` [B,3,H,W]."""
+    blocks = nn.functional.pixel_unshuffle(x.float() - 0.5, 8).permute(0, 2, 3, 1).reshape(-1, BLOCK).double()
+    mean = blocks.mean(0)
+    cov = torch.cov((blocks - mean).T)
+    _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
+    return mean.float(), vectors[:, -dim:].flip(1).float()
+
+
 class Analysis(nn.Module):
     """``g_a``: RGB in [0, 1], ``[B,3,H,W]`` → latent ``[B,D,H/8,W/8]`` (H, W multiples of 8)."""
 
     def __init__(self, cfg: ImageNetConfig) -> None:
         super().__init__()
+        skip = nn.Sequential(nn.PixelUnshuffle(8), nn.Conv2d(BLOCK, cfg.latent_dim, 1))
+        self.skip = skip if cfg.linear_skip else None
         c1, c2, c3 = cfg.channels
         b1, b2, b3 = cfg.enc_blocks
         self.net = nn.Sequential(
@@ -79,8 +104,18 @@ class Analysis(nn.Module):
             nn.Conv2d(c3, cfg.latent_dim, 1),
         )
 
+    @torch.no_grad()
+    def init_linear(self, mean: torch.Tensor, components: torch.Tensor) -> None:
+        """Linear path = projection on ``components`` [192, D] of centred blocks; nonlinear path starts at 0."""
+        conv = self.skip[1]
+        conv.weight.copy_(components.T[:, :, None, None])
+        conv.bias.copy_(-(components.T @ mean))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x - 0.5)
+        y = self.net(x - 0.5)
+        return y if self.skip is None else y + self.skip(x - 0.5)
 
 
 class Synthesis(nn.Module):
@@ -88,6 +123,7 @@ class Synthesis(nn.Module):
 
     def __init__(self, cfg: ImageNetConfig) -> None:
         super().__init__()
+        self.skip = nn.Sequential(nn.Conv2d(cfg.latent_dim, BLOCK, 1), nn.PixelShuffle(8)) if cfg.linear_skip else None
         c1, c2, c3 = cfg.channels
         b1, b2, b3 = cfg.dec_blocks
         self.net = nn.Sequential(
@@ -106,5 +142,15 @@ class Synthesis(nn.Module):
             nn.PixelShuffle(2),
         )
 
+    @torch.no_grad()
+    def init_linear(self, mean: torch.Tensor, components: torch.Tensor) -> None:
+        """Linear path = reconstruction from ``components`` [192, D] plus the block mean; nonlinear path at 0."""
+        conv = self.skip[0]
+        conv.weight.copy_(components[:, :, None, None])
+        conv.bias.copy_(mean)
+        nn.init.zeros_(self.net[-2].weight)
+        nn.init.zeros_(self.net[-2].bias)
+
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.net(y) + 0.5
+        x = self.net(y) + 0.5
+        return x if self.skip is None else x + self.skip(y)

@@ -28,11 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from codec.nets.image import Analysis, ImageNetConfig, Synthesis
+from codec.nets.image import Analysis, ImageNetConfig, Synthesis, block_pca
 from codec.quantize.rvq import ResidualVQ, RVQConfig
 from codec.train.checkpoint import read_checkpoint as read_torch_checkpoint
 from codec.train.data import RandomCrops, center_crops, load_images
 from codec.train.loop import Objective, fit, lr_at, start
+
+PCA_BATCHES = 32  # training batches whose 8×8 blocks initialise the linear paths (32 × 8 × 256 blocks)
 
 
 @dataclass
@@ -168,8 +170,15 @@ def train(
         describe=describe,
         best_note="best val score {:.3f} dB",
     )
+    def new_run() -> None:
+        if cfg.net.linear_skip:  # start from a block PCA of the training crops (codec.nets.image)
+            with torch.no_grad():
+                mean, components = block_pca(torch.cat([batch() for _ in range(PCA_BATCHES)]), cfg.net.latent_dim)
+            model.g_a.init_linear(mean, components)
+            model.g_s.init_linear(mean, components)
+
     return fit(cfg, run_dir, model, batch, crops.rng, objective, read_checkpoint, device,
-               resume=resume, max_minutes=max_minutes, init_from=init_from)
+               resume=resume, max_minutes=max_minutes, init_from=init_from, new_run=new_run)
 
 
 __all__ = ["ImageAutoencoder", "ImageTrainConfig", "lr_at", "psnr", "read_checkpoint", "train", "validate"]
