@@ -12,7 +12,8 @@ Resuming (``--resume``) continues from ``last.pt`` with the same RNG stream.
 Guards against a run blowing up (a resumed run whose schedule jumps from the end of a
 decay back to the peak LR did, at step 12 100 of the first model): every start of the
 process ramps the LR up linearly over ``warmup`` steps, gradients are clipped to a
-global norm of ``grad_clip``, and a step whose loss is not finite is skipped;
+global norm of ``grad_clip``, and a step whose loss is not finite or spikes far above its
+running mean is skipped;
 ``max_bad_steps`` skipped steps in a row stop the run with :class:`TrainingDivergedError`
 (:mod:`codec.train.schedule`). The loop itself is shared with the mel codec (:mod:`codec.train.loop`);
 this module supplies the data, the networks and the validation.
