@@ -51,7 +51,7 @@ class StepGuard:
         self.bad, self.seen, self.mean = 0, 0, 0.0
 
     def ok(self, loss: torch.Tensor, step: int) -> bool:
-        value = float(loss)
+        value = float(loss.detach())
         finite = math.isfinite(value)
         spiking = finite and self.seen >= self.warmup and self.spike > 0 and value > self.spike * self.mean
         if finite and not spiking:
