@@ -327,59 +327,35 @@ def _eval_audio(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.modality == "vocoder":
         return _train_vocoder(args)
-    if args.modality == "audio":
-        return _train_audio(args)
-    if args.recon_steps is not None or args.sets or args.amp:
-        raise CliError("--recon-steps, --sets and --amp are options of 'strata train vocoder' (--sets: also audio)")
-
-    from codec.train.image import ImageTrainConfig, read_checkpoint, train
-
-    run = Path(args.run or "runs/image-rvq")
-    cfg_path = run / "config.json"
-    if args.resume and cfg_path.exists():
-        cfg = ImageTrainConfig.from_dict(json.loads(cfg_path.read_text()))
-    elif args.init_from:
-        cfg = ImageTrainConfig.from_dict(read_checkpoint(Path(args.init_from))["config"])
-    else:
-        cfg = ImageTrainConfig()
-    cfg.data = args.data or cfg.data
-    if args.steps:
-        cfg.steps = args.steps
-    if args.decay_start is not None:
-        cfg.decay_start = args.decay_start
-    if args.lr is not None:
-        cfg.lr = args.lr
-    if args.eval_every is not None:
-        cfg.eval_every = args.eval_every
-    if args.threads:
-        cfg.threads = args.threads
-    train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
-          init_from=Path(args.init_from) if args.init_from else None)
-    return 0
-
-
-def _train_audio(args: argparse.Namespace) -> int:
-    from codec.train.audio import AudioTrainConfig, read_checkpoint, train
-
     if args.recon_steps is not None or args.amp:
         raise CliError("--recon-steps and --amp are options of 'strata train vocoder'")
-    run = Path(args.run or "runs/audio-rvq")
+    if args.modality == "audio":
+        from codec.train import audio as trainer
+
+        config_cls, default_run = trainer.AudioTrainConfig, "runs/audio-rvq"
+    else:
+        if args.sets:
+            raise CliError("--sets is an option of 'strata train audio' and 'strata train vocoder'")
+        from codec.train import image as trainer
+
+        config_cls, default_run = trainer.ImageTrainConfig, "runs/image-rvq"
+    run = Path(args.run or default_run)
     cfg_path = run / "config.json"
     try:
         if args.resume and cfg_path.exists():
-            cfg = AudioTrainConfig.from_dict(json.loads(cfg_path.read_text()))
+            cfg = config_cls.from_dict(json.loads(cfg_path.read_text()))
         elif args.init_from:
-            cfg = AudioTrainConfig.from_dict(read_checkpoint(Path(args.init_from))["config"])
+            cfg = config_cls.from_dict(trainer.read_checkpoint(Path(args.init_from))["config"])
         else:
-            cfg = AudioTrainConfig()
+            cfg = config_cls()
         cfg.data = args.data or cfg.data
         if args.sets:
             cfg.sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
         for attr in ("steps", "decay_start", "lr", "threads", "eval_every"):
             if getattr(args, attr) is not None:
                 setattr(cfg, attr, getattr(args, attr))
-        train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
-              init_from=Path(args.init_from) if args.init_from else None)
+        trainer.train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
+                      init_from=Path(args.init_from) if args.init_from else None)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
     return 0
