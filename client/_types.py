@@ -16,8 +16,21 @@ def _numpy() -> Any:
     return numpy
 
 
+class _StreamBytes:
+    """``len()`` and ``save(path)`` of a result holding a stream in ``data``."""
+
+    data: bytes
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "wb") as f:
+            f.write(self.data)
+
+
 @dataclass(frozen=True)
-class Compressed:
+class Compressed(_StreamBytes):
     """A Strata stream made by ``compress``: ``data`` is the whole stream (header included)."""
 
     data: bytes
@@ -26,13 +39,6 @@ class Compressed:
     bpp: float  # bits per pixel of the whole stream
     width: int
     height: int
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        with open(path, "wb") as f:
-            f.write(self.data)
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +74,7 @@ def _npy_bytes(array: Any) -> bytes:
 
 
 @dataclass(frozen=True)
-class CompressedAudio:
+class CompressedAudio(_StreamBytes):
     """A Strata audio stream made by ``compress_audio``: ``data`` is the whole stream (header included)."""
 
     data: bytes
@@ -79,13 +85,6 @@ class CompressedAudio:
     model: str
     samples: int = 0  # length of the sound at ``sample_rate``
     sample_rate: int = 22050
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        with open(path, "wb") as f:
-            f.write(self.data)
 
 
 @dataclass(frozen=True, eq=False)
