@@ -4,8 +4,10 @@ For each thread setting (onnxruntime intra-op threads: 1 and all cores) times, o
 joined into one sound: ``compress`` (resample-free frontend: log-mel + g_a + RVQ search + entropy
 coding) at the first and last layer count, ``decompress`` with the HiFi-GAN vocoder (entropy
 decoding + g_s + vocoder) and with Griffin-Lim (32 iterations, numpy; not threaded by
-onnxruntime), and the vocoders alone on the true log-mel. Opus (opusenc/opusdec subprocesses,
-hard-CBR 8 kbps) is timed once, when it is installed. Prints a markdown table of × real time
+onnxruntime), and the vocoders alone on the true log-mel. Two Griffin-Lims are timed: ours
+(numpy, pseudo-inverse mel inversion) and librosa's ``mel_to_audio`` (NNLS mel inversion + 32
+iterations: the reference the audio issue compares decode speed with), the latter when librosa is
+installed. Opus (opusenc/opusdec subprocesses, hard-CBR 8 kbps) is timed once, when it is installed. Prints a markdown table of × real time
 (seconds of audio per second of compute; higher is better), median of --repeat runs.
 
     python bench/speed_audio.py --data ../shared/data/audio/speech/test --limit 8
@@ -60,6 +62,15 @@ def main() -> None:
     row(f"{codec.name} decompress k={codec.layers} (Griffin-Lim)", "numpy",
         median_time(lambda: codec.decompress(stream, vocoder="griffinlim"), args.repeat))
     row("Griffin-Lim (32 it.) on the true mel", "numpy", median_time(lambda: griffin_lim(mel), args.repeat))
+    try:
+        from librosa.feature.inverse import mel_to_audio
+    except ImportError:
+        print("\n(librosa's Griffin-Lim not timed: librosa is not installed)")
+    else:
+        magnitude_mel = np.exp(mel)
+        row("librosa mel_to_audio (NNLS + Griffin-Lim 32 it.) on the true mel", "numpy", median_time(
+            lambda: mel_to_audio(magnitude_mel, sr=SAMPLE_RATE, n_fft=1024, hop_length=256, power=1.0,
+                                 n_iter=32, fmin=0.0, fmax=8000.0), args.repeat))
     try:
         row("Opus hard-CBR 8 kbps (encode + decode, subprocesses)", 1,
             median_time(lambda: opus_roundtrip(sound, SAMPLE_RATE, 8, mode="hard-cbr"), args.repeat))
