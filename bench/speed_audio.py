@@ -7,8 +7,9 @@ decoding + g_s + vocoder) and with Griffin-Lim (32 iterations, numpy; not thread
 onnxruntime), and the vocoders alone on the true log-mel. Two Griffin-Lims are timed: ours
 (numpy, pseudo-inverse mel inversion) and librosa's ``mel_to_audio`` (NNLS mel inversion + 32
 iterations: the reference the audio issue compares decode speed with), the latter when librosa is
-installed. Opus (opusenc/opusdec subprocesses, hard-CBR 8 kbps) is timed once, when it is installed. Prints a markdown table of × real time
-(seconds of audio per second of compute; higher is better), median of --repeat runs.
+installed. Opus (opusenc/opusdec subprocesses, hard-CBR 8 kbps) is timed once, when it is
+installed. Prints a markdown table of × real time (seconds of audio per second of compute; higher
+is better), median of --repeat runs.
 
     python bench/speed_audio.py --data ../shared/data/audio/speech/test --limit 8
 """
