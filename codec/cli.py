@@ -405,6 +405,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.modality == "vocoder":
         from codec.train.vocoder import export_vocoder
 
+        if args.layers is not None:
+            raise CliError("--layers applies to image and audio models, not to a vocoder")
+
         out = Path(args.out or "runs/vocoder/export")
         try:
             export_vocoder(Path(args.checkpoint), out)
@@ -421,14 +424,18 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CliError("strata export audio needs --vocoder DIR (a folder from strata export vocoder)")
         try:
             entry = export_audio_model(Path(args.checkpoint), Path(args.vocoder), args.name,
-                                       Path(args.data or "../shared/data/audio"), models, args.description)
+                                       Path(args.data or "../shared/data/audio"), models, args.description,
+                                       layers=args.layers)
         except (FileNotFoundError, ValueError) as e:
             raise CliError(str(e)) from None
     else:
         from codec.export import export_image_model
 
-        entry = export_image_model(Path(args.checkpoint), args.name, Path(args.data or "../shared/data/images"),
-                                   models, args.description)
+        try:
+            entry = export_image_model(Path(args.checkpoint), args.name, Path(args.data or "../shared/data/images"),
+                                       models, args.description, layers=args.layers)
+        except ValueError as e:
+            raise CliError(str(e)) from None
     print(f"exported {entry.name} ({entry.weights_sha256[:16]}) to {models}")
     return 0
 
@@ -544,6 +551,7 @@ def get_parser() -> argparse.ArgumentParser:
     x.add_argument("--vocoder", help="audio: folder holding vocoder.onnx (from strata export vocoder)")
     x.add_argument("--out", help="vocoder: output folder (default runs/vocoder/export)")
     x.add_argument("--description", default="")
+    x.add_argument("--layers", type=int, help="image, audio: ship only the first N residual layers (default: all)")
     x.set_defaults(func=cmd_export)
 
     s = sub.add_parser("serve", help="run the HTTP service (uvicorn; settings from STRATA_* variables)")

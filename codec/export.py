@@ -21,9 +21,11 @@ The steps every codec export takes (:func:`save_codebooks_and_checkpoint`, :func
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -43,6 +45,8 @@ from codec.registry import (
 )
 from codec.train.data import load_images
 from codec.train.image import ImageAutoencoder, ImageTrainConfig, read_checkpoint
+
+ConfigT = TypeVar("ConfigT")  # a training config dataclass with an ``rvq`` field
 
 OPSET = 17
 
@@ -116,6 +120,12 @@ BASE_FILES = (("analysis", "analysis.onnx"), ("synthesis", "synthesis.onnx"), ("
 """Roles and file names every exported codec has (an audio model adds its vocoder)."""
 
 
+def keep_layers(model: torch.nn.Module, cfg: ConfigT, layers: int) -> ConfigT:
+    """Cut ``model``'s quantizer to its first ``layers`` layers; ``cfg`` with ``rvq.layers`` to match."""
+    model.quantizer.keep_layers(layers)
+    return dataclasses.replace(cfg, rvq=model.quantizer.cfg)
+
+
 def save_codebooks_and_checkpoint(model: torch.nn.Module, config: dict, ckpt: dict, out: Path) -> np.ndarray:
     """Write ``codebooks.npz`` (float32 ``[L, K, D]``) and ``checkpoint.pt`` (float16 network weights, float
     quantizer state, ``config`` and the training step and best score of ``ckpt``); returns the codebooks."""
@@ -164,13 +174,19 @@ def export_image_model(
     description: str = "",
     cache: Path | None = None,
     make_default: bool = True,
+    layers: int | None = None,
 ) -> ModelEntry:
-    """Export ``checkpoint`` as model ``name`` into ``models_dir`` and register it."""
+    """Export ``checkpoint`` as model ``name`` into ``models_dir`` and register it.
+
+    ``layers`` keeps only the first that many residual layers (default: all that were trained).
+    """
     from codec.pipeline import ImageCodec, analyse  # serving-side classes, no torch
     from codec.quantize.search import ResidualCodebooks
     from codec.runtime import CPU, OnnxNet
 
     model, cfg, ckpt = load_checkpoint(checkpoint)
+    if layers is not None:
+        cfg = keep_layers(model, cfg, layers)
     round_to_fp16(model.g_a)
     round_to_fp16(model.g_s)
     out = Path(models_dir) / name

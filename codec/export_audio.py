@@ -30,6 +30,7 @@ from codec.export import (
     export_onnx,
     file_refs,
     fit_priors,
+    keep_layers,
     register,
     round_to_fp16,
     save_codebooks_and_checkpoint,
@@ -83,8 +84,12 @@ def export_audio_model(
     description: str = "",
     cache: Path | None = None,
     make_default: bool = True,
+    layers: int | None = None,
 ) -> ModelEntry:
-    """Export ``checkpoint`` (+ the vocoder in ``vocoder_dir``) as audio model ``name`` and register it."""
+    """Export ``checkpoint`` (+ the vocoder in ``vocoder_dir``) as audio model ``name`` and register it.
+
+    ``layers`` keeps only the first that many residual layers (default: all that were trained).
+    """
     from codec.audio_pipeline import AudioCodec, analyse_mel
     from codec.quantize.search import ResidualCodebooks
     from codec.runtime import CPU, OnnxNet
@@ -93,6 +98,8 @@ def export_audio_model(
     if not (vocoder_dir / "vocoder.onnx").is_file():
         raise FileNotFoundError(f"no vocoder.onnx in {vocoder_dir} (make one with strata export vocoder)")
     model, cfg, ckpt = load_audio_checkpoint(checkpoint)
+    if layers is not None:
+        cfg = keep_layers(model, cfg, layers)
     round_to_fp16(model.g_a)
     round_to_fp16(model.g_s)
     out = Path(models_dir) / name

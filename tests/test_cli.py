@@ -66,10 +66,14 @@ def test_checkpoint_errors(tmp_path, capsys, tiny_registry):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     image_ckpt = tiny_registry.root / "tiny-image" / "checkpoint.pt"
+    models = ["--models", str(tmp_path / "models")]
     cases = [
         (["export", "image", "--checkpoint", str(tmp_path / "missing.pt"), "--name", "x"], "does not exist"),
         (["train", "image", "--init-from", str(junk), "--run", str(tmp_path / "r1")], "not a readable"),
         (["train", "vocoder", "--init-from", str(image_ckpt), "--run", str(tmp_path / "r2")], "lacks generator"),
+        ([*models, "export", "image", "--checkpoint", str(image_ckpt), "--name", "x", "--layers", "9"],
+         "integer in 1..4"),
+        (["export", "vocoder", "--checkpoint", str(image_ckpt), "--layers", "2"], "not to a vocoder"),
     ]
     for argv, message in cases:
         assert main(argv) == 1, argv

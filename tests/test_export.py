@@ -35,3 +35,39 @@ def test_export_refuses_a_broken_manifest(sources, tmp_path):
     with pytest.raises(ModelIntegrityError):
         export_image_model(ckpt, "tiny-image", data, models)
     assert (models / MANIFEST).read_text() == "{broken"
+
+
+def test_export_keeps_a_prefix_of_the_layers(tiny_registry, sources, tmp_path):
+    """``layers=2`` of a 4-layer model: the first two codebooks, the same codes and images for k ≤ 2."""
+    import numpy as np
+    import torch
+
+    from codec.export import load_checkpoint
+    from codec.pipeline import ImageCodec
+    from tests.conftest import synthetic_image
+
+    models = tmp_path / "models"
+    ckpt, data = sources
+    entry = export_image_model(ckpt, "tiny-2", data, models, layers=2)
+    assert entry.layers == 2 and entry.codebook_sizes == (16, 16) and len(entry.extra["contexts"]) == 2
+    full = ImageCodec.load(tiny_registry)
+    cut = ImageCodec.load(Registry(models), "tiny-2")
+    np.testing.assert_array_equal(cut.quantizer.codebooks, full.quantizer.codebooks[:2])
+    image = synthetic_image(48, 64, 3)
+    np.testing.assert_array_equal(cut.encode(image).codes, full.encode(image, 2).codes)
+    np.testing.assert_array_equal(cut.decompress(cut.compress(image)), full.decode(full.encode(image, 2)))
+    with pytest.raises(ValueError, match="1..2"):
+        cut.encode(image, 3)
+    # The exported checkpoint is a 2-layer model in its own right (config and quantizer state agree).
+    model, cfg, _ = load_checkpoint(Registry(models).path(entry, "checkpoint"))
+    assert cfg.rvq.layers == model.quantizer.layers == 2
+    assert model.quantizer.embed.shape[0] == model.quantizer.cluster_size.shape[0] == 2
+    assert torch.equal(model.quantizer.codebooks(), torch.from_numpy(cut.quantizer.codebooks))
+
+
+@pytest.mark.parametrize("layers", [0, 5, -1])
+def test_export_refuses_a_layer_count_it_does_not_have(sources, tmp_path, layers):
+    ckpt, data = sources
+    with pytest.raises(ValueError, match="integer in 1..4"):
+        export_image_model(ckpt, "tiny-x", data, tmp_path / "models", layers=layers)
+    assert not (tmp_path / "models" / "manifest.json").exists()

@@ -15,7 +15,7 @@ use the same codebooks, exported with :meth:`ResidualVQ.codebooks`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,19 @@ class ResidualVQ(nn.Module):
     def codebooks(self) -> torch.Tensor:
         """The codebooks ``[L, K, D]`` (a copy, float32)."""
         return self.embed.detach().float().clone()
+
+    @torch.no_grad()
+    def keep_layers(self, n: int) -> None:
+        """Drop every layer after the first ``n`` (a prefix of a residual stack is a residual stack).
+
+        With quantizer dropout each prefix was trained to decode on its own, so an export can ship
+        only the layer counts worth having. Raises ``ValueError`` unless ``1 ≤ n ≤ layers``.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.cfg.layers:
+            raise ValueError(f"layers to keep must be an integer in 1..{self.cfg.layers}, got {n!r}")
+        self.cfg = replace(self.cfg, layers=n)
+        for name in ("embed", "cluster_size", "embed_sum"):
+            setattr(self, name, getattr(self, name)[:n].clone())
 
     @torch.no_grad()
     def init_kmeans(self, latents: torch.Tensor, iters: int = 15, seed: int = 0) -> None:
