@@ -21,7 +21,9 @@ def test_skips_non_finite_and_spiking_steps_then_recovers():
     guard = StepGuard(max_bad=5, warmup=10)
     feed(guard, [0.01] * 50)
     assert feed(guard, [float("nan"), float("inf"), 5.0, 0.011], 50) == [False, False, False, True]
-    assert guard.bad == 0
+    assert guard.bad == 0 and guard.skipped == 3  # the run of refusals ended; the count of them stays
+    feed(guard, [9.0, 0.01], 54)
+    assert guard.skipped == 4
 
 
 def test_no_spike_check_during_warmup():

@@ -36,6 +36,7 @@ def test_trains_logs_and_resumes(data, tmp_path):
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4]
     assert len(log[-1]["psnr"]) == 3 and len(log[-1]["perplexity"]) == 3
+    assert [r["skipped_steps"] for r in log] == [0, 0]
     assert json.loads((run / "config.json").read_text())["rvq"]["layers"] == 3
 
     train(tiny_config(data, 6), run, resume=True)

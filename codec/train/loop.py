@@ -186,11 +186,13 @@ def fit(
                 dt = time.time() - t0
                 rec = {"step": step, "time": time.time(), "steps_per_s": n_run / dt,
                        "lr": lr_at(cfg, step, step - first_step), "train_loss": run_loss / n_run,
-                       f"train_{objective.metric}": objective.metric_of_mse(run_mse / n_run), **v}
+                       f"train_{objective.metric}": objective.metric_of_mse(run_mse / n_run),
+                       "skipped_steps": guard.skipped, **v}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
+                skipped = f" ({guard.skipped} steps skipped by the guard)" if guard.skipped else ""
                 bar.write(f"step {step}: {rec['steps_per_s']:.2f} it/s {objective.describe(v)} "
-                          f"ppl {min(v['perplexity']):.0f}-{max(v['perplexity']):.0f}")
+                          f"ppl {min(v['perplexity']):.0f}-{max(v['perplexity']):.0f}{skipped}")
                 rng_state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
                 if better(v["score"], best):
                     best = v["score"]

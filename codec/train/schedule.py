@@ -49,6 +49,7 @@ class StepGuard:
     def __init__(self, max_bad: int, hint: str = "", spike: float = 20.0, warmup: int = 100) -> None:
         self.max_bad, self.hint, self.spike, self.warmup = max_bad, hint, spike, warmup
         self.bad, self.seen, self.mean = 0, 0, 0.0
+        self.skipped = 0  # refused steps since this guard was made (logged by the trainers)
 
     def ok(self, loss: torch.Tensor, step: int) -> bool:
         value = float(loss.detach())
@@ -61,6 +62,7 @@ class StepGuard:
             self.mean += rate * (value - self.mean)
             return True
         self.bad += 1
+        self.skipped += 1
         if self.bad >= self.max_bad:
             what = "not finite" if not finite else f"over {self.spike:g}× its running mean {self.mean:.3g}"
             raise TrainingDivergedError(f"loss {what} for {self.bad} steps in a row at step {step}; {self.hint}")
