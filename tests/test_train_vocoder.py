@@ -15,6 +15,7 @@ from codec.train.vocoder import (
     export_vocoder,
     load_audio,
     load_generator,
+    selection_score,
     split_heldout,
     train,
 )
@@ -117,6 +118,7 @@ def test_train_both_phases_then_resume(audio_root, tmp_path):
     assert {"disc", "adv", "fm", "mel_l1"} <= steps[2].keys() and steps[2]["disc"] > 0
     evals = [r for r in log if r["kind"] == "eval"]
     assert [r["step"] for r in evals] == [2, 3] and all(np.isfinite(r["val_mel_l1"]) for r in evals)
+    assert evals[0]["select"] == "mel_l1" and evals[1]["select"] in ("pesq", "mel_l1")
     last = torch.load(run / "last.pt", weights_only=False)
     assert last["step"] == 3 and {"mpd", "msd", "opt_d", "opt_g", "rng"} <= last.keys()
     assert torch.load(run / "best_recon.pt", weights_only=False)["step"] == 2
@@ -129,6 +131,20 @@ def test_train_both_phases_then_resume(audio_root, tmp_path):
     new = _log(run)[len(log):]
     assert [r["step"] for r in new if r["kind"] == "train"] == [4]
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
+
+
+def test_selection_uses_pesq_in_the_adversarial_phase_only():
+    v = {"val_mel_l1": 0.4, "pesq_wb": 2.3}
+    assert selection_score(v, "reconstruction", "pesq") == (0.4, "mel_l1")
+    assert selection_score(v, "adversarial", "pesq") == (-2.3, "pesq")
+    assert selection_score(v, "adversarial", "mel_l1") == (0.4, "mel_l1")
+    # No PESQ (packages missing, no speech scored): mel L1 still selects.
+    assert selection_score({"val_mel_l1": 0.4, "pesq_wb": None}, "adversarial", "pesq") == (0.4, "mel_l1")
+    # A higher PESQ is a lower (better) score.
+    better = selection_score({**v, "pesq_wb": 2.5}, "adversarial", "pesq")[0]
+    assert better < selection_score(v, "adversarial", "pesq")[0]
+    with pytest.raises(ValueError, match="adv_select"):
+        VocoderTrainConfig(adv_select="stoi")
 
 
 def test_resume_reproduces_an_uninterrupted_run(audio_root, tmp_path):

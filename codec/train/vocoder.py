@@ -17,8 +17,9 @@ Model selection never touches a test split: a fixed ``heldout`` fraction of the
 *training* files, chosen by a hash of the file name (:func:`split_heldout`), is held
 out. Every evaluation runs the generator (eval mode) on those whole clips and logs
 the L1 (and RMSE) between the log-mel of the generated audio and that of the
-reference; that L1 selects ``best.pt``. When ``pesq`` and ``pystoi`` are installed,
-PESQ-WB and STOI (16 kHz) on a few held-out speech clips are logged too.
+reference; that L1 selects ``best.pt`` in the reconstruction phase. When ``pesq`` and
+``pystoi`` are installed, PESQ-WB and STOI (16 kHz) on a few held-out speech clips are logged
+too, and PESQ-WB selects in the adversarial phase (``adv_select``; :func:`selection_score`).
 
 ``best.pt`` is selected within a phase: when the adversarial phase begins, the best
 reconstruction-phase generator is kept as ``best_recon.pt`` and selection starts over
@@ -105,6 +106,7 @@ class VocoderTrainConfig:
     log_every: int = 50  # steps between "train" records in log.jsonl
     heldout: float = 0.1  # fraction of the training files held out for selection (by name hash)
     pesq_clips: int = 8  # held-out speech clips scored with PESQ-WB/STOI per evaluation (0: off)
+    adv_select: str = "pesq"  # what selects best.pt in the adversarial phase: "pesq" (held-out PESQ-WB) or "mel_l1"
     threads: int = 2
     seed: int = 0
     amp: bool = False  # bf16 autocast of the networks (losses stay float32)
@@ -116,6 +118,8 @@ class VocoderTrainConfig:
             raise ValueError("need at least one audio set")
         if not 0 < self.heldout < 1:
             raise ValueError(f"heldout must be in (0, 1), got {self.heldout}")
+        if self.adv_select not in ("pesq", "mel_l1"):
+            raise ValueError(f"adv_select must be 'pesq' or 'mel_l1', got {self.adv_select!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -333,6 +337,18 @@ def evaluate(
     }
 
 
+def selection_score(metrics: dict, phase: str, adv_select: str) -> tuple[float, str]:
+    """The score (lower is better) that selects ``best.pt``, and the name of the metric it came from.
+
+    The reconstruction phase selects on held-out mel L1. The adversarial phase trades mel distance
+    for realism, so with ``adv_select="pesq"`` it selects on held-out PESQ-WB (as ``−PESQ``); when
+    PESQ is unavailable (packages missing, no speech clip scored) it falls back to mel L1.
+    """
+    if phase == "adversarial" and adv_select == "pesq" and metrics.get("pesq_wb") is not None:
+        return -float(metrics["pesq_wb"]), "pesq"
+    return float(metrics["val_mel_l1"]), "mel_l1"
+
+
 # ---------------------------------------------------------------------------------------- checkpoints
 
 
@@ -421,7 +437,7 @@ def train(
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())  # map_location moved it to the device
         if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
-        print(f"resumed from {last} at step {step} (best held-out mel L1 {best:.4f})", flush=True)
+        print(f"resumed from {last} at step {step} (best selection score {best:.4f})", flush=True)
     elif init_from is not None:
         ckpt = torch.load(init_from, map_location=device, weights_only=False)
         if HiFiGANConfig.from_dict(ckpt["config"]) != cfg.gen:
@@ -451,13 +467,14 @@ def train(
         t = time.time()
         v = evaluate(gen, held_clips, device, False, pesq_idx)  # float32: the metric must not depend on amp
         phase = "adversarial" if mpd is not None else "reconstruction"
-        improved = v["val_mel_l1"] < best
+        score, select = selection_score(v, phase, cfg.adv_select)
+        improved = score < best
         if improved:
-            best = v["val_mel_l1"]
+            best = score
             _atomic_save(_generator_checkpoint(gen, cfg, step, best, v), run_dir / "best.pt")
         save_last()
-        write({"kind": "eval", "step": step, "time": time.time(), "phase": phase, **v, "best": best,
-               "improved": improved, "eval_s": time.time() - t})
+        write({"kind": "eval", "step": step, "time": time.time(), "phase": phase, **v, "select": select,
+               "best": best, "improved": improved, "eval_s": time.time() - t})
         extra = f" PESQ {v['pesq_wb']:.2f} STOI {v['stoi']:.3f}" if v["pesq_wb"] is not None else ""
         bar.write(f"step {step} ({phase}): held-out mel L1 {v['val_mel_l1']:.4f} rmse {v['val_mel_rmse']:.4f}"
                   f"{extra}{' *' if improved else ''}")
