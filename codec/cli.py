@@ -11,10 +11,12 @@
     strata eval audio [--data DIR] [--out DIR] [--model NAME] [--limit N] [--codec-griffinlim] [--update-manifest]
     strata train image [--data DIR] [--run DIR] [--resume]
     strata train audio [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--sets S,S]
-    strata train vocoder [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--recon-steps N] [--sets S,S] [--amp]
+    strata train vocoder [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--recon-steps N]
+                         [--stft-weight W] [--sets S,S] [--amp]
     strata export image --checkpoint CKPT --name NAME
     strata export vocoder --checkpoint CKPT [--out DIR]
     strata export audio --checkpoint CKPT --vocoder DIR --name NAME
+    strata export audio --vocoder DIR --name NAME              (replace only the vocoder of a shipped model)
     strata serve [--host H] [--port P] [--workers N]
 
 ``--url`` runs compress / decompress on a Strata server through the SDK (:mod:`client`)
@@ -327,8 +329,8 @@ def _eval_audio(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.modality == "vocoder":
         return _train_vocoder(args)
-    if args.recon_steps is not None or args.amp:
-        raise CliError("--recon-steps and --amp are options of 'strata train vocoder'")
+    if args.recon_steps is not None or args.amp or args.stft_weight is not None:
+        raise CliError("--recon-steps, --stft-weight and --amp are options of 'strata train vocoder'")
     if args.modality == "audio":
         from codec.train import audio as trainer
 
@@ -384,6 +386,10 @@ def _train_vocoder(args: argparse.Namespace) -> int:
         cfg.steps = args.steps
     if args.recon_steps is not None:
         cfg.recon_steps = args.recon_steps
+    if args.stft_weight is not None:
+        if args.stft_weight < 0:
+            raise CliError(f"--stft-weight must be >= 0, got {args.stft_weight}")
+        cfg.stft_weight = args.stft_weight
     if args.lr is not None:
         cfg.lr = args.lr
     if args.threads:
@@ -402,6 +408,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from codec.registry import default_models_dir
 
     models = Path(args.models) if args.models else default_models_dir()
+    if args.checkpoint is None and args.modality != "audio":
+        raise CliError(f"strata export {args.modality} needs --checkpoint")
     if args.modality == "vocoder":
         from codec.train.vocoder import export_vocoder
 
@@ -422,6 +430,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         if args.vocoder is None:
             raise CliError("strata export audio needs --vocoder DIR (a folder from strata export vocoder)")
+        if args.checkpoint is None:  # only the vocoder changes; streams of the model stay valid
+            from codec.export_audio import replace_vocoder
+
+            if args.layers is not None:
+                raise CliError("--layers needs --checkpoint (replacing a vocoder keeps the model's layers)")
+            try:
+                entry = replace_vocoder(models, args.name, Path(args.vocoder), args.description or None)
+            except (FileNotFoundError, ValueError) as e:
+                raise CliError(str(e)) from None
+            print(f"replaced the vocoder of {entry.name} in {models}; its weights hash and streams are unchanged")
+            return 0
         try:
             entry = export_audio_model(Path(args.checkpoint), Path(args.vocoder), args.name,
                                        Path(args.data or "../shared/data/audio"), models, args.description,
@@ -539,12 +558,14 @@ def get_parser() -> argparse.ArgumentParser:
     tr.add_argument("--recon-steps", type=int,
                     help="vocoder: generator-only reconstruction steps before the discriminators join")
     tr.add_argument("--sets", help="vocoder: comma-separated audio sets (default speech; e.g. speech,environment)")
+    tr.add_argument("--stft-weight", type=float,
+                    help="vocoder: weight of the multi-resolution STFT loss in the reconstruction phase (default 15)")
     tr.add_argument("--amp", action="store_true", help="vocoder: bf16 autocast of the networks (default off)")
     tr.set_defaults(func=cmd_train)
 
     x = sub.add_parser("export", help="export a checkpoint to ONNX + prior + manifest")
     x.add_argument("modality", choices=["image", "audio", "vocoder"])
-    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--checkpoint", help="training checkpoint (audio without it: only replace the model's vocoder)")
     x.add_argument("--name", help="model name in the manifest (image, audio)")
     x.add_argument("--data", help="training data, for fitting the priors (default ../shared/data/images or "
                    "../shared/data/audio)")

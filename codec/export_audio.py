@@ -18,6 +18,7 @@ perturbing one frame) go into the manifest entry, for the chunked processing of 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -161,4 +162,45 @@ def export_audio_model(
     return entry
 
 
-__all__ = ["export_audio_model", "load_audio_checkpoint", "measure_receptive_field"]
+def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description: str | None = None) -> ModelEntry:
+    """Give the registered audio model ``name`` the vocoder in ``vocoder_dir`` (from ``strata export vocoder``).
+
+    Only ``vocoder.onnx`` (and ``vocoder.pt`` when the folder has one) and their sha256 pins change:
+    the codec's files and its weights hash stay as they are, so every stream the model wrote still
+    decodes (the codes do not depend on the vocoder). ``description`` replaces the entry's when given.
+    The swapped model must load and decode a short sound, or the error says why.
+    """
+    from codec.audio_pipeline import AudioCodec
+
+    models_dir, vocoder_dir = Path(models_dir), Path(vocoder_dir)
+    reg = Registry(models_dir)
+    entry = reg.entry(name)
+    if entry.modality != "audio":
+        raise ValueError(f"{name!r} is an {entry.modality} model; only audio models have a vocoder")
+    if not (vocoder_dir / "vocoder.onnx").is_file():
+        raise FileNotFoundError(f"no vocoder.onnx in {vocoder_dir} (make one with strata export vocoder)")
+    out = (models_dir / entry.files["vocoder"].path).parent
+    roles = [("vocoder", "vocoder.onnx")]
+    if (vocoder_dir / "vocoder.pt").is_file():
+        roles.append(("vocoder_checkpoint", "vocoder.pt"))
+    for _, fn in roles:
+        if (vocoder_dir / fn).resolve() != (out / fn).resolve():
+            shutil.copyfile(vocoder_dir / fn, out / fn)
+    files = dict(entry.files)
+    if len(roles) == 1:  # a vocoder.pt left from the old vocoder would describe another generator
+        files.pop("vocoder_checkpoint", None)
+        (out / "vocoder.pt").unlink(missing_ok=True)
+    files.update(file_refs(models_dir, out, roles))
+    new = dataclasses.replace(entry, files=files, description=entry.description if description is None else description)
+    if weights_hash(new.files, SERVING_ROLES["audio"]) != entry.weights_sha256:
+        raise RuntimeError(f"replacing the vocoder of {name!r} changed its weights hash")  # cannot happen: a guard
+    register(models_dir, new, make_default=False)
+    codec = AudioCodec.load(Registry(models_dir), name)
+    sound = np.sin(np.linspace(0, 2000, 22050)).astype(np.float32) * 0.3
+    wave = codec.decompress(codec.compress(sound))
+    if wave.shape != sound.shape or not np.isfinite(wave).all():
+        raise RuntimeError(f"model {name!r} with the new vocoder does not decode a test sound")
+    return new
+
+
+__all__ = ["export_audio_model", "load_audio_checkpoint", "measure_receptive_field", "replace_vocoder"]

@@ -107,6 +107,52 @@ def test_vocoder_swap_keeps_streams(tiny_audio_codec, models, tmp_path):
     assert np.abs(new_wave - old_wave).max() > 1e-4  # the new vocoder is the one in use
 
 
+def test_replace_vocoder_through_the_cli(tiny_audio_codec, models, tmp_path, capsys):
+    """``strata export audio --vocoder DIR --name NAME`` (no checkpoint) swaps only the vocoder."""
+    from codec.cli import main
+    from codec.nets.hifigan import Generator, HiFiGANConfig
+    from codec.train.vocoder import export_vocoder
+
+    stream = tiny_audio_codec.compress(SOUND)
+    before = Registry(models).entry("tiny-audio")
+    torch.manual_seed(2)
+    cfg = HiFiGANConfig(upsample_initial_channel=16)
+    torch.save({"generator": Generator(cfg).state_dict(), "config": cfg.to_dict(), "step": 7}, tmp_path / "g.pt")
+    new = export_vocoder(tmp_path / "g.pt", tmp_path / "new-vocoder")
+    vocoder = str(tmp_path / "new-vocoder")
+    argv = ["--models", str(models), "export", "audio", "--name", "tiny-audio", "--vocoder", vocoder]
+    assert main([*argv, "--description", "new vocoder"]) == 0
+    assert "streams are unchanged" in capsys.readouterr().out
+
+    after = Registry(models).entry("tiny-audio")
+    assert after.weights_sha256 == before.weights_sha256 and after.description == "new vocoder"
+    assert after.files["vocoder"].sha256 == sha256_file(new.onnx) != before.files["vocoder"].sha256
+    assert after.files["vocoder_checkpoint"].sha256 == sha256_file(new.checkpoint)
+    assert {r: f for r, f in after.files.items() if not r.startswith("vocoder")} == \
+        {r: f for r, f in before.files.items() if not r.startswith("vocoder")}
+    swapped = AudioCodec.load(Registry(models), "tiny-audio")
+    np.testing.assert_array_equal(swapped.decompress_mel(stream), tiny_audio_codec.decompress_mel(stream))
+    assert np.abs(swapped.decompress(stream) - tiny_audio_codec.decompress(stream)).max() > 1e-4
+
+    # A vocoder folder without vocoder.pt drops the stale checkpoint pin; the description stays.
+    (tmp_path / "new-vocoder" / "vocoder.pt").unlink()
+    assert main(argv) == 0
+    capsys.readouterr()
+    entry = Registry(models).entry("tiny-audio")
+    assert "vocoder_checkpoint" not in entry.files and entry.description == "new vocoder"
+    assert not (models / "tiny-audio" / "vocoder.pt").exists()
+
+    # Clear errors: no vocoder.onnx, an unknown model, --layers without a checkpoint, no checkpoint for images.
+    assert main([*argv[:-1], str(tmp_path)]) == 1
+    assert "no vocoder.onnx" in capsys.readouterr().err
+    assert main(["--models", str(models), "export", "audio", "--name", "nope", "--vocoder", vocoder]) == 1
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main([*argv, "--layers", "2"]) == 1
+    assert "--layers needs --checkpoint" in capsys.readouterr().err
+    assert main(["--models", str(models), "export", "image", "--name", "x"]) == 1
+    assert "needs --checkpoint" in capsys.readouterr().err
+
+
 def test_serving_files_are_pinned(tiny_audio_codec, models):
     """analysis.onnx's pinned sha256 changed without the file: refused, whether or not the hash follows."""
     stream = tiny_audio_codec.compress(SOUND)

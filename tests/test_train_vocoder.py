@@ -125,9 +125,9 @@ def test_train_both_phases_then_resume(audio_root, tmp_path):
 
     # Resume through the CLI: same config, continues at step 4.
     saved = (run / "config.json").read_text()
-    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "4"]) == 0
+    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "4", "--stft-weight", "3"]) == 0
     resumed = VocoderTrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    assert resumed == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 4})
+    assert resumed == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 4, "stft_weight": 3.0})
     new = _log(run)[len(log):]
     assert [r["step"] for r in new if r["kind"] == "train"] == [4]
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
@@ -187,6 +187,10 @@ def test_export_matches_the_torch_generator(audio_root, tmp_path):
 def test_cli_rejects_vocoder_flags_for_images(tmp_path, capsys):
     assert main(["train", "image", "--run", str(tmp_path), "--recon-steps", "5"]) == 1
     assert "vocoder" in capsys.readouterr().err
+    assert main(["train", "audio", "--run", str(tmp_path), "--stft-weight", "5"]) == 1
+    assert "vocoder" in capsys.readouterr().err
+    assert main(["train", "vocoder", "--run", str(tmp_path), "--stft-weight", "-1"]) == 1
+    assert "--stft-weight" in capsys.readouterr().err
     assert main(["train", "vocoder", "--run", str(tmp_path), "--decay-start", "0.5"]) == 1
     assert "image" in capsys.readouterr().err
     assert main(["train", "vocoder", "--run", str(tmp_path), "--data", str(tmp_path / "none")]) == 1

@@ -13,6 +13,13 @@ step with a reconstruction loss costs about 1/30 of an adversarial one. The loss
 goes up to Nyquist (``loss_fmax``, the reference recipe's ``fmax_for_loss=None``); the
 generator's input and the selection metric use the serving mel (8 kHz, ``DEFAULT_MEL``).
 
+The STFT loss weighs 15 (``stft_weight``), not 1: at weight 1 its gradient is about a tenth of
+the mel term's (45 × 0.35 against 1.3), and the 80-band mel does not see the harmonics.
+Swapping the generator's STFT magnitude for the reference's (keeping the generator's phase)
+lifts held-out PESQ-WB from 1.43 to 2.15, and most of that comes from 0–1 kHz, where the
+harmonics are; the phase alone (reference phase, generator magnitude) gives 1.63. Resumed
+from step 19 000 with weight 15, held-out PESQ-WB went from 1.52 to 1.6–1.7 within 2 500 steps.
+
 Model selection never touches a test split: a fixed ``heldout`` fraction of the
 *training* files, chosen by a hash of the file name (:func:`split_heldout`), is held
 out. Every evaluation runs the generator (eval mode) on those whole clips and logs
@@ -98,7 +105,7 @@ class VocoderTrainConfig:
     decay_every: int = 0  # steps per decay period; 0: one epoch-equivalent (training samples / (batch·segment))
     steps: int = 50_000  # total generator steps, both phases
     recon_steps: int = 30_000  # generator-only reconstruction phase (steps before the discriminators join)
-    stft_weight: float = 1.0  # multi-resolution STFT loss weight in the reconstruction phase
+    stft_weight: float = 15.0  # multi-resolution STFT loss weight in the reconstruction phase (see the module doc)
     adv_stft_weight: float = 0.0  # ... and in the adversarial phase (the paper: 0)
     loss_fmax: float = 11025.0  # top of the loss mel (Hz): Nyquist, as the reference recipe
     eval_every: int = 1000  # steps between evaluations in the reconstruction phase
