@@ -12,7 +12,7 @@
     strata train image [--data DIR] [--run DIR] [--resume]
     strata train audio [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--sets S,S]
     strata train vocoder [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--recon-steps N]
-                         [--stft-weight W] [--sets S,S] [--amp]
+                         [--stft-weight W] [--d-warmup N] [--sets S,S] [--amp]
     strata export image --checkpoint CKPT --name NAME
     strata export vocoder --checkpoint CKPT [--out DIR]
     strata export audio --checkpoint CKPT --vocoder DIR --name NAME
@@ -329,8 +329,8 @@ def _eval_audio(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.modality == "vocoder":
         return _train_vocoder(args)
-    if args.recon_steps is not None or args.amp or args.stft_weight is not None:
-        raise CliError("--recon-steps, --stft-weight and --amp are options of 'strata train vocoder'")
+    if args.recon_steps is not None or args.amp or args.stft_weight is not None or args.d_warmup is not None:
+        raise CliError("--recon-steps, --stft-weight, --d-warmup and --amp are options of 'strata train vocoder'")
     if args.modality == "audio":
         from codec.train import audio as trainer
 
@@ -390,6 +390,10 @@ def _train_vocoder(args: argparse.Namespace) -> int:
         if args.stft_weight < 0:
             raise CliError(f"--stft-weight must be >= 0, got {args.stft_weight}")
         cfg.stft_weight = args.stft_weight
+    if args.d_warmup is not None:
+        if args.d_warmup < 0:
+            raise CliError(f"--d-warmup must be >= 0, got {args.d_warmup}")
+        cfg.d_warmup = args.d_warmup
     if args.lr is not None:
         cfg.lr = args.lr
     if args.threads:
@@ -560,6 +564,8 @@ def get_parser() -> argparse.ArgumentParser:
     tr.add_argument("--sets", help="vocoder: comma-separated audio sets (default speech; e.g. speech,environment)")
     tr.add_argument("--stft-weight", type=float,
                     help="vocoder: weight of the multi-resolution STFT loss in the reconstruction phase (default 15)")
+    tr.add_argument("--d-warmup", type=int,
+                    help="vocoder: first adversarial steps that train only the discriminators (default 0)")
     tr.add_argument("--amp", action="store_true", help="vocoder: bf16 autocast of the networks (default off)")
     tr.set_defaults(func=cmd_train)
 

@@ -147,6 +147,27 @@ def test_selection_uses_pesq_in_the_adversarial_phase_only():
         VocoderTrainConfig(adv_select="stoi")
 
 
+def test_discriminator_warmup_freezes_the_generator(audio_root, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(audio_root, steps=4, recon_steps=1, d_warmup=2, eval_every=1, pesq_clips=0), run)
+    steps = {r["step"]: r for r in _log(run) if r["kind"] == "train"}
+    assert "disc" in steps[2] and "mel_l1" not in steps[2] and "mel_l1" not in steps[3]
+    assert {"disc", "mel_l1", "adv", "fm"} <= steps[4].keys()
+    assert [r["step"] for r in _log(run) if r["kind"] == "eval"] == [1, 4]  # none while the generator is frozen
+    recon = torch.load(run / "best_recon.pt", weights_only=False)["generator"]  # step 1
+    after = torch.load(run / "last.pt", weights_only=False)["generator"]  # step 4: one generator update
+    assert any(not torch.equal(recon[k], after[k]) for k in recon)
+    # Stopped inside the warm-up: the generator is still the step-1 one.
+    run2 = tmp_path / "run2"
+    train(_cfg(audio_root, steps=3, recon_steps=1, d_warmup=2, eval_every=1, pesq_clips=0), run2)
+    frozen = torch.load(run2 / "last.pt", weights_only=False)
+    assert frozen["step"] == 3 and "mpd" in frozen
+    first = torch.load(run2 / "best_recon.pt", weights_only=False)["generator"]
+    assert all(torch.equal(first[k], frozen["generator"][k]) for k in first)
+    with pytest.raises(ValueError, match="d_warmup"):
+        VocoderTrainConfig(d_warmup=-1)
+
+
 def test_resume_reproduces_an_uninterrupted_run(audio_root, tmp_path):
     cfg = _cfg(audio_root, steps=2, recon_steps=10, eval_every=1, pesq_clips=0)
     train(cfg, tmp_path / "a")
@@ -191,6 +212,10 @@ def test_cli_rejects_vocoder_flags_for_images(tmp_path, capsys):
     assert "vocoder" in capsys.readouterr().err
     assert main(["train", "vocoder", "--run", str(tmp_path), "--stft-weight", "-1"]) == 1
     assert "--stft-weight" in capsys.readouterr().err
+    assert main(["train", "image", "--run", str(tmp_path), "--d-warmup", "5"]) == 1
+    assert "vocoder" in capsys.readouterr().err
+    assert main(["train", "vocoder", "--run", str(tmp_path), "--d-warmup", "-1"]) == 1
+    assert "--d-warmup" in capsys.readouterr().err
     assert main(["train", "vocoder", "--run", str(tmp_path), "--decay-start", "0.5"]) == 1
     assert "image" in capsys.readouterr().err
     assert main(["train", "vocoder", "--run", str(tmp_path), "--data", str(tmp_path / "none")]) == 1
