@@ -142,6 +142,16 @@ def test_replace_vocoder_through_the_cli(tiny_audio_codec, models, tmp_path, cap
     assert "vocoder_checkpoint" not in entry.files and entry.description == "new vocoder"
     assert not (models / "tiny-audio" / "vocoder.pt").exists()
 
+    # A file that is not a vocoder is refused before the model is touched.
+    bad = tmp_path / "bad-vocoder"
+    bad.mkdir()
+    (bad / "vocoder.onnx").write_bytes(b"not an onnx model")
+    pinned = Registry(models).entry("tiny-audio").files
+    assert main([*argv[:-1], str(bad)]) == 1
+    assert "vocoder.onnx" in capsys.readouterr().err
+    assert Registry(models).entry("tiny-audio").files == pinned
+    AudioCodec.load(Registry(models), "tiny-audio")  # still loads, sha256 verified
+
     # Clear errors: no vocoder.onnx, an unknown model, --layers without a checkpoint, no checkpoint for images.
     assert main([*argv[:-1], str(tmp_path)]) == 1
     assert "no vocoder.onnx" in capsys.readouterr().err

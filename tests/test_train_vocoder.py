@@ -166,6 +166,8 @@ def test_discriminator_warmup_freezes_the_generator(audio_root, tmp_path):
     assert all(torch.equal(first[k], frozen["generator"][k]) for k in first)
     with pytest.raises(ValueError, match="d_warmup"):
         VocoderTrainConfig(d_warmup=-1)
+    with pytest.raises(ValueError, match="STFT loss weights"):
+        VocoderTrainConfig(stft_weight=-1.0)
 
 
 def test_resume_reproduces_an_uninterrupted_run(audio_root, tmp_path):

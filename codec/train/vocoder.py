@@ -133,6 +133,8 @@ class VocoderTrainConfig:
             raise ValueError("need at least one audio set")
         if not 0 < self.heldout < 1:
             raise ValueError(f"heldout must be in (0, 1), got {self.heldout}")
+        if self.stft_weight < 0 or self.adv_stft_weight < 0:
+            raise ValueError(f"STFT loss weights must be >= 0, got {self.stft_weight} and {self.adv_stft_weight}")
         if self.d_warmup < 0:
             raise ValueError(f"d_warmup must be >= 0, got {self.d_warmup}")
         if self.adv_select not in ("pesq", "mel_l1"):
