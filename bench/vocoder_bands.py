@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import librosa
 import numpy as np
 
 from codec.audio_pipeline import SAMPLE_RATE, AudioCodec
@@ -39,22 +40,12 @@ N_FFT, HOP = 1024, 256
 
 def stft(x: np.ndarray) -> np.ndarray:
     """``[bins, frames]`` complex STFT, Hann, centred with reflect padding."""
-    pad = np.pad(x.astype(np.float64), N_FFT // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(pad, N_FFT)[::HOP]
-    return np.fft.rfft(frames * np.hanning(N_FFT + 1)[:-1], axis=1).T
+    return librosa.stft(x.astype(np.float64), n_fft=N_FFT, hop_length=HOP, window="hann", pad_mode="reflect")
 
 
 def istft(spec: np.ndarray, length: int) -> np.ndarray:
-    """Inverse of :func:`stft` (weighted overlap-add), ``length`` samples."""
-    window = np.hanning(N_FFT + 1)[:-1]
-    frames = np.fft.irfft(spec.T, n=N_FFT, axis=1) * window
-    out = np.zeros(HOP * (frames.shape[0] - 1) + N_FFT)
-    norm = np.zeros_like(out)
-    for i, f in enumerate(frames):
-        out[i * HOP: i * HOP + N_FFT] += f
-        norm[i * HOP: i * HOP + N_FFT] += window**2
-    out = out / np.maximum(norm, 1e-8)
-    return out[N_FFT // 2: N_FFT // 2 + length].astype(np.float32)
+    """Inverse of :func:`stft`, ``length`` samples."""
+    return librosa.istft(spec, hop_length=HOP, window="hann", length=length).astype(np.float32)
 
 
 def band_errors(ref: np.ndarray, deg: np.ndarray) -> list[float]:
