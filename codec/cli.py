@@ -12,7 +12,8 @@
     strata train image [--data DIR] [--run DIR] [--resume]
     strata train audio [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--sets S,S]
     strata train vocoder [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--recon-steps N]
-                         [--stft-weight W] [--d-warmup N] [--sets S,S] [--amp]
+                         [--stft-weight W] [--stft-resolutions N:H:W,...] [--frame-weight W]
+                         [--balanced-upsampling] [--d-warmup N] [--sets S,S] [--amp]
     strata export image --checkpoint CKPT --name NAME
     strata export vocoder --checkpoint CKPT [--out DIR]
     strata export audio --checkpoint CKPT --vocoder DIR --name NAME
@@ -37,6 +38,7 @@ what the tests call. Errors print one line to stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -329,8 +331,10 @@ def _eval_audio(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.modality == "vocoder":
         return _train_vocoder(args)
-    if args.recon_steps is not None or args.amp or args.stft_weight is not None or args.d_warmup is not None:
-        raise CliError("--recon-steps, --stft-weight, --d-warmup and --amp are options of 'strata train vocoder'")
+    vocoder_only = (args.recon_steps, args.stft_weight, args.stft_resolutions, args.frame_weight, args.d_warmup)
+    if args.amp or args.balanced_upsampling or any(v is not None for v in vocoder_only):
+        raise CliError("--recon-steps, --stft-weight, --stft-resolutions, --frame-weight, --d-warmup, "
+                       "--balanced-upsampling and --amp are options of 'strata train vocoder'")
     if args.modality == "audio":
         from codec.train import audio as trainer
 
@@ -363,6 +367,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stft_resolutions(text: str) -> tuple[tuple[int, int, int], ...]:
+    """``"512:50:240,1024:120:600"`` → ``((512, 50, 240), (1024, 120, 600))`` (n_fft:hop:win)."""
+    out = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            out.append(tuple(int(v) for v in parts))
+        except ValueError:
+            raise CliError(f"--stft-resolutions takes n_fft:hop:win triples, comma-separated; got {item!r}") from None
+    return tuple(out)
+
+
 def _train_vocoder(args: argparse.Namespace) -> int:
     from codec.nets.hifigan import HiFiGANConfig
     from codec.train.checkpoint import read_checkpoint
@@ -390,6 +408,16 @@ def _train_vocoder(args: argparse.Namespace) -> int:
         if args.stft_weight < 0:
             raise CliError(f"--stft-weight must be >= 0, got {args.stft_weight}")
         cfg.stft_weight = args.stft_weight
+    if args.balanced_upsampling:
+        if args.resume and cfg_path.exists() and not cfg.gen.balanced_upsampling:
+            raise CliError("--balanced-upsampling cannot change a run being resumed; start a new run with --init-from")
+        cfg.gen = dataclasses.replace(cfg.gen, balanced_upsampling=True)
+    if args.frame_weight is not None:
+        if args.frame_weight < 0:
+            raise CliError(f"--frame-weight must be >= 0, got {args.frame_weight}")
+        cfg.frame_weight = args.frame_weight
+    if args.stft_resolutions is not None:
+        cfg.stft_resolutions = _stft_resolutions(args.stft_resolutions)
     if args.d_warmup is not None:
         if args.d_warmup < 0:
             raise CliError(f"--d-warmup must be >= 0, got {args.d_warmup}")
@@ -401,6 +429,7 @@ def _train_vocoder(args: argparse.Namespace) -> int:
     if args.amp:
         cfg.amp = True
     try:
+        cfg = dataclasses.replace(cfg)  # validates the overrides above (__post_init__)
         train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
               init_from=Path(args.init_from) if args.init_from else None)
     except (FileNotFoundError, ValueError) as e:
@@ -564,6 +593,12 @@ def get_parser() -> argparse.ArgumentParser:
     tr.add_argument("--sets", help="vocoder: comma-separated audio sets (default speech; e.g. speech,environment)")
     tr.add_argument("--stft-weight", type=float,
                     help="vocoder: weight of the multi-resolution STFT loss in the reconstruction phase (default 15)")
+    tr.add_argument("--stft-resolutions",
+                    help="vocoder: n_fft:hop:win,... of the STFT loss (default 512:50:240,1024:120:600,2048:240:1200)")
+    tr.add_argument("--frame-weight", type=float,
+                    help="vocoder: weight of the frame-pattern loss against the frame-rate buzz (default 0)")
+    tr.add_argument("--balanced-upsampling", action="store_true",
+                    help="vocoder: balance the transposed convs' phases (no frame-rate comb; see codec.nets.hifigan)")
     tr.add_argument("--d-warmup", type=int,
                     help="vocoder: first adversarial steps that train only the discriminators (default 0)")
     tr.add_argument("--amp", action="store_true", help="vocoder: bf16 autocast of the networks (default off)")

@@ -10,18 +10,22 @@ from torch.nn.utils import parametrize
 from codec.errors import InputError
 from codec.frontend.audio import MelConfig
 from codec.nets.hifigan import (
+    BalancedPhases,
     Generator,
     HiFiGANConfig,
     MultiPeriodDiscriminator,
     MultiScaleDiscriminator,
     count_parameters,
     export_generator,
+    phase_imbalance,
     receptive_field,
     remove_weight_norm,
 )
 from codec.nets.hifigan_loss import (
     discriminator_loss,
     feature_matching_loss,
+    frame_pattern,
+    frame_pattern_loss,
     generator_adversarial_loss,
     mel_l1_loss,
     multi_resolution_stft_loss,
@@ -29,6 +33,7 @@ from codec.nets.hifigan_loss import (
 
 TINY = HiFiGANConfig(upsample_initial_channel=16)  # V3 layout (8, 8, 4) at 1/16 of the width
 TINY_V2 = HiFiGANConfig((8, 8, 2, 2), (16, 16, 4, 4), 16, "1", (3, 7), ((1, 3), (1, 3)))
+TINY_BAL = HiFiGANConfig(upsample_initial_channel=16, balanced_upsampling=True)
 TINY_MPD = {"periods": (2, 3, 5, 7, 11), "channels": (4, 8, 8)}
 TINY_MSD = {"channels": (8, 8, 16, 16, 16, 16, 16), "groups": (1, 4, 4, 4, 4, 4, 1)}
 
@@ -70,6 +75,7 @@ def test_preset_sizes_match_the_paper(preset, params):
         ({"resblock": "3"}, "resblock"),
         ({"resblock_kernel_sizes": (3, 4, 7)}, "odd"),
         ({"resblock_kernel_sizes": (3, 5)}, "one dilation tuple"),
+        ({"upsample_kernel_sizes": (16, 12, 8), "balanced_upsampling": True}, "multiple of its rate"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -102,10 +108,41 @@ def test_remove_weight_norm_keeps_output():
     torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
 
 
-def test_onnx_export_parity(tmp_path):
+def test_balanced_phases_is_a_projection():
+    w = torch.randn(3, 5, 16)
+    bal = BalancedPhases(8)
+    p = bal(w)
+    sums = p.reshape(3, 5, 2, 8).sum(dim=2)  # taps c and c + 8 feed the same output phase
+    torch.testing.assert_close(sums, sums.mean(dim=-1, keepdim=True).expand_as(sums))
+    torch.testing.assert_close(bal(p), p)  # idempotent
+    assert phase_imbalance(w, 8) > 0.1 and phase_imbalance(p, 8) < 1e-5
+    torch.testing.assert_close(bal.right_inverse(p), p)
+
+
+def test_balanced_upsampler_has_no_frame_rate_comb():
+    """A constant input through a balanced transposed conv comes out constant; through a plain one it does not."""
+    plain, bal = Generator(TINY), Generator(TINY_BAL)
+    bal.load_state_dict(plain.state_dict())  # same parameters: a plain checkpoint initialises a balanced one
+    x = torch.ones(1, 16, 12)
+    with torch.no_grad():
+        inner = slice(2 * 8, 10 * 8)  # away from the edges, where fewer taps overlap
+        flat = bal.ups[0](x)[0, :, inner]
+        wavy = plain.ups[0](x)[0, :, inner]
+    assert (flat - flat[:, :1]).abs().max() < 1e-6
+    assert (wavy - wavy[:, :1]).abs().max() > 1e-3
+    # The whole generator on a steady mel: no waveform repeated every frame.
+    mel = torch.full((1, 80, 64), -3.0)
+    with torch.no_grad():
+        y_plain, y_bal = plain(mel)[0, 0, 8 * 256:-8 * 256], bal(mel)[0, 0, 8 * 256:-8 * 256]
+    ripple = [float((y - y.mean()).reshape(-1, 256).mean(0).abs().max() / y.abs().mean()) for y in (y_bal, y_plain)]
+    assert ripple[0] < 1e-6 < 1e-2 < ripple[1], ripple  # a steady mel gives a steady output only when balanced
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_BAL], ids=["plain", "balanced"])
+def test_onnx_export_parity(tmp_path, cfg):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    gen = Generator(TINY).eval()
+    gen = Generator(cfg).eval()
     path = export_generator(gen, tmp_path / "generator.onnx")
     assert parametrize.is_parametrized(gen.conv_pre)  # the original keeps its weight norm
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -117,7 +154,7 @@ def test_onnx_export_parity(tmp_path):
         assert out.shape == (batch, 1, frames * 256)
         np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    assert meta == {"n_mels": "80", "hop": "256", "receptive_field": str(receptive_field(TINY))}
+    assert meta == {"n_mels": "80", "hop": "256", "receptive_field": str(receptive_field(cfg))}
 
 
 # --- receptive field -------------------------------------------------------------------------------------------
@@ -238,6 +275,25 @@ def test_reconstruction_losses_and_gradients():
     assert torch.isfinite(y_hat.grad).all() and y_hat.grad.abs().sum() > 0
     with pytest.raises(InputError):
         multi_resolution_stft_loss(y[..., :512], y[..., :512])
+
+
+def test_frame_pattern_loss_sees_a_frame_rate_buzz():
+    rng = torch.Generator().manual_seed(0)
+    y = 0.1 * torch.randn(2, 1, 64 * 256, generator=rng)
+    assert frame_pattern_loss(y, y, 256).item() == 0
+    # Noise has almost no frame-locked part: its mean frame is ~1/8 (1/sqrt(64 frames)) of its RMS.
+    assert frame_pattern(y[:, 0], 256).pow(2).mean().sqrt() < 0.2 * y.pow(2).mean().sqrt()
+    buzz = 0.02 * torch.sin(2 * torch.pi * torch.arange(256) / 256 * 3).repeat(64)  # 3 × 86 Hz at 22 050 Hz
+    shifted = y + 0.02 * torch.randn(y.shape, generator=rng)  # same level of error, not frame-locked
+    assert frame_pattern_loss(y + buzz, y, 256) > 5 * frame_pattern_loss(shifted, y, 256)
+    np.testing.assert_allclose(frame_pattern(buzz[None], 256)[0], buzz[:256], atol=1e-6)
+    y_hat = (y + buzz).requires_grad_()
+    frame_pattern_loss(y_hat, y, 256).backward()
+    assert torch.isfinite(y_hat.grad).all() and y_hat.grad.abs().sum() > 0
+    with pytest.raises(InputError, match="multiple of the hop"):
+        frame_pattern_loss(y[..., :300], y[..., :300], 256)
+    with pytest.raises(InputError, match="same shape"):
+        frame_pattern_loss(y[:1], y, 256)
 
 
 def test_one_generator_step_runs():

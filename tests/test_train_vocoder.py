@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from codec.cli import main
-from codec.nets.hifigan import HiFiGANConfig
+from codec.nets.hifigan import HiFiGANConfig, phase_imbalance
 from codec.train.vocoder import (
     RandomSegments,
     VocoderTrainConfig,
@@ -131,6 +131,9 @@ def test_train_both_phases_then_resume(audio_root, tmp_path):
     new = _log(run)[len(log):]
     assert [r["step"] for r in new if r["kind"] == "train"] == [4]
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
+    # A resumed run keeps its generator's layout.
+    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "5", "--balanced-upsampling"]) == 1
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
 
 
 def test_selection_uses_pesq_in_the_adversarial_phase_only():
@@ -170,6 +173,22 @@ def test_discriminator_warmup_freezes_the_generator(audio_root, tmp_path):
         VocoderTrainConfig(stft_weight=-1.0)
 
 
+def test_frame_loss_and_stft_resolutions(audio_root, tmp_path):
+    res = ((512, 50, 240), (2048, 512, 2048))
+    train(_cfg(audio_root, steps=2, recon_steps=5, eval_every=2, frame_weight=3.0, stft_resolutions=res), tmp_path)
+    steps = [r for r in _log(tmp_path) if r["kind"] == "train"]
+    assert all(r["frame"] > 0 and r["stft"] > 0 for r in steps)
+    ev = [r for r in _log(tmp_path) if r["kind"] == "eval"][-1]
+    assert 0 <= ev["frame_locked"] < 1
+    cfg = VocoderTrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text()))
+    assert cfg.stft_resolutions == res and cfg.frame_weight == 3.0
+    with pytest.raises(ValueError, match="frame_weight"):
+        VocoderTrainConfig(frame_weight=-1.0)
+    for bad in ((), ((512, 50),), ((512, 50, 1024),), ((16384, 256, 1024),)):
+        with pytest.raises(ValueError, match="stft_resolutions"):
+            VocoderTrainConfig(stft_resolutions=bad)
+
+
 def test_resume_reproduces_an_uninterrupted_run(audio_root, tmp_path):
     cfg = _cfg(audio_root, steps=2, recon_steps=10, eval_every=1, pesq_clips=0)
     train(cfg, tmp_path / "a")
@@ -205,6 +224,19 @@ def test_export_matches_the_torch_generator(audio_root, tmp_path):
     run2 = tmp_path / "run2"
     train(_cfg(audio_root, steps=2, recon_steps=5, eval_every=1, pesq_clips=0), run2, init_from=out.checkpoint)
     assert [r["step"] for r in _log(run2) if r["kind"] == "train"] == [2]
+    # ... and a run with balanced upsamplers (same parameters), whose export keeps the balance.
+    bal = HiFiGANConfig(upsample_initial_channel=16, balanced_upsampling=True)
+    run3 = tmp_path / "run3"
+    train(_cfg(audio_root, gen=bal, steps=2, recon_steps=5, eval_every=1, pesq_clips=0), run3, init_from=out.checkpoint)
+    out3 = export_vocoder(run3 / "best.pt", tmp_path / "export3")
+    folded = load_generator(out3.checkpoint)
+    assert folded.cfg.balanced_upsampling and out3.max_abs_diff < 1e-3
+    folded.remove_weight_norm()
+    assert all(phase_imbalance(up.weight, up.stride[0]) < 1e-5 for up in folded.ups)
+    other = HiFiGANConfig(upsample_initial_channel=32)
+    with pytest.raises(ValueError, match="another configuration"):
+        train(_cfg(audio_root, gen=other, steps=1, recon_steps=5, pesq_clips=0), tmp_path / "run4",
+              init_from=out.checkpoint)
 
 
 def test_cli_rejects_vocoder_flags_for_images(tmp_path, capsys):
@@ -218,6 +250,16 @@ def test_cli_rejects_vocoder_flags_for_images(tmp_path, capsys):
     assert "vocoder" in capsys.readouterr().err
     assert main(["train", "vocoder", "--run", str(tmp_path), "--d-warmup", "-1"]) == 1
     assert "--d-warmup" in capsys.readouterr().err
+    assert main(["train", "audio", "--run", str(tmp_path), "--balanced-upsampling"]) == 1
+    assert "vocoder" in capsys.readouterr().err
+    assert main(["train", "image", "--run", str(tmp_path), "--frame-weight", "1"]) == 1
+    assert "vocoder" in capsys.readouterr().err
+    assert main(["train", "vocoder", "--run", str(tmp_path), "--frame-weight", "-1"]) == 1
+    assert "--frame-weight" in capsys.readouterr().err
+    assert main(["train", "vocoder", "--run", str(tmp_path), "--stft-resolutions", "512:50"]) == 1
+    assert "--stft-resolutions" in capsys.readouterr().err
+    assert main(["train", "vocoder", "--run", str(tmp_path), "--stft-resolutions", "512:50:1024"]) == 1
+    assert "stft_resolutions" in capsys.readouterr().err
     assert main(["train", "vocoder", "--run", str(tmp_path), "--decay-start", "0.5"]) == 1
     assert "image" in capsys.readouterr().err
     assert main(["train", "vocoder", "--run", str(tmp_path), "--data", str(tmp_path / "none")]) == 1

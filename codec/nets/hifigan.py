@@ -11,6 +11,17 @@
        └─► MSD: raw, ×2 and ×4 average-pooled audio — grouped 1-D convs (spectral norm on the raw scale)
     each returns a score map per sub-discriminator and its feature maps (for feature matching)
 
+With ``balanced_upsampling`` every transposed convolution's weight goes through :class:`BalancedPhases`:
+the taps that feed each output phase sum to the same value, so a constant (or slowly varying) input
+gives a constant output and no tones at multiples of the input rate. A plain transposed convolution
+is zero insertion followed by a filter; zero insertion copies the input's DC to every multiple of
+the input rate, and only a filter with nulls there removes those images (Pons et al., "Upsampling
+artifacts in neural audio synthesis", ICASSP 2021). After the rectifying LReLU the first stage's
+input has a large DC, so an unconstrained first stage lays a comb at multiples of 22 050/256 ≈ 86 Hz
+over everything the generator says (measured on the step-36 358 reconstruction-phase V3: loud frames
+correlate 0.65–0.83 with one fixed 256-sample waveform; balancing its first stage's weights, with no
+retraining, brings the comb measure of ``bench/vocoder_bands.py`` from 24 to 1.5, the reference's).
+
 All convolutions carry weight normalisation (torch parametrizations) for training;
 :meth:`Generator.remove_weight_norm` folds it into plain weights, and
 :func:`export_generator` exports a folded copy to ONNX with dynamic batch and frames.
@@ -50,6 +61,7 @@ class HiFiGANConfig:
     resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 2), (2, 6), (3, 12))  # dilations of each block
     n_mels: int = 80  # input mel bands
     hop: int = 256  # output samples per mel frame
+    balanced_upsampling: bool = False  # BalancedPhases on every transposed conv (no frame-rate comb); not the paper
 
     def __post_init__(self) -> None:
         rates, kernels = self.upsample_rates, self.upsample_kernel_sizes
@@ -59,6 +71,8 @@ class HiFiGANConfig:
         for u, k in zip(rates, kernels, strict=True):
             if u < 1 or k < u or (k - u) % 2:
                 raise InputError(f"upsample kernel {k} must be ≥ its rate {u} with k − u even (output = u × input)")
+            if self.balanced_upsampling and k % u:
+                raise InputError(f"balanced upsampling needs each kernel to be a multiple of its rate, got {k} and {u}")
             prod *= u
         if prod != self.hop:
             raise InputError(f"upsample rates {rates} multiply to {prod}, but the mel hop is {self.hop}")
@@ -110,6 +124,35 @@ def _init(conv: nn.Module) -> nn.Module:
     """N(0, 0.01) weights for the upsampling and residual convolutions (small residuals at start)."""
     nn.init.normal_(conv.weight, 0.0, 0.01)
     return conv
+
+
+class BalancedPhases(nn.Module):
+    """Parametrization of a ``ConvTranspose1d`` weight ``[in, out, k]`` (``k`` a multiple of the stride ``u``).
+
+    Output sample ``q`` of a transposed convolution reads the taps ``t ≡ q + padding (mod u)``; this
+    projection shifts the taps of each phase by a common amount so that every phase's taps sum to
+    the mean over phases (per input/output channel pair). A projection: applying it twice changes
+    nothing, and an already balanced weight is its own preimage (:meth:`right_inverse`).
+    """
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        taps = w.shape[-1] // self.stride
+        phases = w.reshape(*w.shape[:-1], taps, self.stride)  # tap j·u + c → [..., j, c]
+        sums = phases.sum(dim=-2, keepdim=True)
+        return (phases + (sums.mean(dim=-1, keepdim=True) - sums) / taps).reshape(w.shape)
+
+    def right_inverse(self, w: torch.Tensor) -> torch.Tensor:
+        return w
+
+
+def phase_imbalance(w: torch.Tensor, stride: int) -> float:
+    """Largest spread (max − min over phases) of a transposed-conv weight's per-phase tap sums."""
+    sums = w.detach().reshape(*w.shape[:-1], w.shape[-1] // stride, stride).sum(dim=-2)
+    return float((sums.amax(dim=-1) - sums.amin(dim=-1)).abs().max())
 
 
 class ResBlock1(nn.Module):
@@ -170,7 +213,10 @@ class Generator(nn.Module):
         self.ups = nn.ModuleList()
         self.mrfs = nn.ModuleList()
         for u, k in zip(cfg.upsample_rates, cfg.upsample_kernel_sizes, strict=True):
-            self.ups.append(weight_norm(_init(nn.ConvTranspose1d(ch, ch // 2, k, stride=u, padding=(k - u) // 2))))
+            up = weight_norm(_init(nn.ConvTranspose1d(ch, ch // 2, k, stride=u, padding=(k - u) // 2)))
+            if cfg.balanced_upsampling:  # after weight norm: the state dict keeps weight norm's g and v
+                parametrize.register_parametrization(up, "weight", BalancedPhases(u))
+            self.ups.append(up)
             ch //= 2
             self.mrfs.append(MRF(ch, cfg))
         self.conv_post = weight_norm(nn.Conv1d(ch, 1, 7, padding=3))
@@ -397,6 +443,7 @@ def export_generator(gen: Generator, path: Path | str, example_frames: int = 8) 
 
 
 __all__ = [
+    "BalancedPhases",
     "DiscriminatorOutput",
     "Generator",
     "HiFiGANConfig",
@@ -404,6 +451,7 @@ __all__ = [
     "MultiScaleDiscriminator",
     "count_parameters",
     "export_generator",
+    "phase_imbalance",
     "receptive_field",
     "remove_weight_norm",
 ]

@@ -90,6 +90,30 @@ def multi_resolution_stft_loss(
     return total / len(resolutions)
 
 
+def frame_pattern(x: torch.Tensor, hop: int) -> torch.Tensor:
+    """``[B, T]`` (``T`` a multiple of ``hop``) → ``[B, hop]``: the mean of the signal's ``hop``-sample frames.
+
+    A signal with no frame-locked structure averages towards zero (speech: about ``1/√frames`` of its
+    RMS); a periodic pattern repeated every mel frame survives the average.
+    """
+    if x.shape[-1] % hop or x.shape[-1] == 0:
+        raise InputError(f"need a positive multiple of the hop {hop} samples, got {x.shape[-1]}")
+    return x.reshape(x.shape[0], -1, hop).mean(dim=1)
+
+
+def frame_pattern_loss(y_hat: torch.Tensor, y: torch.Tensor, hop: int) -> torch.Tensor:
+    """Mean over the batch of ``mean|P(ŷ) − P(y)| / mean|y|``, ``P`` = :func:`frame_pattern`.
+
+    Penalises a waveform repeated every ``hop`` samples (a comb at multiples of rate / hop: the
+    transposed-convolution upsampler's frame-rate buzz) relative to each segment's level.
+    """
+    y_hat, y = _flat(y_hat), _flat(y)
+    if y_hat.shape != y.shape:
+        raise InputError(f"ŷ and y must have the same shape, got {tuple(y_hat.shape)} and {tuple(y.shape)}")
+    diff = (frame_pattern(y_hat, hop) - frame_pattern(y, hop)).abs().mean(dim=1)
+    return (diff / (y.abs().mean(dim=1) + 1e-5)).mean()
+
+
 def _flat(x: torch.Tensor) -> torch.Tensor:
     """``[B, 1, T]`` or ``[B, T]`` → ``[B, T]``."""
     if x.dim() == 3 and x.shape[1] == 1:
@@ -107,6 +131,8 @@ def _same_length(a: list, b: list) -> None:
 __all__ = [
     "discriminator_loss",
     "feature_matching_loss",
+    "frame_pattern",
+    "frame_pattern_loss",
     "generator_adversarial_loss",
     "mel_l1_loss",
     "multi_resolution_stft_loss",

@@ -57,7 +57,7 @@ import math
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +76,11 @@ from codec.nets.hifigan import (
 )
 from codec.nets.hifigan_loss import (
     MEL_WEIGHT,
+    STFT_RESOLUTIONS,
     discriminator_loss,
     feature_matching_loss,
+    frame_pattern,
+    frame_pattern_loss,
     generator_adversarial_loss,
     multi_resolution_stft_loss,
 )
@@ -114,6 +117,8 @@ class VocoderTrainConfig:
     recon_steps: int = 30_000  # generator-only reconstruction phase (steps before the discriminators join)
     stft_weight: float = 15.0  # multi-resolution STFT loss weight in the reconstruction phase (see the module doc)
     adv_stft_weight: float = 0.0  # ... and in the adversarial phase (the paper: 0)
+    stft_resolutions: tuple[tuple[int, int, int], ...] = STFT_RESOLUTIONS  # (n_fft, hop, win) of the STFT loss
+    frame_weight: float = 0.0  # frame-pattern loss (the frame-rate buzz; see the module doc), both phases
     d_warmup: int = 0  # first adversarial-phase steps that train only the discriminators (generator frozen)
     loss_fmax: float = 11025.0  # top of the loss mel (Hz): Nyquist, as the reference recipe
     eval_every: int = 1000  # steps between evaluations in the reconstruction phase
@@ -135,6 +140,12 @@ class VocoderTrainConfig:
             raise ValueError(f"heldout must be in (0, 1), got {self.heldout}")
         if self.stft_weight < 0 or self.adv_stft_weight < 0:
             raise ValueError(f"STFT loss weights must be >= 0, got {self.stft_weight} and {self.adv_stft_weight}")
+        if self.frame_weight < 0:
+            raise ValueError(f"frame_weight must be >= 0, got {self.frame_weight}")
+        if not self.stft_resolutions or any(len(r) != 3 or min(r) < 1 or r[2] > r[0] or r[0] // 2 >= self.segment
+                                            for r in self.stft_resolutions):
+            raise ValueError("stft_resolutions must be (n_fft, hop, win) triples with 1 <= win <= n_fft "
+                             f"and n_fft / 2 < segment, got {self.stft_resolutions}")
         if self.d_warmup < 0:
             raise ValueError(f"d_warmup must be >= 0, got {self.d_warmup}")
         if self.adv_select not in ("pesq", "mel_l1"):
@@ -325,12 +336,16 @@ def evaluate(
     ``val_mel_l1`` / ``val_mel_rmse``: over every bin of every frame of every clip, between the
     serving log-mel of the generated audio and that of the reference (natural log domain).
     ``pesq_wb`` / ``stoi``: means over the clips ``pesq_idx`` (``None`` when unavailable).
+    ``frame_locked``: mean over clips of RMS(:func:`frame_pattern` of ŷ) / RMS(ŷ), the share of the
+    output (DC removed) repeated every mel frame: the frame-rate buzz (speech references: about 0.06).
+    ``dc_offset``: mean over clips of |mean(ŷ)| / RMS(ŷ − mean(ŷ)).
     """
     was_training = gen.training
     gen.eval()
     abs_sum = sq_sum = 0.0
     count = 0
-    pesqs, stois = [], []
+    pesqs, stois, locked, dc = [], [], [], []
+    hop = gen.cfg.hop
     for i, clip in enumerate(clips):
         y = torch.from_numpy(np.ascontiguousarray(clip))[None].to(device)
         mel = log_mel_torch(y)
@@ -341,6 +356,13 @@ def evaluate(
         abs_sum += float(diff.abs().sum())
         sq_sum += float((diff**2).sum())
         count += diff.numel()
+        whole = y_hat[:, : y_hat.shape[-1] // hop * hop]
+        offset = float(whole.mean())
+        whole = whole - offset  # a DC offset is not a buzz
+        rms = float(whole.pow(2).mean().sqrt())
+        if rms > 0:
+            locked.append(float(frame_pattern(whole, hop).pow(2).mean().sqrt()) / rms)
+            dc.append(abs(offset) / rms)
         if i in pesq_idx:
             scores = _pesq_stoi(clip[: y_hat.shape[-1]], y_hat[0].cpu().numpy())
             if scores is not None:
@@ -353,6 +375,8 @@ def evaluate(
         "pesq_wb": float(np.mean(pesqs)) if pesqs else None,
         "stoi": float(np.mean(stois)) if stois else None,
         "pesq_clips": len(pesqs),
+        "frame_locked": float(np.mean(locked)) if locked else None,
+        "dc_offset": float(np.mean(dc)) if dc else None,
     }
 
 
@@ -459,7 +483,8 @@ def train(
         print(f"resumed from {last} at step {step} (best selection score {best:.4f})", flush=True)
     elif init_from is not None:
         ckpt = torch.load(init_from, map_location=device, weights_only=False)
-        if HiFiGANConfig.from_dict(ckpt["config"]) != cfg.gen:
+        theirs = HiFiGANConfig.from_dict(ckpt["config"])  # balancing the upsamplers keeps the weights' shapes
+        if replace(theirs, balanced_upsampling=cfg.gen.balanced_upsampling) != cfg.gen:
             raise ValueError(f"{init_from} holds a generator of another configuration: {ckpt['config']}")
         gen.load_state_dict({k: v.float() for k, v in ckpt["generator"].items()})
         step = int(ckpt.get("step") or 0)
@@ -542,9 +567,13 @@ def train(
             loss_g = MEL_WEIGHT * mel_l1
             stft_w = cfg.adv_stft_weight if adv else cfg.stft_weight
             if stft_w > 0:
-                stft = multi_resolution_stft_loss(y_hat, y)
+                stft = multi_resolution_stft_loss(y_hat, y, cfg.stft_resolutions)
                 losses["stft"] = stft.detach()
                 loss_g = loss_g + stft_w * stft
+            if cfg.frame_weight > 0:
+                frame = frame_pattern_loss(y_hat, y, cfg.gen.hop)
+                losses["frame"] = frame.detach()
+                loss_g = loss_g + cfg.frame_weight * frame
             if adv:
                 adv_loss = fm = 0.0
                 for d in (mpd, msd):
