@@ -217,9 +217,27 @@ def test_too_little_context_is_seen(vocoder_path):
 
 def test_output_is_clipped_float32():
     """tanh keeps the generator inside (−1, 1); the clip guards other graphs (e.g. without the final tanh)."""
-    loud = HifiGanVocoder(lambda mel: np.full((1, 1, mel.shape[-1] * 256), -3.0), receptive_field=2, chunk_frames=4)
+    def net(mel: np.ndarray) -> np.ndarray:
+        return np.full((1, 1, mel.shape[-1] * 256), -3.0, np.float32)
+
+    loud = HifiGanVocoder(net, receptive_field=2, chunk_frames=4, remove_dc=False)
     audio = loud(_mel(9))
     assert audio.dtype == np.float32 and audio.shape == (9 * 256,) and (audio == -1).all()
+
+
+def test_dc_offset_is_removed():
+    """The network's offset goes (codec.vocoder.dc); its tone stays, whatever the chunking."""
+    def net(mel: np.ndarray) -> np.ndarray:
+        t = np.arange(mel.shape[-1] * 256)  # a window's own time axis: only the tone's phase per call differs
+        return (0.3 + 0.5 * np.sin(2 * np.pi * t / 128)).astype(np.float32)[None, None]
+
+    mel = _mel(40)
+    raw = HifiGanVocoder(net, receptive_field=0, chunk_frames=UNCHUNKED, remove_dc=False)(mel)
+    clean = HifiGanVocoder(net, receptive_field=0, chunk_frames=UNCHUNKED)(mel)
+    assert raw.mean() == pytest.approx(0.3, abs=1e-3) and abs(clean.mean()) < 1e-3
+    np.testing.assert_allclose(clean, raw - 0.3, atol=2e-3)
+    chunked = HifiGanVocoder(net, receptive_field=0, chunk_frames=8)(mel)  # 8 frames = 2048 samples = 16 periods
+    np.testing.assert_allclose(chunked, clean, atol=1e-6)
 
 
 @pytest.mark.parametrize(

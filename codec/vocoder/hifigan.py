@@ -12,6 +12,9 @@ window, and the waveform equals the single call's (up to float32 summation order
 sample depends on a frame further than the receptive field (:func:`codec.nets.hifigan.receptive_field`,
 stored in the model's metadata by :func:`codec.nets.hifigan.export_generator`).
 
+The generator's DC offset (about 0.2 of the RMS for the shipped V3 on speech) is then removed by
+:func:`codec.vocoder.dc.remove_dc` (``remove_dc=False`` keeps the network's raw output).
+
 ``HifiGanVocoder(log_mel)`` has the signature of :func:`codec.vocoder.griffinlim.griffin_lim`:
 log-mel ``[n_mels, F]`` → float32 waveform ``[F · hop]``.
 """
@@ -26,6 +29,7 @@ import numpy as np
 from codec.chunking import apply_chunked
 from codec.errors import InputError, ModelIntegrityError
 from codec.runtime import OnnxNet
+from codec.vocoder.dc import remove_dc
 
 CHUNK_FRAMES = 512  # frames kept per network call (≈ 6 s at 22 050 Hz; windows add 2 × receptive field)
 
@@ -39,6 +43,7 @@ class HifiGanVocoder:
     chunk_frames: int = CHUNK_FRAMES  # frames kept per network call
     n_mels: int = 80
     hop: int = 256  # output samples per mel frame
+    remove_dc: bool = True  # subtract the output's running DC offset (codec.vocoder.dc)
 
     def __post_init__(self) -> None:
         for name, value, low in (
@@ -58,6 +63,7 @@ class HifiGanVocoder:
         threads: int = 0,
         receptive_field: int | None = None,
         chunk_frames: int = CHUNK_FRAMES,
+        remove_dc: bool = True,
     ) -> HifiGanVocoder:
         """Open ``vocoder.onnx``; ``receptive_field`` (frames) defaults to the one in the model's metadata.
 
@@ -79,7 +85,7 @@ class HifiGanVocoder:
             ) from None
         except (TypeError, ValueError) as e:
             raise ModelIntegrityError(f"{path} has unreadable vocoder metadata {dict(meta)}: {e}") from e
-        return cls(net, receptive_field, chunk_frames, n_mels, hop)
+        return cls(net, receptive_field, chunk_frames, n_mels, hop, remove_dc)
 
     @property
     def provider(self) -> str:
@@ -87,7 +93,7 @@ class HifiGanVocoder:
         return self.net.provider
 
     def __call__(self, log_mel: np.ndarray) -> np.ndarray:
-        """Log-mel ``[n_mels, F]`` (F ≥ 1, finite) → float32 waveform ``[F · hop]`` clipped to [−1, 1]."""
+        """Log-mel ``[n_mels, F]`` (F ≥ 1, finite) → float32 waveform ``[F · hop]``, DC removed, clipped to [−1, 1]."""
         m = np.asarray(log_mel)
         if m.dtype.kind not in "biuf":
             raise InputError(f"log-mel must be real numbers, got dtype {m.dtype}")
@@ -104,7 +110,10 @@ class HifiGanVocoder:
             context=self.receptive_field,
             scale=self.hop,
         )
-        return np.clip(audio, -1.0, 1.0, out=audio).astype(np.float32, copy=False)
+        audio = audio.astype(np.float32, copy=False)
+        if self.remove_dc:
+            remove_dc(audio, self.hop)
+        return np.clip(audio, -1.0, 1.0, out=audio)
 
 
 __all__ = ["CHUNK_FRAMES", "HifiGanVocoder"]
