@@ -15,8 +15,11 @@ buzz: the median, over the first 12 multiples of 22 050 / 256 ≈ 86 Hz (the mel
 whole clip's spectrum at that frequency over the median within ±40 Hz (about 1 for a sound without
 such a comb; the reference's value is printed under the table). Prints a markdown table (means over
 clips); ``--plot`` also draws the 0–4 kHz spectrograms of the first clip (needs matplotlib).
+``--checkpoint`` adds generators from training checkpoints (torch, weight norm kept; DC removed as
+the served vocoder does), e.g. to compare a run with the shipped vocoder.
 
     python bench/vocoder_bands.py --data ../shared/data/audio/speech/test --limit 12
+    python bench/vocoder_bands.py --checkpoint runs/vocoder/best.pt
 """
 
 from __future__ import annotations
@@ -101,15 +104,38 @@ def plot(path: Path, ref: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
     print(f"\nwrote {path}")
 
 
+def checkpoint_vocoder(path: Path):
+    """``(name, log-mel → waveform)`` for a generator checkpoint, run with torch."""
+    import torch
+
+    from codec.train.vocoder import load_generator
+    from codec.vocoder.dc import remove_dc
+
+    gen = load_generator(path)
+    step = torch.load(path, map_location="cpu", weights_only=False).get("step")
+
+    def vocode(mel: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = gen(torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))[None])[0, 0].numpy()
+        return np.clip(remove_dc(out.copy()), -1, 1)
+
+    return f"{path.parent.name}/{path.name} (step {step})", vocode
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/audio/speech/test")
     p.add_argument("--limit", type=int, default=12)
     p.add_argument("--model")
     p.add_argument("--plot", type=Path, help="write the first clip's spectrograms to this PNG")
+    p.add_argument("--checkpoint", type=Path, nargs="*", default=[],
+                   help="also score these generator checkpoints (best.pt, last.pt, vocoder.pt; needs torch)")
     args = p.parse_args()
     codec = AudioCodec.load(Registry(), args.model)
     vocoders = {"HiFi-GAN": codec.vocoder, "Griffin-Lim (32 it.)": griffin_lim}
+    for path in args.checkpoint:
+        name, vocode = checkpoint_vocoder(path)
+        vocoders[name] = vocode
     rows: dict[str, list[list[float]]] = {name: [] for name in vocoders}
     ref_comb = []
     files = list_audio(Path(args.data))[: args.limit]

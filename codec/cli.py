@@ -350,6 +350,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         if args.resume and cfg_path.exists():
             cfg = config_cls.from_dict(json.loads(cfg_path.read_text()))
+        elif args.resume and (run / "last.pt").exists():  # config.json lost: last.pt carries the run's config
+            cfg = config_cls.from_dict(trainer.read_checkpoint(run / "last.pt")["config"])
         elif args.init_from:
             cfg = config_cls.from_dict(trainer.read_checkpoint(Path(args.init_from))["config"])
         else:
@@ -390,8 +392,11 @@ def _train_vocoder(args: argparse.Namespace) -> int:
         raise CliError("--decay-start is an option of 'strata train image' (the vocoder's LR decays exponentially)")
     run = Path(args.run or "runs/vocoder")
     cfg_path = run / "config.json"
-    if args.resume and cfg_path.exists():
-        cfg = VocoderTrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    resuming = args.resume and (cfg_path.exists() or (run / "last.pt").exists())
+    if resuming:  # the run's own config; last.pt carries a copy should config.json be missing
+        saved = (json.loads(cfg_path.read_text()) if cfg_path.exists()
+                 else read_checkpoint(run / "last.pt", ("train_config",))["train_config"])
+        cfg = VocoderTrainConfig.from_dict(saved)
     elif args.init_from:
         ckpt = read_checkpoint(args.init_from, ("config", "generator"))
         cfg = VocoderTrainConfig(gen=HiFiGANConfig.from_dict(ckpt["config"]))
@@ -409,7 +414,7 @@ def _train_vocoder(args: argparse.Namespace) -> int:
             raise CliError(f"--stft-weight must be >= 0, got {args.stft_weight}")
         cfg.stft_weight = args.stft_weight
     if args.balanced_upsampling:
-        if args.resume and cfg_path.exists() and not cfg.gen.balanced_upsampling:
+        if resuming and not cfg.gen.balanced_upsampling:
             raise CliError("--balanced-upsampling cannot change a run being resumed; start a new run with --init-from")
         cfg.gen = dataclasses.replace(cfg.gen, balanced_upsampling=True)
     if args.frame_weight is not None:

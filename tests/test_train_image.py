@@ -98,3 +98,16 @@ def test_configs_saved_before_the_linear_path_load_without_it():
     old = {"latent_dim": 32, "channels": [64, 128, 192], "enc_blocks": [1, 1, 1], "dec_blocks": [1, 2, 3]}
     assert ImageNetConfig.from_dict(old).linear_skip is False
     assert ImageNetConfig().linear_skip is True
+
+
+def test_cli_resume_without_config_json_keeps_the_run_config(data, tmp_path):
+    """A run folder that lost config.json resumes with the config in last.pt, not the defaults."""
+    from codec.cli import main
+
+    run = tmp_path / "run"
+    train(tiny_config(data, 2), run)
+    (run / "config.json").unlink()
+    assert main(["train", "image", "--run", str(run), "--resume", "--steps", "4"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["rvq"]["layers"] == 3 and saved["steps"] == 4
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 4

@@ -134,6 +134,12 @@ def test_train_both_phases_then_resume(audio_root, tmp_path):
     # A resumed run keeps its generator's layout.
     assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "5", "--balanced-upsampling"]) == 1
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
+    # Without config.json, --resume takes the config saved in last.pt (not the defaults).
+    (run / "config.json").unlink()
+    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "5"]) == 0
+    again = VocoderTrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert again == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 5, "stft_weight": 3.0})
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 5
 
 
 def test_selection_uses_pesq_in_the_adversarial_phase_only():

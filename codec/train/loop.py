@@ -13,8 +13,8 @@ record to ``log.jsonl``, writes ``last.pt`` and, when the validation score is th
 
 A run starts one of three ways: ``resume`` with a ``last.pt`` (weights, optimiser, step, best
 score and both RNG states), ``init_from`` another checkpoint (its weights and step count; the
-optimiser starts afresh), or new. The last two write ``config.json``. The quantizer is
-initialised by k-means on latents of 8 batches unless the weights already hold codebooks.
+optimiser starts afresh), or new. Each writes ``config.json`` (a resume with its overrides). The
+quantizer is initialised by k-means on latents of 8 batches unless the weights already hold codebooks.
 
 What differs between the modalities (data, networks, the loss target, validation and the
 console lines) comes in as an :class:`Objective` and the trainer's own functions
@@ -137,7 +137,7 @@ def fit(
             print(f"initialised from {init_from} (step {step})", flush=True)
         elif new_run is not None:
             new_run()
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))  # a resume's overrides included
 
     if not bool(model.quantizer.initialised):
         with torch.no_grad():
