@@ -13,7 +13,9 @@ PESQ-WB between the two halves of a short-time spectrum:
 The column that moves PESQ more says what to train for. The last column measures a frame-rate
 buzz: the median, over the first 12 multiples of 22 050 / 256 ≈ 86 Hz (the mel frame rate), of the
 whole clip's spectrum at that frequency over the median within ±40 Hz (about 1 for a sound without
-such a comb; the reference's value is printed under the table). Prints a markdown table (means over
+such a comb; the reference's value is printed under the table), and the *frame-locked share*: the RMS of
+the clip's mean 256-sample frame over the clip's RMS, DC removed (the part of the output repeated
+every frame; ``frame_locked`` in the training log). Prints a markdown table (means over
 clips); ``--plot`` also draws the 0–4 kHz spectrograms of the first clip (needs matplotlib).
 ``--checkpoint`` adds generators from training checkpoints (torch, weight norm kept; DC removed as
 the served vocoder does), e.g. to compare a run with the shipped vocoder.
@@ -72,6 +74,14 @@ def frame_rate_comb(x: np.ndarray, harmonics: int = 12) -> float:
         near = (freqs > fk - 40) & (freqs < fk + 40)
         ratios.append(spec[max(i - 2, 0): i + 3].max() / np.median(spec[near]))
     return float(np.median(ratios))
+
+
+def frame_locked(x: np.ndarray) -> float:
+    """RMS of the mean ``HOP``-sample frame over the RMS of ``x`` (DC removed first)."""
+    x = x[: len(x) // HOP * HOP].astype(np.float64)
+    x = x - x.mean()
+    rms = np.sqrt((x**2).mean())
+    return float(np.sqrt((x.reshape(-1, HOP).mean(axis=0) ** 2).mean()) / rms) if rms > 0 else 0.0
 
 
 def oracle_pesq(ref: np.ndarray, deg: np.ndarray) -> tuple[float, float]:
@@ -144,26 +154,29 @@ def main() -> None:
     for i, f in enumerate(files):
         ref = decode(f)
         mel = log_mel(ref)
-        ref_comb.append(frame_rate_comb(ref))
+        ref_comb.append([frame_rate_comb(ref), frame_locked(ref)])
         outputs = {}
         for name, vocode in vocoders.items():
             out = vocode(mel)[: len(ref)]
             ref_cut = ref[: len(out)]
             outputs[name] = out
             pesq = pesq_wb(ref_cut, out, SAMPLE_RATE)
-            rows[name].append([*band_errors(ref_cut, out), pesq, *oracle_pesq(ref_cut, out), frame_rate_comb(out)])
+            rows[name].append([*band_errors(ref_cut, out), pesq, *oracle_pesq(ref_cut, out), frame_rate_comb(out),
+                               frame_locked(out)])
         if i == 0 and args.plot:
             plot(args.plot, ref, outputs)
     bands = " | ".join(f"{lo / 1000:g}–{hi / 1000:g} kHz" for lo, hi in BANDS)
     print(f"\n{len(files)} clips from {args.data}; model {codec.name}. Magnitude error in dB (lower is better), "
           "PESQ-WB at 16 kHz\n")
-    print(f"| vocoder | {bands} | PESQ-WB | PESQ, reference magnitude | PESQ, reference phase | 86 Hz comb |")
-    print("|---|" + "---:|" * (len(BANDS) + 4))
+    print(f"| vocoder | {bands} | PESQ-WB | PESQ, reference magnitude | PESQ, reference phase | 86 Hz comb "
+          "| frame-locked share |")
+    print("|---|" + "---:|" * (len(BANDS) + 5))
     for name, r in rows.items():
         m = np.mean(r, axis=0)
         print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in m[: len(BANDS)]) + " | " +
-              " | ".join(f"{v:.2f}" for v in m[len(BANDS):-1]) + f" | {m[-1]:.1f} |")
-    print(f"\n86 Hz comb of the reference clips: {np.mean(ref_comb):.1f}")
+              " | ".join(f"{v:.2f}" for v in m[len(BANDS):-2]) + f" | {m[-2]:.1f} | {m[-1]:.3f} |")
+    comb, locked = np.mean(ref_comb, axis=0)
+    print(f"\nThe reference clips: 86 Hz comb {comb:.1f}, frame-locked share {locked:.3f}")
 
 
 if __name__ == "__main__":
