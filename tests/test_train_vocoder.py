@@ -270,3 +270,19 @@ def test_cli_rejects_vocoder_flags_for_images(tmp_path, capsys):
     assert "image" in capsys.readouterr().err
     assert main(["train", "vocoder", "--run", str(tmp_path), "--data", str(tmp_path / "none")]) == 1
     assert "no audio folder" in capsys.readouterr().err
+
+
+def test_committed_balanced_checkpoint_resumes():
+    """models/checkpoints/voc-bal-60000.pt: a balanced V3 generator that starts a run (init_from)."""
+    path = Path(__file__).parent.parent / "models" / "checkpoints" / "voc-bal-60000.pt"
+    if not path.exists():
+        pytest.skip(f"{path} is not in this checkout")
+    gen = load_generator(path)
+    assert gen.cfg == HiFiGANConfig(balanced_upsampling=True)
+    assert torch.load(path, weights_only=False)["step"] == 60_000
+    gen.remove_weight_norm()
+    assert all(phase_imbalance(up.weight, up.stride[0]) < 1e-3 for up in gen.ups)  # float16-rounded weights
+    with torch.no_grad():
+        y = gen(torch.full((1, 80, 48), -4.0))[0, 0, 16 * 256:-16 * 256]
+    ripple = (y - y.mean()).reshape(-1, 256).mean(0).abs().max()
+    assert ripple < 1e-3 * max(float(y.abs().mean()), 1e-3)  # a steady mel: no frame-rate comb
