@@ -12,8 +12,8 @@
     each returns a score map per sub-discriminator and its feature maps (for feature matching)
 
 With ``balanced_upsampling`` every transposed convolution's weight goes through :class:`BalancedPhases`:
-the taps that feed each output phase sum to the same value, so a constant (or slowly varying) input
-gives a constant output and no tones at multiples of the input rate. A plain transposed convolution
+the taps that feed each output phase sum to the same value, so a constant input gives a constant
+output and no tones at multiples of the input rate. A plain transposed convolution
 is zero insertion followed by a filter; zero insertion copies the input's DC to every multiple of
 the input rate, and only a filter with nulls there removes those images (Pons et al., "Upsampling
 artifacts in neural audio synthesis", ICASSP 2021). After the rectifying LReLU the first stage's
