@@ -245,31 +245,27 @@ def test_export_matches_the_torch_generator(audio_root, tmp_path):
               init_from=out.checkpoint)
 
 
-def test_cli_rejects_vocoder_flags_for_images(tmp_path, capsys):
-    assert main(["train", "image", "--run", str(tmp_path), "--recon-steps", "5"]) == 1
-    assert "vocoder" in capsys.readouterr().err
-    assert main(["train", "audio", "--run", str(tmp_path), "--stft-weight", "5"]) == 1
-    assert "vocoder" in capsys.readouterr().err
-    assert main(["train", "vocoder", "--run", str(tmp_path), "--stft-weight", "-1"]) == 1
-    assert "--stft-weight" in capsys.readouterr().err
-    assert main(["train", "image", "--run", str(tmp_path), "--d-warmup", "5"]) == 1
-    assert "vocoder" in capsys.readouterr().err
-    assert main(["train", "vocoder", "--run", str(tmp_path), "--d-warmup", "-1"]) == 1
-    assert "--d-warmup" in capsys.readouterr().err
-    assert main(["train", "audio", "--run", str(tmp_path), "--balanced-upsampling"]) == 1
-    assert "vocoder" in capsys.readouterr().err
-    assert main(["train", "image", "--run", str(tmp_path), "--frame-weight", "1"]) == 1
-    assert "vocoder" in capsys.readouterr().err
-    assert main(["train", "vocoder", "--run", str(tmp_path), "--frame-weight", "-1"]) == 1
-    assert "--frame-weight" in capsys.readouterr().err
-    assert main(["train", "vocoder", "--run", str(tmp_path), "--stft-resolutions", "512:50"]) == 1
-    assert "--stft-resolutions" in capsys.readouterr().err
-    assert main(["train", "vocoder", "--run", str(tmp_path), "--stft-resolutions", "512:50:1024"]) == 1
-    assert "stft_resolutions" in capsys.readouterr().err
-    assert main(["train", "vocoder", "--run", str(tmp_path), "--decay-start", "0.5"]) == 1
-    assert "image" in capsys.readouterr().err
-    assert main(["train", "vocoder", "--run", str(tmp_path), "--data", str(tmp_path / "none")]) == 1
-    assert "no audio folder" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["image", "--recon-steps", "5"], "vocoder"),
+        (["audio", "--stft-weight", "5"], "vocoder"),
+        (["vocoder", "--stft-weight", "-1"], "--stft-weight"),
+        (["image", "--d-warmup", "5"], "vocoder"),
+        (["vocoder", "--d-warmup", "-1"], "--d-warmup"),
+        (["audio", "--balanced-upsampling"], "vocoder"),
+        (["image", "--frame-weight", "1"], "vocoder"),
+        (["vocoder", "--frame-weight", "-1"], "--frame-weight"),
+        (["vocoder", "--stft-resolutions", "512:50"], "--stft-resolutions"),
+        (["vocoder", "--stft-resolutions", "512:50:1024"], "stft_resolutions"),
+        (["vocoder", "--decay-start", "0.5"], "image"),
+        (["vocoder", "--data", "{tmp}/none"], "no audio folder"),
+    ],
+)
+def test_cli_rejects_bad_training_flags(tmp_path, capsys, args, message):
+    argv = ["train", args[0], "--run", str(tmp_path), *(a.format(tmp=tmp_path) for a in args[1:])]
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
 
 
 def test_committed_balanced_checkpoint_resumes():
