@@ -12,7 +12,7 @@ window, and the waveform equals the single call's (up to float32 summation order
 sample depends on a frame further than the receptive field (:func:`codec.nets.hifigan.receptive_field`,
 stored in the model's metadata by :func:`codec.nets.hifigan.export_generator`).
 
-The generator's DC offset (about 0.2 of the RMS for the shipped V3 on speech) is then removed by
+The generator's DC offset (0.13 of the RMS for the shipped V3 on 8 speech clips) is then removed by
 :func:`codec.vocoder.dc.remove_dc` (``remove_dc=False`` keeps the network's raw output).
 
 ``HifiGanVocoder(log_mel)`` has the signature of :func:`codec.vocoder.griffinlim.griffin_lim`:
