@@ -18,9 +18,10 @@ is zero insertion followed by a filter; zero insertion copies the input's DC to 
 the input rate, and only a filter with nulls there removes those images (Pons et al., "Upsampling
 artifacts in neural audio synthesis", ICASSP 2021). After the rectifying LReLU the first stage's
 input has a large DC, so an unconstrained first stage lays a comb at multiples of 22 050/256 ≈ 86 Hz
-over everything the generator says (measured on the step-36 358 reconstruction-phase V3: loud frames
-correlate 0.65–0.83 with one fixed 256-sample waveform; balancing its first stage's weights, with no
-retraining, brings the comb measure of ``bench/vocoder_bands.py`` from 24 to 1.5, the reference's).
+over everything the generator says. On the step-36 358 reconstruction-phase V3, 0.48 of the output's
+RMS is one 256-sample waveform repeated every frame (``bench/vocoder_bands.py``; speech: 0.06).
+Balancing its first stage's weights, with no retraining, brings the comb measure from 24 to 1.5, the
+reference's (``bench/balance_upsamplers.py``).
 
 All convolutions carry weight normalisation (torch parametrizations) for training;
 :meth:`Generator.remove_weight_norm` folds it into plain weights, and
