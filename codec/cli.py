@@ -13,7 +13,7 @@
     strata train audio [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--sets S,S]
     strata train vocoder [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--recon-steps N]
                          [--stft-weight W] [--stft-resolutions N:H:W,...] [--frame-weight W]
-                         [--balanced-upsampling] [--d-warmup N] [--sets S,S] [--amp]
+                         [--phase-weight W] [--balanced-upsampling] [--d-warmup N] [--sets S,S] [--amp]
     strata export image --checkpoint CKPT --name NAME
     strata export vocoder --checkpoint CKPT [--out DIR]
     strata export audio --checkpoint CKPT --vocoder DIR --name NAME
@@ -331,9 +331,10 @@ def _eval_audio(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.modality == "vocoder":
         return _train_vocoder(args)
-    vocoder_only = (args.recon_steps, args.stft_weight, args.stft_resolutions, args.frame_weight, args.d_warmup)
+    vocoder_only = (args.recon_steps, args.stft_weight, args.stft_resolutions, args.frame_weight, args.phase_weight,
+                    args.d_warmup)
     if args.amp or args.balanced_upsampling or any(v is not None for v in vocoder_only):
-        raise CliError("--recon-steps, --stft-weight, --stft-resolutions, --frame-weight, --d-warmup, "
+        raise CliError("--recon-steps, --stft-weight, --stft-resolutions, --frame-weight, --phase-weight, --d-warmup, "
                        "--balanced-upsampling and --amp are options of 'strata train vocoder'")
     if args.modality == "audio":
         from codec.train import audio as trainer
@@ -421,6 +422,10 @@ def _train_vocoder(args: argparse.Namespace) -> int:
         if args.frame_weight < 0:
             raise CliError(f"--frame-weight must be >= 0, got {args.frame_weight}")
         cfg.frame_weight = args.frame_weight
+    if args.phase_weight is not None:
+        if args.phase_weight < 0:
+            raise CliError(f"--phase-weight must be >= 0, got {args.phase_weight}")
+        cfg.phase_weight = args.phase_weight
     if args.stft_resolutions is not None:
         cfg.stft_resolutions = _stft_resolutions(args.stft_resolutions)
     if args.d_warmup is not None:
@@ -602,6 +607,8 @@ def get_parser() -> argparse.ArgumentParser:
                     help="vocoder: n_fft:hop:win,... of the STFT loss (default 512:50:240,1024:120:600,2048:240:1200)")
     tr.add_argument("--frame-weight", type=float,
                     help="vocoder: weight of the frame-pattern loss against the frame-rate buzz (default 0)")
+    tr.add_argument("--phase-weight", type=float,
+                    help="vocoder: weight of the anti-wrapping phase loss (default 0)")
     tr.add_argument("--balanced-upsampling", action="store_true",
                     help="vocoder: balance the transposed convs' phases (no frame-rate comb; see codec.nets.hifigan)")
     tr.add_argument("--d-warmup", type=int,

@@ -29,6 +29,7 @@ from codec.nets.hifigan_loss import (
     generator_adversarial_loss,
     mel_l1_loss,
     multi_resolution_stft_loss,
+    phase_loss,
 )
 
 TINY = HiFiGANConfig(upsample_initial_channel=16)  # V3 layout (8, 8, 4) at 1/16 of the width
@@ -294,6 +295,30 @@ def test_frame_pattern_loss_sees_a_frame_rate_buzz():
         frame_pattern_loss(y[..., :300], y[..., :300], 256)
     with pytest.raises(InputError, match="same shape"):
         frame_pattern_loss(y[:1], y, 256)
+
+
+def test_phase_loss_sees_phase_not_level():
+    t = torch.arange(8192) / 22050
+    y = (torch.sin(2 * torch.pi * 220 * t) + 0.5 * torch.sin(2 * torch.pi * 440 * t + 1.0))[None]
+    same = phase_loss(y, y)
+    assert same.item() < 1e-3
+    assert abs(phase_loss(0.3 * y, y).item() - same.item()) < 1e-4  # blind to level: the magnitude losses see it
+    # A sign flip turns every phase by π: the instantaneous-phase term is 2, the two differences stay 0.
+    assert phase_loss(-y, y).item() == pytest.approx(2 / 3, abs=1e-2)
+    late = torch.roll(y, 5, dims=-1)  # 5 samples late: a phase shift growing with frequency
+    noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
+    assert same < phase_loss(late, y) < phase_loss(noise, y)
+    y_hat = (y + 0.1 * noise).requires_grad_()
+    phase_loss(y_hat, y).backward()
+    assert torch.isfinite(y_hat.grad).all() and y_hat.grad.abs().sum() > 0
+    silent = torch.zeros_like(y).requires_grad_()  # no phase at all: finite, and the loss of a random phase
+    loss = phase_loss(silent, y)
+    loss.backward()
+    assert loss.item() == pytest.approx(1.0) and torch.isfinite(silent.grad).all()
+    with pytest.raises(InputError, match="same shape"):
+        phase_loss(y[..., :4096], y)
+    with pytest.raises(InputError, match="more than"):
+        phase_loss(y[..., :400], y[..., :400])
 
 
 def test_one_generator_step_runs():

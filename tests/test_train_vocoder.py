@@ -179,17 +179,20 @@ def test_discriminator_warmup_freezes_the_generator(audio_root, tmp_path):
         VocoderTrainConfig(stft_weight=-1.0)
 
 
-def test_frame_loss_and_stft_resolutions(audio_root, tmp_path):
+def test_frame_and_phase_losses_and_stft_resolutions(audio_root, tmp_path):
     res = ((512, 50, 240), (2048, 512, 2048))
-    train(_cfg(audio_root, steps=2, recon_steps=5, eval_every=2, frame_weight=3.0, stft_resolutions=res), tmp_path)
+    train(_cfg(audio_root, steps=2, recon_steps=5, eval_every=2, frame_weight=3.0, phase_weight=2.0,
+               stft_resolutions=res), tmp_path)
     steps = [r for r in _log(tmp_path) if r["kind"] == "train"]
-    assert all(r["frame"] > 0 and r["stft"] > 0 for r in steps)
+    assert all(r["frame"] > 0 and r["stft"] > 0 and 0 < r["phase"] < 2 for r in steps)
     ev = [r for r in _log(tmp_path) if r["kind"] == "eval"][-1]
     assert 0 <= ev["frame_locked"] < 1
     cfg = VocoderTrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text()))
-    assert cfg.stft_resolutions == res and cfg.frame_weight == 3.0
+    assert cfg.stft_resolutions == res and cfg.frame_weight == 3.0 and cfg.phase_weight == 2.0
     with pytest.raises(ValueError, match="frame_weight"):
         VocoderTrainConfig(frame_weight=-1.0)
+    with pytest.raises(ValueError, match="phase_weight"):
+        VocoderTrainConfig(phase_weight=-1.0)
     for bad in ((), ((512, 50),), ((512, 50, 1024),), ((16384, 256, 1024),)):
         with pytest.raises(ValueError, match="stft_resolutions"):
             VocoderTrainConfig(stft_resolutions=bad)
@@ -256,6 +259,8 @@ def test_export_matches_the_torch_generator(audio_root, tmp_path):
         (["audio", "--balanced-upsampling"], "vocoder"),
         (["image", "--frame-weight", "1"], "vocoder"),
         (["vocoder", "--frame-weight", "-1"], "--frame-weight"),
+        (["audio", "--phase-weight", "1"], "vocoder"),
+        (["vocoder", "--phase-weight", "-1"], "--phase-weight"),
         (["vocoder", "--stft-resolutions", "512:50"], "--stft-resolutions"),
         (["vocoder", "--stft-resolutions", "512:50:1024"], "stft_resolutions"),
         (["vocoder", "--decay-start", "0.5"], "image"),

@@ -90,6 +90,63 @@ def multi_resolution_stft_loss(
     return total / len(resolutions)
 
 
+PHASE_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024))  # (n_fft, hop, win)
+
+
+def phase_loss(
+    y_hat: torch.Tensor,
+    y: torch.Tensor,
+    resolutions: tuple[tuple[int, int, int], ...] = PHASE_RESOLUTIONS,
+    power: float = 1.0,
+) -> torch.Tensor:
+    """Mean over resolutions of three anti-wrapping phase distances, weighted by the reference's level.
+
+    The STFT phase ``φ`` of ``ŷ`` is compared with that of ``y`` through ``1 − cos(Δ)``, which is
+    blind to wrapping (APNet's anti-wrapping losses, Ai & Ling 2023, in a smooth form):
+
+    - instantaneous phase, ``Δ = φ̂ − φ`` per bin;
+    - group delay, the difference along frequency of ``φ`` (where a frame's energy lies in time:
+      glottal pulses align the harmonics' phases);
+    - instantaneous frequency, the difference along time.
+
+    Each bin weighs ``|Y|^power`` (the pairs of the two differences: the geometric mean of their two
+    weights), so silence and the noise floor, whose phase is arbitrary, count little. The result is in
+    ``[0, 2]``; a magnitude-only loss is blind to all three terms.
+    """
+    y_hat, y = _flat(y_hat), _flat(y)
+    if y_hat.shape != y.shape:
+        raise InputError(f"ŷ and y must have the same shape, got {tuple(y_hat.shape)} and {tuple(y.shape)}")
+    if not resolutions:
+        raise InputError("need at least one STFT resolution")
+    total = y.new_zeros(())
+    for n_fft, hop, win in resolutions:
+        if y.shape[-1] <= n_fft // 2:
+            raise InputError(f"need more than {n_fft // 2} samples for an STFT of size {n_fft}, got {y.shape[-1]}")
+        window = torch.hann_window(win, dtype=y.dtype, device=y.device)
+        s_hat = torch.stft(y_hat, n_fft, hop_length=hop, win_length=win, window=window, return_complex=True)
+        s = torch.stft(y, n_fft, hop_length=hop, win_length=win, window=window, return_complex=True)
+        w = (s.real**2 + s.imag**2) ** (power / 2)
+        terms = (
+            _cos_distance(s_hat, s, w),
+            _cos_distance(s_hat[:, 1:] * s_hat[:, :-1].conj(), s[:, 1:] * s[:, :-1].conj(),
+                          torch.sqrt(w[:, 1:] * w[:, :-1])),
+            _cos_distance(s_hat[..., 1:] * s_hat[..., :-1].conj(), s[..., 1:] * s[..., :-1].conj(),
+                          torch.sqrt(w[..., 1:] * w[..., :-1])),
+        )
+        total = total + sum(terms) / 3
+    return total / len(resolutions)
+
+
+def _cos_distance(a_hat: torch.Tensor, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``Σ w·(1 − cos(arg â − arg a)) / Σ w`` for complex ``â``, ``a`` (the reference side is detached)."""
+    a = a.detach()
+    p_hat, p = a_hat.real**2 + a_hat.imag**2, a.real**2 + a.imag**2
+    floor_hat, floor = 1e-20 * p_hat.detach().mean() + 1e-38, 1e-20 * p.mean() + 1e-38  # scale-free
+    u = a / torch.sqrt(p + floor)
+    cos = (a_hat.real * u.real + a_hat.imag * u.imag) / torch.sqrt(p_hat + floor_hat)
+    return (w * (1 - cos)).sum() / w.sum()
+
+
 def frame_pattern(x: torch.Tensor, hop: int) -> torch.Tensor:
     """``[B, T]`` (``T`` a multiple of ``hop``) → ``[B, hop]``: the mean of the signal's ``hop``-sample frames.
 
@@ -136,4 +193,5 @@ __all__ = [
     "generator_adversarial_loss",
     "mel_l1_loss",
     "multi_resolution_stft_loss",
+    "phase_loss",
 ]

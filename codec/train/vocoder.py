@@ -92,6 +92,7 @@ from codec.nets.hifigan_loss import (
     frame_pattern_loss,
     generator_adversarial_loss,
     multi_resolution_stft_loss,
+    phase_loss,
 )
 from codec.nets.mel import log_mel_torch
 from codec.train.checkpoint import read_checkpoint
@@ -128,6 +129,7 @@ class VocoderTrainConfig:
     adv_stft_weight: float = 0.0  # ... and in the adversarial phase (the paper: 0)
     stft_resolutions: tuple[tuple[int, int, int], ...] = STFT_RESOLUTIONS  # (n_fft, hop, win) of the STFT loss
     frame_weight: float = 0.0  # frame-pattern loss (the frame-rate buzz; see the module doc), both phases
+    phase_weight: float = 0.0  # anti-wrapping phase loss (phase_loss; see the module doc), both phases
     d_warmup: int = 0  # first adversarial-phase steps that train only the discriminators (generator frozen)
     loss_fmax: float = 11025.0  # top of the loss mel (Hz): Nyquist, as the reference recipe
     eval_every: int = 1000  # steps between evaluations in the reconstruction phase
@@ -151,6 +153,8 @@ class VocoderTrainConfig:
             raise ValueError(f"STFT loss weights must be >= 0, got {self.stft_weight} and {self.adv_stft_weight}")
         if self.frame_weight < 0:
             raise ValueError(f"frame_weight must be >= 0, got {self.frame_weight}")
+        if self.phase_weight < 0:
+            raise ValueError(f"phase_weight must be >= 0, got {self.phase_weight}")
         if not self.stft_resolutions or any(len(r) != 3 or min(r) < 1 or r[2] > r[0] or r[0] // 2 >= self.segment
                                             for r in self.stft_resolutions):
             raise ValueError("stft_resolutions must be (n_fft, hop, win) triples with 1 <= win <= n_fft "
@@ -583,6 +587,10 @@ def train(
                 frame = frame_pattern_loss(y_hat, y, cfg.gen.hop)
                 losses["frame"] = frame.detach()
                 loss_g = loss_g + cfg.frame_weight * frame
+            if cfg.phase_weight > 0:
+                phase = phase_loss(y_hat, y)
+                losses["phase"] = phase.detach()
+                loss_g = loss_g + cfg.phase_weight * phase
             if adv:
                 adv_loss = fm = 0.0
                 for d in (mpd, msd):
