@@ -303,11 +303,13 @@ def test_phase_loss_sees_phase_not_level():
     same = phase_loss(y, y)
     assert same.item() < 1e-3
     assert abs(phase_loss(0.3 * y, y).item() - same.item()) < 1e-4  # blind to level: the magnitude losses see it
-    # A sign flip turns every phase by π: the instantaneous-phase term is 2, the two differences stay 0.
-    assert phase_loss(-y, y).item() == pytest.approx(2 / 3, abs=1e-2)
-    late = torch.roll(y, 5, dims=-1)  # 5 samples late: a phase shift growing with frequency
+    # A sign flip or a short delay keeps both phase differences (the absolute phase is not asked for).
+    assert phase_loss(-y, y).item() < 1e-3
+    late = torch.roll(y, 5, dims=-1)
+    assert phase_loss(late, y).item() < 0.05  # (most of it from the wrapped-around edge)
+    detuned = (torch.sin(2 * torch.pi * 230 * t) + 0.5 * torch.sin(2 * torch.pi * 460 * t + 1.0))[None]
     noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
-    assert same < phase_loss(late, y) < phase_loss(noise, y)
+    assert 0.1 < phase_loss(detuned, y) < phase_loss(noise, y)  # 10 Hz off: 30 degrees more per 256-sample hop
     y_hat = (y + 0.1 * noise).requires_grad_()
     phase_loss(y_hat, y).backward()
     assert torch.isfinite(y_hat.grad).all() and y_hat.grad.abs().sum() > 0

@@ -186,7 +186,7 @@ def test_frame_and_phase_losses_and_stft_resolutions(audio_root, tmp_path):
     steps = [r for r in _log(tmp_path) if r["kind"] == "train"]
     assert all(r["frame"] > 0 and r["stft"] > 0 and 0 < r["phase"] < 2 for r in steps)
     ev = [r for r in _log(tmp_path) if r["kind"] == "eval"][-1]
-    assert 0 <= ev["frame_locked"] < 1
+    assert 0 <= ev["frame_locked"] < 1 and 0 < ev["val_phase"] < 2
     cfg = VocoderTrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text()))
     assert cfg.stft_resolutions == res and cfg.frame_weight == 3.0 and cfg.phase_weight == 2.0
     with pytest.raises(ValueError, match="frame_weight"):

@@ -85,6 +85,7 @@ from codec.nets.hifigan import (
 )
 from codec.nets.hifigan_loss import (
     MEL_WEIGHT,
+    PHASE_RESOLUTIONS,
     STFT_RESOLUTIONS,
     discriminator_loss,
     feature_matching_loss,
@@ -352,12 +353,14 @@ def evaluate(
     ``frame_locked``: mean over clips of RMS(:func:`frame_pattern` of ŷ) / RMS(ŷ), the share of the
     output (DC removed) repeated every mel frame: the frame-rate buzz (speech references: about 0.06).
     ``dc_offset``: mean over clips of |mean(ŷ)| / RMS(ŷ − mean(ŷ)).
+    ``val_phase``: mean over clips of :func:`codec.nets.hifigan_loss.phase_loss` (group delay and
+    instantaneous frequency against the reference; 0 is the reference's phase, about 1 an unrelated one).
     """
     was_training = gen.training
     gen.eval()
     abs_sum = sq_sum = 0.0
     count = 0
-    pesqs, stois, locked, dc = [], [], [], []
+    pesqs, stois, locked, dc, phase = [], [], [], [], []
     hop = gen.cfg.hop
     for i, clip in enumerate(clips):
         y = torch.from_numpy(np.ascontiguousarray(clip))[None].to(device)
@@ -369,6 +372,9 @@ def evaluate(
         abs_sum += float(diff.abs().sum())
         sq_sum += float((diff**2).sum())
         count += diff.numel()
+        n = min(y.shape[-1], y_hat.shape[-1])
+        if n > max(r[0] for r in PHASE_RESOLUTIONS) // 2:
+            phase.append(float(phase_loss(y_hat[:, :n], y[:, :n])))
         whole = y_hat[:, : y_hat.shape[-1] // hop * hop]
         offset = float(whole.mean())
         whole = whole - offset  # a DC offset is not a buzz
@@ -390,6 +396,7 @@ def evaluate(
         "pesq_clips": len(pesqs),
         "frame_locked": float(np.mean(locked)) if locked else None,
         "dc_offset": float(np.mean(dc)) if dc else None,
+        "val_phase": float(np.mean(phase)) if phase else None,
     }
 
 
