@@ -29,6 +29,7 @@ from codec.nets.hifigan_loss import (
     generator_adversarial_loss,
     mel_l1_loss,
     multi_resolution_stft_loss,
+    phase_distances,
     phase_loss,
 )
 
@@ -310,6 +311,10 @@ def test_phase_loss_sees_phase_not_level():
     detuned = (torch.sin(2 * torch.pi * 230 * t) + 0.5 * torch.sin(2 * torch.pi * 460 * t + 1.0))[None]
     noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
     assert 0.1 < phase_loss(detuned, y) < phase_loss(noise, y)  # 10 Hz off: 30 degrees more per 256-sample hop
+    d = phase_distances(late, y, 1024, 256, 1024)  # the absolute phase sees the delay, the differences do not
+    assert d.instantaneous_phase > 0.1 > max(d.group_delay, d.instantaneous_frequency)
+    d = phase_distances(detuned, y, 1024, 256, 1024)
+    assert d.instantaneous_frequency > 2 * d.group_delay
     y_hat = (y + 0.1 * noise).requires_grad_()
     phase_loss(y_hat, y).backward()
     assert torch.isfinite(y_hat.grad).all() and y_hat.grad.abs().sum() > 0

@@ -11,6 +11,8 @@ lists in :class:`codec.nets.hifigan.DiscriminatorOutput`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -93,45 +95,63 @@ def multi_resolution_stft_loss(
 PHASE_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024))  # (n_fft, hop, win)
 
 
+@dataclass(frozen=True)
+class PhaseDistances:
+    """Anti-wrapping distances ``Σ w·(1 − cos Δ) / Σ w`` between two signals' STFT phases, at one resolution.
+
+    Each is 0 for the reference itself and about 1 for an unrelated phase (at most 2).
+    """
+
+    instantaneous_phase: torch.Tensor  # Δ: the phase itself, per bin
+    group_delay: torch.Tensor  # Δ: the phase's difference between neighbouring bins (where energy lies in time)
+    instantaneous_frequency: torch.Tensor  # Δ: the phase's difference between neighbouring frames (per hop)
+
+
+def phase_distances(y_hat: torch.Tensor, y: torch.Tensor, n_fft: int, hop: int, win: int,
+                    power: float = 1.0) -> PhaseDistances:
+    """:class:`PhaseDistances` of ``ŷ`` against ``y`` (``[B, T]`` or ``[B, 1, T]``), Hann window.
+
+    Each bin weighs ``|Y|^power`` (a pair of bins: the geometric mean of its two weights), so
+    silence and the noise floor, whose phase is arbitrary, count little.
+    """
+    y_hat, y = _flat(y_hat), _flat(y)
+    if y_hat.shape != y.shape:
+        raise InputError(f"ŷ and y must have the same shape, got {tuple(y_hat.shape)} and {tuple(y.shape)}")
+    if y.shape[-1] <= n_fft // 2:
+        raise InputError(f"need more than {n_fft // 2} samples for an STFT of size {n_fft}, got {y.shape[-1]}")
+    window = torch.hann_window(win, dtype=y.dtype, device=y.device)
+    s_hat = torch.stft(y_hat, n_fft, hop_length=hop, win_length=win, window=window, return_complex=True)
+    s = torch.stft(y, n_fft, hop_length=hop, win_length=win, window=window, return_complex=True)
+    w = (s.real**2 + s.imag**2) ** (power / 2)
+    return PhaseDistances(
+        instantaneous_phase=_cos_distance(s_hat, s, w),
+        group_delay=_cos_distance(s_hat[:, 1:] * s_hat[:, :-1].conj(), s[:, 1:] * s[:, :-1].conj(),
+                                  torch.sqrt(w[:, 1:] * w[:, :-1])),
+        instantaneous_frequency=_cos_distance(s_hat[..., 1:] * s_hat[..., :-1].conj(),
+                                              s[..., 1:] * s[..., :-1].conj(), torch.sqrt(w[..., 1:] * w[..., :-1])),
+    )
+
+
 def phase_loss(
     y_hat: torch.Tensor,
     y: torch.Tensor,
     resolutions: tuple[tuple[int, int, int], ...] = PHASE_RESOLUTIONS,
     power: float = 1.0,
 ) -> torch.Tensor:
-    """Mean over resolutions of two anti-wrapping phase distances, weighted by the reference's level.
+    """Mean over resolutions of the group-delay and instantaneous-frequency :func:`phase_distances`.
 
-    The STFT phase ``φ`` of ``ŷ`` is compared with that of ``y`` through ``1 − cos(Δ)``, which is
-    blind to wrapping (APNet's anti-wrapping losses, Ai & Ling 2023, in a smooth form):
-
-    - group delay: ``Δ`` is the difference of the two phases' differences along frequency (where a
-      frame's energy lies in time; glottal pulses align the harmonics' phases);
-    - instantaneous frequency: the same along time (how far each partial turns in one hop).
-
-    APNet's third term, the instantaneous phase itself, is left out: a 3-sample delay of the
-    reference already scores 0.5–0.9 on it at 1024 / 256, so a generator cannot be asked for it.
-    Each pair of bins weighs the geometric mean of ``|Y|^power`` over the pair, so silence and the
-    noise floor, whose phase is arbitrary, count little. The result is in ``[0, 2]``: 0 for the
-    reference itself, about 1 for an unrelated phase. A magnitude-only loss is blind to both terms.
+    These are APNet's anti-wrapping phase losses (Ai & Ling 2023) in a smooth ``1 − cos`` form. APNet's
+    third term, the instantaneous phase itself, is left out: a 3-sample delay of the reference already
+    scores 0.5–0.9 on it at 1024 / 256 (``bench/vocoder_phase.py``), so a generator cannot be asked for
+    it. The result is in ``[0, 2]``: 0 for the reference itself, about 1 for an unrelated phase; a
+    magnitude-only loss is blind to it.
     """
-    y_hat, y = _flat(y_hat), _flat(y)
-    if y_hat.shape != y.shape:
-        raise InputError(f"ŷ and y must have the same shape, got {tuple(y_hat.shape)} and {tuple(y.shape)}")
     if not resolutions:
         raise InputError("need at least one STFT resolution")
-    total = y.new_zeros(())
+    total = 0.0
     for n_fft, hop, win in resolutions:
-        if y.shape[-1] <= n_fft // 2:
-            raise InputError(f"need more than {n_fft // 2} samples for an STFT of size {n_fft}, got {y.shape[-1]}")
-        window = torch.hann_window(win, dtype=y.dtype, device=y.device)
-        s_hat = torch.stft(y_hat, n_fft, hop_length=hop, win_length=win, window=window, return_complex=True)
-        s = torch.stft(y, n_fft, hop_length=hop, win_length=win, window=window, return_complex=True)
-        w = (s.real**2 + s.imag**2) ** (power / 2)
-        group_delay = _cos_distance(s_hat[:, 1:] * s_hat[:, :-1].conj(), s[:, 1:] * s[:, :-1].conj(),
-                                    torch.sqrt(w[:, 1:] * w[:, :-1]))
-        inst_freq = _cos_distance(s_hat[..., 1:] * s_hat[..., :-1].conj(), s[..., 1:] * s[..., :-1].conj(),
-                                  torch.sqrt(w[..., 1:] * w[..., :-1]))
-        total = total + (group_delay + inst_freq) / 2
+        d = phase_distances(y_hat, y, n_fft, hop, win, power)
+        total = total + (d.group_delay + d.instantaneous_frequency) / 2
     return total / len(resolutions)
 
 
@@ -184,6 +204,7 @@ def _same_length(a: list, b: list) -> None:
 
 
 __all__ = [
+    "PhaseDistances",
     "discriminator_loss",
     "feature_matching_loss",
     "frame_pattern",
@@ -191,5 +212,6 @@ __all__ = [
     "generator_adversarial_loss",
     "mel_l1_loss",
     "multi_resolution_stft_loss",
+    "phase_distances",
     "phase_loss",
 ]

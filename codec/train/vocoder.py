@@ -36,6 +36,14 @@ the output repeated every frame (0.48 for the shipped generator, about 0.06 for 
 what remains: from a balanced step-44 000 generator, weight 10 held ``frame_locked`` at 0.13
 instead of 0.27 after 3 000 steps, but held-out mel L1 was 0.439 against 0.387. It stays off by default.
 
+``phase_weight`` adds :func:`codec.nets.hifigan_loss.phase_loss` (group delay and instantaneous
+frequency against the reference's; held-out evaluations log it as ``val_phase``). The shipped
+generator's instantaneous frequency is further from the reference's than white noise's
+(``bench/vocoder_phase.py``), but the loss barely trains. Its gradient at weight 1 is about 1/200 of
+the mel term's. From a balanced step-61 000 generator, 1 000 steps at weight 30, 100 or 500 each took
+it from 0.48 only to 0.46–0.47, and held-out mel L1 rose with the weight (0.333, 0.328, 0.376 against
+0.315). It stays off by default.
+
 Model selection never touches a test split: a fixed ``heldout`` fraction of the
 *training* files, chosen by a hash of the file name (:func:`split_heldout`), is held
 out. Every evaluation runs the generator (eval mode) on those whole clips and logs
