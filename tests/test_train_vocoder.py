@@ -125,9 +125,11 @@ def test_train_both_phases_then_resume(audio_root, tmp_path):
 
     # Resume through the CLI: same config, continues at step 4.
     saved = (run / "config.json").read_text()
-    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "4", "--stft-weight", "3"]) == 0
+    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "4", "--stft-weight", "3",
+                 "--phase-weight", "2"]) == 0
     resumed = VocoderTrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    assert resumed == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 4, "stft_weight": 3.0})
+    assert resumed == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 4, "stft_weight": 3.0,
+                                                    "phase_weight": 2.0})
     new = _log(run)[len(log):]
     assert [r["step"] for r in new if r["kind"] == "train"] == [4]
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
@@ -138,7 +140,8 @@ def test_train_both_phases_then_resume(audio_root, tmp_path):
     (run / "config.json").unlink()
     assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "5"]) == 0
     again = VocoderTrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    assert again == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 5, "stft_weight": 3.0})
+    assert again == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 5, "stft_weight": 3.0,
+                                                                "phase_weight": 2.0})
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 5
 
 
