@@ -141,7 +141,7 @@ def test_train_both_phases_then_resume(audio_root, tmp_path):
     assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "5"]) == 0
     again = VocoderTrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     assert again == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 5, "stft_weight": 3.0,
-                                                                "phase_weight": 2.0})
+                                                  "phase_weight": 2.0})
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 5
 
 
