@@ -9,7 +9,7 @@ neighbouring bins (group delay) or of their differences between neighbouring fra
 frequency). The *phase loss* column is what ``--phase-weight`` trains: the mean of the last two
 over 512/128 and 1024/256. Two rows calibrate the scale: the reference delayed by 3 samples (what a
 generator cannot be asked to match) and white noise at the reference's level. Prints a markdown
-table (means over clips) with PESQ-WB beside it.
+table (means over clips) with PESQ-WB beside it, then the instantaneous-frequency distance by band.
 
     python bench/vocoder_phase.py --limit 8
     python bench/vocoder_phase.py --limit 8 --checkpoint runs/vocoder/best.pt
@@ -31,6 +31,27 @@ from codec.nets.hifigan_loss import phase_distances, phase_loss
 from codec.registry import Registry
 from codec.train.vocoder import decode, list_audio
 from codec.vocoder.griffinlim import griffin_lim
+
+BANDS = ((0, 250), (250, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 8000))  # Hz
+
+
+def if_by_band(ref: np.ndarray, out: np.ndarray) -> list[float]:
+    """The instantaneous-frequency distance (1024 / 256) within each of :data:`BANDS`."""
+    window = torch.hann_window(1024)
+
+    def frame_steps(x: np.ndarray) -> torch.Tensor:  # X[t] · conj(X[t − 1]): the phase turned in one hop
+        s = torch.stft(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), 1024, 256, 1024, window,
+                       return_complex=True)
+        return s[:, 1:] * s[:, :-1].conj()
+
+    a, a_hat = frame_steps(ref), frame_steps(out)
+    w = a.abs().sqrt()  # the geometric mean of the two frames' magnitudes
+    cos = (a_hat * a.conj()).real / (a_hat.abs() * a.abs() + 1e-30)
+    d = (w * (1 - cos)).numpy()
+    w = w.numpy()
+    freqs = np.fft.rfftfreq(1024, 1 / SAMPLE_RATE)
+    rows = [(freqs >= lo) & (freqs < hi) for lo, hi in BANDS]
+    return [float(d[r].sum() / max(w[r].sum(), 1e-30)) for r in rows]
 
 
 def distances(ref: np.ndarray, out: np.ndarray) -> list[float]:
@@ -62,16 +83,19 @@ def main() -> None:
     files = list_audio(Path(args.data))[: args.limit]
     if not files:
         raise SystemExit(f"no sound files in {args.data}")
-    rows: dict[str, list[list[float]]] = {name: [] for name in (*vocoders, "reference, 3 samples late", "noise")}
+    names = (*vocoders, "reference, 3 samples late", "white noise at the reference's level")
+    rows: dict[str, list[list[float]]] = {name: [] for name in names}
+    bands: dict[str, list[list[float]]] = {name: [] for name in names}
     for f in files:
         ref = decode(f)
         mel = log_mel(ref)
         outputs = {name: vocode(mel)[: len(ref)] for name, vocode in vocoders.items()}
         outputs["reference, 3 samples late"] = np.concatenate([np.zeros(3, np.float32), ref[:-3]])
-        outputs["noise"] = (rng.standard_normal(len(ref)) * ref.std()).astype(np.float32)
+        outputs[names[-1]] = (rng.standard_normal(len(ref)) * ref.std()).astype(np.float32)
         for name, out in outputs.items():
             ref_cut = ref[: len(out)]
             rows[name].append([*distances(ref_cut, out), pesq_wb(ref_cut, out, SAMPLE_RATE)])
+            bands[name].append(if_by_band(ref_cut, out))
     print(f"\n{len(files)} clips from {args.data}; model {codec.name}. Phase distances at 1024 / 256 "
           "(0: the reference's phase, about 1: unrelated), PESQ-WB at 16 kHz\n")
     print("| signal | instantaneous phase | group delay | instantaneous frequency | phase loss | PESQ-WB |")
@@ -79,6 +103,11 @@ def main() -> None:
     for name, r in rows.items():
         m = np.mean(r, axis=0)
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in m[:4]) + f" | {m[4]:.2f} |")
+    print("\nInstantaneous-frequency distance by band\n")
+    print("| signal | " + " | ".join(f"{lo / 1000:g}–{hi / 1000:g} kHz" for lo, hi in BANDS) + " |")
+    print("|---|" + "---:|" * len(BANDS))
+    for name, r in bands.items():
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in np.mean(r, axis=0)) + " |")
 
 
 if __name__ == "__main__":
