@@ -10,9 +10,13 @@ frequency). The *phase loss* column is what ``--phase-weight`` trains: the mean 
 over 512/128 and 1024/256. Two rows calibrate the scale: the reference delayed by 3 samples (what a
 generator cannot be asked to match) and white noise at the reference's level. Prints a markdown
 table (means over clips) with PESQ-WB beside it, then the instantaneous-frequency distance by band.
+``--pitch`` adds a table of periodicity from ``librosa.pyin`` (60–400 Hz, frame 1024, hop 256):
+the share of the reference's voiced frames that are voiced in the output too (*voiced recall*), the
+share of its unvoiced frames that are not (*false voicing*), and the median pitch error in cents
+over frames voiced in both, each pooled over all clips (slow: a few seconds per clip and signal).
 
     python bench/vocoder_phase.py --limit 8
-    python bench/vocoder_phase.py --limit 8 --checkpoint runs/vocoder/best.pt
+    python bench/vocoder_phase.py --limit 8 --checkpoint runs/vocoder/best.pt --pitch
 """
 
 from __future__ import annotations
@@ -54,6 +58,14 @@ def if_by_band(ref: np.ndarray, out: np.ndarray) -> list[float]:
     return [float(d[r].sum() / max(w[r].sum(), 1e-30)) for r in rows]
 
 
+def pitch_track(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(f0 in Hz, voiced flags)`` per 256-sample hop (``librosa.pyin``, 60–400 Hz)."""
+    import librosa
+
+    f0, voiced, _ = librosa.pyin(x, fmin=60, fmax=400, sr=SAMPLE_RATE, frame_length=1024, hop_length=256)
+    return f0, voiced
+
+
 def distances(ref: np.ndarray, out: np.ndarray) -> list[float]:
     """``[instantaneous phase, group delay, instantaneous frequency, phase loss]`` of ``out`` against ``ref``."""
     y, y_hat = torch.from_numpy(ref)[None], torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))[None]
@@ -69,6 +81,7 @@ def main() -> None:
     p.add_argument("--model")
     p.add_argument("--checkpoint", type=Path, nargs="*", default=[],
                    help="also score these generator checkpoints (best.pt, last.pt, vocoder.pt)")
+    p.add_argument("--pitch", action="store_true", help="add the periodicity table (librosa.pyin; slow)")
     args = p.parse_args()
     torch.set_num_threads(1)
     codec = AudioCodec.load(Registry(), args.model)
@@ -86,6 +99,8 @@ def main() -> None:
     names = (*vocoders, "reference, 3 samples late", "white noise at the reference's level")
     rows: dict[str, list[list[float]]] = {name: [] for name in names}
     bands: dict[str, list[list[float]]] = {name: [] for name in names}
+    pitch: dict[str, list[np.ndarray]] = {name: [] for name in vocoders}  # [recalled, voiced, false, unvoiced]
+    cents: dict[str, list[np.ndarray]] = {name: [] for name in vocoders}
     for f in files:
         ref = decode(f)
         mel = log_mel(ref)
@@ -96,6 +111,14 @@ def main() -> None:
             ref_cut = ref[: len(out)]
             rows[name].append([*distances(ref_cut, out), pesq_wb(ref_cut, out, SAMPLE_RATE)])
             bands[name].append(if_by_band(ref_cut, out))
+        if args.pitch:
+            f0_ref, voiced_ref = pitch_track(ref)
+            for name in vocoders:
+                f0, voiced = pitch_track(outputs[name])
+                n = min(len(f0), len(f0_ref))
+                v, vr = voiced[:n], voiced_ref[:n]
+                pitch[name].append(np.array([(v & vr).sum(), vr.sum(), (v & ~vr).sum(), (~vr).sum()]))
+                cents[name].append(1200 * np.abs(np.log2(f0[:n][v & vr] / f0_ref[:n][v & vr])))
     print(f"\n{len(files)} clips from {args.data}; model {codec.name}. Phase distances at 1024 / 256 "
           "(0: the reference's phase, about 1: unrelated), PESQ-WB at 16 kHz\n")
     print("| signal | instantaneous phase | group delay | instantaneous frequency | phase loss | PESQ-WB |")
@@ -108,6 +131,16 @@ def main() -> None:
     print("|---|" + "---:|" * len(BANDS))
     for name, r in bands.items():
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in np.mean(r, axis=0)) + " |")
+    if args.pitch:
+        print("\nPeriodicity (librosa.pyin), pooled over clips\n")
+        print("| signal | voiced recall | false voicing | median pitch error (cents) | frames voiced in both |")
+        print("|---|---:|---:|---:|---:|")
+        for name in vocoders:
+            recalled, voiced, false, unvoiced = np.sum(pitch[name], axis=0)
+            both = np.concatenate(cents[name])
+            median = f"{np.median(both):.0f}" if len(both) else "n/a"
+            recall, false_rate = recalled / max(voiced, 1), false / max(unvoiced, 1)
+            print(f"| {name} | {recall:.3f} | {false_rate:.3f} | {median} | {len(both)} |")
 
 
 if __name__ == "__main__":
