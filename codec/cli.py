@@ -13,7 +13,7 @@
     strata train audio [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--sets S,S]
     strata train vocoder [--run DIR] [--resume] [--init-from CKPT] [--steps N] [--recon-steps N]
                          [--stft-weight W] [--stft-resolutions N:H:W,...] [--frame-weight W]
-                         [--phase-weight W] [--balanced-upsampling] [--d-warmup N] [--sets S,S] [--amp]
+                         [--phase-weight W] [--balanced-upsampling] [--d-warmup N] [--d-width F] [--sets S,S] [--amp]
     strata export image --checkpoint CKPT --name NAME
     strata export vocoder --checkpoint CKPT [--out DIR]
     strata export audio --checkpoint CKPT --vocoder DIR --name NAME
@@ -332,10 +332,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.modality == "vocoder":
         return _train_vocoder(args)
     vocoder_only = (args.recon_steps, args.stft_weight, args.stft_resolutions, args.frame_weight, args.phase_weight,
-                    args.d_warmup)
+                    args.d_warmup, args.d_width)
     if args.amp or args.balanced_upsampling or any(v is not None for v in vocoder_only):
         raise CliError("--recon-steps, --stft-weight, --stft-resolutions, --frame-weight, --phase-weight, --d-warmup, "
-                       "--balanced-upsampling and --amp are options of 'strata train vocoder'")
+                       "--d-width, --balanced-upsampling and --amp are options of 'strata train vocoder'")
     if args.modality == "audio":
         from codec.train import audio as trainer
 
@@ -428,6 +428,13 @@ def _train_vocoder(args: argparse.Namespace) -> int:
         cfg.phase_weight = args.phase_weight
     if args.stft_resolutions is not None:
         cfg.stft_resolutions = _stft_resolutions(args.stft_resolutions)
+    if args.d_width is not None:
+        if not 0 < args.d_width <= 1:
+            raise CliError(f"--d-width must be in (0, 1], got {args.d_width}")
+        narrowed = cfg.with_discriminator_width(args.d_width)
+        if resuming and (narrowed.mpd_channels, narrowed.msd_channels) != (cfg.mpd_channels, cfg.msd_channels):
+            raise CliError("--d-width cannot change a run being resumed; start a new run with --init-from")
+        cfg = narrowed
     if args.d_warmup is not None:
         if args.d_warmup < 0:
             raise CliError(f"--d-warmup must be >= 0, got {args.d_warmup}")
@@ -613,6 +620,8 @@ def get_parser() -> argparse.ArgumentParser:
                     help="vocoder: balance the transposed convs' phases (no frame-rate comb; see codec.nets.hifigan)")
     tr.add_argument("--d-warmup", type=int,
                     help="vocoder: first adversarial steps that train only the discriminators (default 0)")
+    tr.add_argument("--d-width", type=float,
+                    help="vocoder: discriminator channels as a fraction of the paper's (default 1; 0.25 costs ~1/10)")
     tr.add_argument("--amp", action="store_true", help="vocoder: bf16 autocast of the networks (default off)")
     tr.set_defaults(func=cmd_train)
 

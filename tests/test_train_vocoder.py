@@ -12,6 +12,7 @@ from codec.nets.hifigan import HiFiGANConfig, phase_imbalance
 from codec.train.vocoder import (
     RandomSegments,
     VocoderTrainConfig,
+    build_discriminators,
     export_vocoder,
     load_audio,
     load_generator,
@@ -75,6 +76,27 @@ def test_config_round_trips_through_json():
         VocoderTrainConfig(segment=5000)
 
 
+def test_discriminator_width():
+    quarter = VocoderTrainConfig().with_discriminator_width(0.25)
+    assert quarter.mpd_channels == (8, 32, 128, 256, 256)
+    assert quarter.msd_channels == (32, 32, 64, 128, 256, 256, 256) and quarter.msd_groups == (1, 4, 16, 16, 16, 16, 1)
+    cpu = torch.device("cpu")
+
+    def size(cfg: VocoderTrainConfig) -> int:  # builds them: every group divides its layer
+        return sum(p.numel() for d in build_discriminators(cfg, cpu) for p in d.parameters())
+
+    assert size(quarter) < size(VocoderTrainConfig()) / 10
+    assert VocoderTrainConfig().with_discriminator_width(1.0) == VocoderTrainConfig()
+    for w in (0.0, 1.5):
+        with pytest.raises(ValueError, match="width"):
+            VocoderTrainConfig().with_discriminator_width(w)
+    # A config that could not build its discriminators fails when made, not when the adversarial phase starts.
+    with pytest.raises(ValueError, match="msd_channels"):
+        VocoderTrainConfig(msd_channels=(128, 130, 256, 512, 1024, 1024, 1024))
+    with pytest.raises(ValueError, match="mpd_channels"):
+        VocoderTrainConfig(mpd_channels=())
+
+
 def test_heldout_split_is_deterministic_and_disjoint(audio_root):
     names = [Path(f"librispeech_{i:04d}-0000.flac") for i in range(300)]
     train_a, held_a = split_heldout(names, 0.1)
@@ -135,6 +157,7 @@ def test_train_both_phases_then_resume(audio_root, tmp_path):
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
     # A resumed run keeps its generator's layout.
     assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "5", "--balanced-upsampling"]) == 1
+    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "5", "--d-width", "0.5"]) == 1
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
     # Without config.json, --resume takes the config saved in last.pt (not the defaults).
     (run / "config.json").unlink()
@@ -264,6 +287,9 @@ def test_export_matches_the_torch_generator(audio_root, tmp_path):
         (["vocoder", "--frame-weight", "-1"], "--frame-weight"),
         (["audio", "--phase-weight", "1"], "vocoder"),
         (["vocoder", "--phase-weight", "-1"], "--phase-weight"),
+        (["image", "--d-width", "0.5"], "vocoder"),
+        (["vocoder", "--d-width", "0"], "--d-width"),
+        (["vocoder", "--d-width", "2"], "--d-width"),
         (["vocoder", "--stft-resolutions", "512:50"], "--stft-resolutions"),
         (["vocoder", "--stft-resolutions", "512:50:1024"], "stft_resolutions"),
         (["vocoder", "--decay-start", "0.5"], "image"),

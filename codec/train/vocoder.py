@@ -173,6 +173,26 @@ class VocoderTrainConfig:
         if self.adv_select not in ("pesq", "mel_l1"):
             raise ValueError(f"adv_select must be 'pesq' or 'mel_l1', got {self.adv_select!r}")
 
+        if not self.mpd_channels or min(self.mpd_channels) < 1:
+            raise ValueError(f"mpd_channels must be positive, got {self.mpd_channels}")
+        cins = (1, *self.msd_channels[:-1])
+        if (len(self.msd_channels) != len(self.msd_groups) or min(self.msd_channels, default=0) < 1
+                or any(ci % g or co % g for ci, co, g in zip(cins, self.msd_channels, self.msd_groups, strict=False))):
+            raise ValueError(f"msd_channels {self.msd_channels} must be positive and divisible by msd_groups "
+                             f"{self.msd_groups}, layer by layer")
+
+    def with_discriminator_width(self, width: float) -> VocoderTrainConfig:
+        """A copy whose MPD and MSD have ``width`` × the paper's channels (MSD's rounded to multiples of 16)."""
+        if not 0 < width <= 1:
+            raise ValueError(f"discriminator width must be in (0, 1], got {width}")
+        paper = VocoderTrainConfig()
+        return replace(
+            self,
+            mpd_channels=tuple(max(1, round(c * width)) for c in paper.mpd_channels),
+            msd_channels=tuple(max(16, round(c * width / 16) * 16) for c in paper.msd_channels),
+            msd_groups=paper.msd_groups,
+        )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
