@@ -25,6 +25,8 @@ from codec.quantize.search import ResidualCodebooks
 from codec.registry import Registry
 from codec.runtime import OnnxNet
 
+MAX_GRID = 2**16 - 1  # the v1 header stores each side of the code grid in 16 bits
+
 
 @dataclass(frozen=True)
 class ImageCodes:
@@ -80,12 +82,25 @@ class ImageCodec(StreamCodec):
         if (header.grid, header.padding) != self._geometry(header.size):
             raise HeaderError(f"grid {header.grid} / padding {header.padding} do not match a {header.size} image")
 
+    def _check_size(self, size: tuple[int, int]) -> None:
+        """Refuse (:class:`LimitExceededError`) an ``(H, W)`` image over the pixel limit, or one with a side longer
+        than a v1 stream can hold (``MAX_GRID`` code rows or columns, like the audio codec's ``MAX_COLUMNS``): its
+        grid would not fit the header, and such a thin image makes the networks run on up to ``factor`` times the
+        pixels the limit counts (1 row is padded to ``factor``), in the tokens API too."""
+        h, w = size
+        if h * w > self.limits.max_pixels:
+            raise LimitExceededError(f"image of {h}×{w} = {h * w} pixels is over the limit of {self.limits.max_pixels}")
+        if max(self.grid(size)) > MAX_GRID:
+            raise LimitExceededError(
+                f"image of {h}×{w} pixels has a side longer than a v1 stream can hold "
+                f"({MAX_GRID * self.factor} pixels: {MAX_GRID} code rows or columns of {self.factor} pixels)")
+
     # -- codes ---------------------------------------------------------------------------------
     def encode(self, image: np.ndarray, layers: int | None = None) -> ImageCodes:
         """Codes of an RGB ``uint8 [H, W, 3]`` image, first ``layers`` layers (default all)."""
         k = self._layers(layers)
-        if image.ndim == 3 and image.shape[0] * image.shape[1] > self.limits.max_pixels:
-            raise LimitExceededError(f"image of {image.shape[0]}×{image.shape[1]} pixels is over the limit")
+        if image.ndim == 3:
+            self._check_size(image.shape[:2])
         codes = analyse(self.analysis, self.quantizer, image, self.factor, k)
         return ImageCodes(codes.codes, codes.size, self.name)
 
@@ -97,8 +112,7 @@ class ImageCodec(StreamCodec):
             raise InputError(f"codes of shape {c.shape} do not fit a {codes.size} image (grid {self.grid(codes.size)})")
         if not np.issubdtype(c.dtype, np.integer):
             raise InputError(f"codes must be integers, got {c.dtype}")
-        if codes.size[0] * codes.size[1] > self.limits.max_pixels:
-            raise LimitExceededError(f"a {codes.size[0]}×{codes.size[1]} image is over the pixel limit")
+        self._check_size(codes.size)
         latent = self.quantizer.decode(c[:k, None].astype(np.int64))
         return unpad(self.synthesis(latent), codes.size)
 
@@ -111,6 +125,7 @@ class ImageCodec(StreamCodec):
         """Entropy-code a code stack into a stream."""
         c = np.asarray(codes.codes, dtype=np.int64)
         self._layers(codes.layers)
+        self._check_size(codes.size)
         return self._pack(c, codes.size)
 
     def decompress_codes(self, data: bytes, layers: int | None = None, partial: bool = False) -> ImageCodes:

@@ -193,8 +193,9 @@ def responses(*statuses: int) -> dict[int | str, dict]:
 ERROR_DESCRIPTIONS = {
     401: "Missing or wrong `X-API-Key` (`unauthorized`); only when the server has API keys configured.",
     404: "Unknown model (`unknown_model`), also on the audio routes of a server without an audio model.",
-    413: "Body over the size limit (`body_too_large`), image over the pixel limit or sound over the length limit "
-    "(`limit_exceeded`), or a stream claiming too large an image or too long a sound (`stream_limit_exceeded`).",
+    413: "Body over the size limit (`body_too_large`), image over the pixel limit or with a side longer than a v1 "
+    "stream holds, or sound over the length limit (`limit_exceeded`), or a stream claiming too large an image or too "
+    "long a sound (`stream_limit_exceeded`).",
     415: "Content-Type not accepted (`unsupported_media_type`) or body not a PNG/JPEG/WebP image / not a "
     "WAV/FLAC/OGG sound, or a sound with an implausible sample rate or too many channels (`unsupported_media`).",
     422: "Invalid parameters or body: `invalid_request`, `invalid_layers`, `invalid_input` (e.g. a sound with no "

@@ -2,14 +2,16 @@
 (PNG, WebP, ``.npy``) and decoded sounds (16-bit WAV, or the log-mel as ``.npy``).
 
 ``.npy`` bodies are parsed by hand from their header (never ``allow_pickle``): the dtype must be
-an integer type, the shape 3-D, and the byte count must match the header exactly before any
-array is made, so a header claiming a huge shape allocates nothing.
+an integer type, the shape 3-D with no negative dimension, and the byte count (computed without
+overflow) must match the header exactly before any array is made, so a header claiming a huge
+shape allocates nothing.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import warnings
 from typing import Literal, TypeVar
 
@@ -76,14 +78,19 @@ def load_npy(data: bytes) -> np.ndarray:
         raise InvalidCodesError(f"codes must have an integer dtype, got {dtype}")
     if len(shape) != 3:
         raise InvalidCodesError(f"codes must be a 3-D [layers, rows, columns] array, got shape {shape}")
-    count = int(np.prod(shape, dtype=np.int64))
+    if any(isinstance(n, bool) or n < 0 for n in shape):
+        raise InvalidCodesError(f".npy header announces shape {shape}: dimensions must be integers ≥ 0")
+    count = math.prod(shape)  # Python ints: a header of huge dimensions cannot overflow the byte count
     offset = f.tell()
     if len(data) - offset != count * dtype.itemsize:
         raise InvalidCodesError(
             f".npy header announces {shape} {dtype} ({count * dtype.itemsize} bytes), body has {len(data) - offset}"
         )
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-    return array.reshape(shape, order="F" if fortran else "C")
+    try:  # only an empty array with a dimension numpy cannot index (≥ 2**63) gets here and fails
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+        return array.reshape(shape, order="F" if fortran else "C")
+    except ValueError as e:
+        raise InvalidCodesError(f".npy header announces shape {shape}, which numpy cannot hold: {e}") from None
 
 
 DocumentT = TypeVar("DocumentT", CodesDocument, AudioCodesDocument)

@@ -59,6 +59,13 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
     return body
 
 
+def npy_with_shape(shape: str, body: bytes = b"") -> bytes:
+    """A version 1.0 ``.npy`` file of ``<i2`` whose header announces ``shape`` (any text), then ``body``."""
+    header = f"{{'descr': '<i2', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    header += b" " * ((63 - 10 - len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + body
+
+
 def restream(data: bytes, **changes) -> bytes:
     """``data`` with header fields replaced (and a valid header CRC)."""
     parsed = bitstream.parse(data)
@@ -172,6 +179,12 @@ def _codes(tiny_codec) -> np.ndarray:
         ("too many layers", lambda c: npy(np.concatenate([c, c[:1]]))),
         ("no layers", lambda c: npy(c[:0])),
         ("big ints", lambda c: npy(c.astype(np.uint64) + np.uint64(2**63))),
+        # Headers whose shape numpy parses but cannot build: each was a 500 before the checks in load_npy.
+        ("negative dims", lambda c: npy_with_shape("(-1, -1, 7)", bytes(14))),  # -1·-1·7 = 7 values
+        ("negative dims, positive product", lambda c: npy_with_shape("(-1, -5, 7)", bytes(70))),
+        ("dims overflowing int64", lambda c: npy_with_shape("(4294967296, 4294967296, 2)")),  # 2**65 ≡ 0
+        ("dim over int64", lambda c: npy_with_shape(f"({2**70}, 1, 1)")),
+        ("empty with a dim over intp", lambda c: npy_with_shape(f"({2**63}, 0, 1)")),
     ],
 )
 def test_422_invalid_npy_codes(live_server, tiny_codec, name, make) -> None:
@@ -201,6 +214,24 @@ def test_422_invalid_npy_codes(live_server, tiny_codec, name, make) -> None:
 def test_422_invalid_json_codes(live_server, tiny_codec, name, change) -> None:
     doc = {"model": "tiny-image", "height": H, "width": W, "layers": 4, "codes": _codes(tiny_codec).tolist()}
     assert_error(post(live_server, "decode", change(doc), "application/json"), 422, "invalid_codes")
+
+
+def test_413_image_side_longer_than_a_stream_holds(live_server, tiny_codec) -> None:
+    # A 1-pixel-high image far under the pixel limit whose code grid is one column too wide for the v1 header
+    # (16 bits per side). It used to run the networks on `factor` padded rows (8x the pixels the limit counts) and
+    # then fail as a 422 `bad_header` for compress, or succeed unbounded for encode / decode (1×16 M pixels: ~40 GB).
+    from PIL import Image
+
+    width = 65535 * tiny_codec.factor + 1
+    wide = io.BytesIO()
+    Image.new("RGB", (width, 1), (90, 120, 200)).save(wide, format="PNG")
+    for route in ("compress", "encode"):
+        body = assert_error(post(live_server, route, wide.getvalue(), "image/png"), 413, "limit_exceeded")
+        assert "v1 stream" in body["message"] and str(65535 * tiny_codec.factor) in body["message"]
+    codes = npy(np.zeros((4, 1, 65536), np.int16))
+    body = assert_error(post(live_server, "decode", codes, "application/x-npy", height=1, width=width), 413,
+                        "limit_exceeded")
+    assert "v1 stream" in body["message"]
 
 
 def test_422_codes_request_problems(live_server, tiny_codec, codes_npy) -> None:
