@@ -145,11 +145,11 @@ def _compress_audio(args: argparse.Namespace, data: bytes) -> int:
         return 0
 
     from codec.audio_pipeline import SAMPLE_RATE
-    from codec.frontend.audio import read_audio, resample
+    from codec.frontend.audio import read_audio
 
     codec = _audio_codec_for(args, args.model)
-    sound = read_audio(data, max_seconds=codec.limits.max_samples / SAMPLE_RATE)
-    codes = codec.encode(resample(sound.samples, sound.sample_rate, SAMPLE_RATE), args.layers)
+    sound = read_audio(data, max_seconds=codec.limits.max_samples / SAMPLE_RATE, rate=SAMPLE_RATE)
+    codes = codec.encode(sound.samples, args.layers)
     stream = codec.compress_codes(codes)
     _write(args.output, stream)
     _print_compressed_audio(args.output, len(stream), codec.name, codes.layers,

@@ -55,7 +55,7 @@ from codec.audio_pipeline import SAMPLE_RATE, AudioCodec
 from codec.bitstream import parse, truncate
 from codec.entropy.prior import CodePrior
 from codec.errors import BaselineError, BaselineUnavailableError, InputError
-from codec.frontend.audio import log_mel, read_audio, resample
+from codec.frontend.audio import log_mel, read_audio
 from codec.metrics_audio import log_mel_rmse, log_spectral_distance, mel_distance, pesq_wb, stoi
 from codec.registry import Registry, write_manifest
 from codec.runtime import choose_providers
@@ -220,10 +220,10 @@ def list_test_clips(data: Path, limit: int | None = None) -> dict[str, list[Path
 
 def _read_clip(split: str, path: Path) -> _Clip:
     try:
-        audio = read_audio(path.read_bytes(), max_seconds=math.inf)
+        audio = read_audio(path.read_bytes(), max_seconds=math.inf, rate=SAMPLE_RATE)
     except InputError as e:
         raise type(e)(f"{path}: {e}") from None
-    x = resample(audio.samples, audio.sample_rate, SAMPLE_RATE)
+    x = audio.samples
     return _Clip(split, f"{split}/{path.name}", x, log_mel(x))
 
 

@@ -151,6 +151,23 @@ def test_resample_keeps_frequency():
     np.testing.assert_array_equal(resample(x, 44100, 44100), x)
 
 
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 96000])
+@pytest.mark.parametrize("frames", [1000, 65536, 200_001])  # under, at and across the 65 536-frame read block
+def test_read_audio_resamples_block_by_block_as_resample_does(rate, frames):
+    data = encode(noise((frames, 3), seed=frames), rate, "WAV", "FLOAT")
+    whole = read_audio(data, max_seconds=60)
+    audio = read_audio(data, max_seconds=60, rate=22050)
+    assert audio.sample_rate == 22050
+    np.testing.assert_array_equal(audio.samples, resample(whole.samples, rate, 22050))
+
+
+def test_read_audio_too_short_to_resample():
+    with pytest.raises(InputError, match="too short: 1 samples at 384000 Hz"):
+        read_audio(encode(noise((1,)), 384000, "WAV", "FLOAT"), max_seconds=1, rate=22050)
+    with pytest.raises(InputError, match="positive"):
+        read_audio(encode(noise((100,)), 22050, "WAV", "FLOAT"), max_seconds=1, rate=0)
+
+
 def test_resample_rejects():
     with pytest.raises(InputError):
         resample(np.zeros(10, np.float32), 0)

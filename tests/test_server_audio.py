@@ -368,6 +368,35 @@ def test_invalid_codes(live_av_server, tiny_audio_codec, samples) -> None:
     )
     image_doc = {"model": "tiny-image", "height": 40, "width": 56, "codes": [[[1]]]}
     assert_error(post(live_av_server, "audio:decode", json.dumps(image_doc), "application/json"), 422, "invalid_codes")
+    # A .npy header of negative dimensions whose product matches the body (-1·-1·4 int16 = 8 bytes): was a 500.
+    header = b"{'descr': '<i2', 'fortran_order': False, 'shape': (-1, -1, 4), }"
+    header += b" " * ((63 - 10 - len(header)) % 64) + b"\n"
+    negative = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(8)
+    body = assert_error(
+        post(live_av_server, "audio:decode", negative, "application/x-npy", samples=SOUND.size), 422, "invalid_codes"
+    )
+    assert "(-1, -1, 4)" in body["message"]
+
+
+def test_many_channels_at_a_high_rate_are_read_block_by_block(live_av_server, tiny_audio_codec) -> None:
+    # 4 s of 8-channel 384 kHz silence: a FLAC of ~14 kB that decodes to 49 MB of float32 (10 minutes: 7 GB from a
+    # 2 MB body). The server used to decode it whole, then average and resample it; block by block it holds about
+    # the 22 050 Hz mono result (353 kB) plus one block, and gives the same samples.
+    import tracemalloc
+
+    rate, seconds = 384_000, 4
+    flac = flac_bytes(np.zeros((seconds * rate, 8), np.float32), rate, "FLAC")
+    assert len(flac) < 100_000
+    expected = tiny_audio_codec.compress(samples_of(flac))
+    tracemalloc.start()
+    try:
+        response = post(live_av_server, "audio:compress", flac, "audio/flac")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 200, response.text
+    assert response.content == expected and response.headers["x-strata-seconds"] == f"{seconds:.4f}"
+    assert peak < 20 * 2**20, f"reading the sound peaked at {peak / 2**20:.0f} MiB"
 
 
 # ------------------------------------------------------------------------------- dedicated servers

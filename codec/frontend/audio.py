@@ -6,8 +6,10 @@
     decoded [T] ─►─┤ write_wav ├─►─ 16-bit PCM WAV bytes
 
 Accepts WAV (incl. WAVE_FORMAT_EXTENSIBLE), FLAC and OGG (Vorbis, Opus) through
-libsndfile. Channels are averaged to mono. Frames, rate and channel count are read
-from the header and checked against the limits before any sample is decoded.
+libsndfile. Channels are averaged to mono, block by block as the file is decoded (and
+resampled on the way when asked), so a small compressed file cannot expand to a many-channel,
+high-rate float array. Frames, rate and channel count are read from the header and checked
+against the limits before any sample is decoded.
 
 The log-mel is HiFi-GAN's (``meldataset.mel_spectrogram``), in numpy only so that
 serving needs neither torch nor librosa: reflect padding of ``(n_fft - hop) / 2`` on
@@ -32,6 +34,7 @@ from codec.errors import InputError, LimitExceededError, UnsupportedMediaError
 FORMATS = ("WAV", "WAVEX", "FLAC", "OGG")  # libsndfile major formats accepted by read_audio
 MIN_RATE, MAX_RATE = 1000, 384_000  # plausible sample rates (Hz)
 _CHUNK_FRAMES = 2048  # STFT frames per block in log_mel (bounds memory on long inputs)
+_READ_FRAMES = 1 << 16  # frames per block decoded by read_audio (bounds memory on many channels / high rates)
 
 
 @dataclass(frozen=True)
@@ -80,31 +83,53 @@ class Audio:
         return len(self.samples) / self.sample_rate
 
 
-def read_audio(data: bytes, max_seconds: float, max_channels: int = 32) -> Audio:
+def read_audio(data: bytes, max_seconds: float, max_channels: int = 32, rate: int | None = None) -> Audio:
     """Decode WAV/FLAC/OGG bytes to mono float32 ``[T]`` (channels averaged, clipped to [-1, 1]).
+
+    With ``rate`` the samples are also resampled to ``rate`` Hz (as :func:`resample` does, to the
+    same samples) while they are decoded. The file is decoded in blocks of :data:`_READ_FRAMES`
+    frames, each averaged to mono (and resampled) before the next is read, so the memory held is
+    the mono result plus one block, whatever the channel count and sample rate: a FLAC file of a
+    few MB holding 10 minutes of 8-channel 384 kHz silence would otherwise decode to 7 GB of
+    float32 at once.
 
     Raises ``UnsupportedMediaError`` for anything that is not a readable sound in an
     accepted format or has an implausible rate or channel count, ``LimitExceededError``
-    for more than ``max_seconds``, ``InputError`` for an empty sound or NaN/inf samples.
+    for more than ``max_seconds``, ``InputError`` for an empty sound (or one too short to leave
+    a sample at ``rate``) or NaN/inf samples.
     """
     if not data:
         raise UnsupportedMediaError("empty audio body")
+    if rate is not None and rate <= 0:
+        raise InputError(f"sample rates must be positive, got {rate}")
+    parts: list[np.ndarray] = []
+    frames = 0
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             _check_header(f.format, f.samplerate, f.channels, f.frames, max_seconds, max_channels)
-            x = f.read(dtype="float32", always_2d=True)
-            rate = f.samplerate
+            source = f.samplerate
+            target = source if rate is None else rate
+            stream = None if target == source else soxr.ResampleStream(source, target, 1, "float32", quality="VHQ")
+            for block in f.blocks(_READ_FRAMES, dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    raise InputError("the sound contains NaN or infinite samples")
+                mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+                mono = np.clip(mono, -1.0, 1.0)
+                frames += mono.size
+                parts.append(mono if stream is None else stream.resample_chunk(mono))
+            if stream is not None and frames:
+                parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError) as e:
         if isinstance(e, InputError):
             raise
         reason = getattr(e, "error_string", None) or str(e)  # libsndfile's message, without the BytesIO repr
         raise UnsupportedMediaError(f"not a decodable WAV, FLAC or OGG sound ({len(data)} bytes): {reason}") from None
-    if x.shape[0] == 0:
+    if frames == 0:
         raise InputError("the sound has no samples")
-    if not np.isfinite(x).all():
-        raise InputError("the sound contains NaN or infinite samples")
-    mono = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
-    return Audio(np.clip(mono, -1.0, 1.0), rate)
+    samples = np.concatenate(parts).astype(np.float32, copy=False)
+    if samples.size == 0:
+        raise InputError(f"the sound is too short: {frames} samples at {source} Hz leave none at {target} Hz")
+    return Audio(samples, target)
 
 
 def _check_header(fmt: str, rate: int, channels: int, frames: int, max_seconds: float, max_channels: int) -> None:

@@ -2,7 +2,7 @@
 
 ::
 
-    WAV/FLAC/OGG ─►─ read_audio (≤ max_audio_seconds, ≤ max_audio_channels) ─►─ mono ─►─ resample to 22 050 Hz
+    WAV/FLAC/OGG ─►─ read_audio (≤ max_audio_seconds, ≤ max_audio_channels; block by block) ─►─ mono, 22 050 Hz
         ─►─ AudioCodec.encode ─►─ codes ─►─ stream                                   (audio:compress / :encode)
     stream / codes ─►─ AudioCodec.decode_mel ─►─ log-mel [80, frames] ─►─ .npy             (output=mel)
                                              └─►─ HiFi-GAN | Griffin-Lim ─►─ 16-bit WAV @ 22 050 Hz (output=wav)
@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from codec.audio_pipeline import SAMPLE_RATE, AudioCodec, AudioCodes, Vocoder
 from codec.bitstream import Modality
 from codec.errors import LimitExceededError
-from codec.frontend.audio import read_audio, resample
+from codec.frontend.audio import read_audio
 from server import payloads
 from server.config import Settings
 from server.deps import (
@@ -112,9 +112,11 @@ def _sound_headers(model: str, layers: int, codes: AudioCodes, extra: dict[str, 
 
 
 def _read_sound(data: bytes, settings: Settings) -> np.ndarray:
-    """Mono float32 samples at 22 050 Hz of an uploaded sound, under the length and channel limits."""
-    sound = read_audio(data, settings.max_audio_seconds, settings.max_audio_channels)
-    return resample(sound.samples, sound.sample_rate, SAMPLE_RATE)
+    """Mono float32 samples at 22 050 Hz of an uploaded sound, under the length and channel limits.
+
+    Decoded, downmixed and resampled block by block: the memory held is that of the result, not of the
+    file's channels at its own rate (a small FLAC of 8-channel 384 kHz audio would expand 140-fold)."""
+    return read_audio(data, settings.max_audio_seconds, settings.max_audio_channels, rate=SAMPLE_RATE).samples
 
 
 def _render(codec: AudioCodec, codes: AudioCodes, layers: int | None, vocoder: Vocoder, output: AudioOutput) -> bytes:
