@@ -333,9 +333,14 @@ class RequestBuilder:
 
     def __init__(self, base_url: str | httpx.URL = DEFAULT_BASE_URL, api_key: str | None = None,
                  timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT) -> None:
-        base = httpx.URL(str(base_url))
+        try:
+            base = httpx.URL(str(base_url))
+        except httpx.InvalidURL as e:  # e.g. an unclosed IPv6 bracket or a non-numeric port
+            raise ValueError(f"base_url {str(base_url)!r} is not a valid URL: {e}") from None
         if base.scheme not in ("http", "https") or not base.host:
             raise ValueError(f"base_url must be an http(s) URL, got {str(base_url)!r}")
+        if base.port is not None and not 0 < base.port < 65536:  # httpx accepts any number; sockets wrap it
+            raise ValueError(f"base_url port must be in 1..65535, got {base.port} in {str(base_url)!r}")
         self.base_url = str(base.copy_with(path=base.path.rstrip("/") + "/", query=None, fragment=None))
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)

@@ -236,6 +236,10 @@ def test_base_url_with_a_path_prefix_and_bad_urls() -> None:
     assert str(recorder.last.url) == "https://example.test/strata/v1/images:compress?layers=1"
     with pytest.raises(ValueError, match="http"):
         Client("ftp://example.test")
+    with pytest.raises(ValueError, match="not a valid URL"):  # httpx.InvalidURL is not a ValueError
+        Client("http://[::1")
+    with pytest.raises(ValueError, match="port must be in 1..65535"):  # httpx accepts it; the socket wraps it
+        Client("http://example.test:70000")
 
 
 def test_async_client_shares_the_request_layer(recorder: Recorder, no_numpy) -> None:
