@@ -31,6 +31,11 @@ modality. ``decompress`` reads the modality from the stream header: an image str
 ``.png``, ``.webp`` or ``.npy`` (pixels), an audio stream to ``.wav`` (16-bit, 22 050 Hz, HiFi-GAN
 or ``--vocoder griffinlim``) or ``.npy`` (the decoded log-mel, float32 ``[80, frames]``).
 
+Files: ``-`` (standard input or output) is not supported, an output may not be its command's input,
+and the stream that ``compress`` and ``truncate`` write may not be named like an image or a sound
+(``.png``, ``.wav``, …). Errors about what an input holds (not an image, a corrupted stream) name
+the file.
+
 ``main(argv)`` returns the exit status (0 success, 1 error, 2 usage) and is
 what the tests call. Errors print one line to stderr, never a traceback.
 """
@@ -41,13 +46,27 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from codec import __version__
-from codec.errors import StrataError
+from codec.errors import (
+    BitstreamError,
+    LimitExceededError,
+    StrataError,
+    TruncatedStreamError,
+    UnsupportedMediaError,
+)
+
+# A model name: a folder under the models folder and the name in its streams (1..64 ASCII bytes).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# Suffixes of the media files the CLI reads or writes (and of a few common others): not a stream's name.
+MEDIA_SUFFIXES = frozenset((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".npy",
+                            ".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aif", ".aiff"))
 
 
 class CliError(Exception):
@@ -56,9 +75,13 @@ class CliError(Exception):
 
 def _read(path: str) -> bytes:
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as e:
-        raise CliError(f"cannot read {path}: {e.strerror or e}") from None
+        stdin = " (reading standard input is not supported)" if path == "-" else ""
+        raise CliError(f"cannot read {path}: {e.strerror or e}{stdin}") from None
+    if not data:
+        raise CliError(f"{path} is empty")
+    return data
 
 
 def _write(path: str, data: bytes) -> None:
@@ -66,6 +89,43 @@ def _write(path: str, data: bytes) -> None:
         Path(path).write_bytes(data)
     except OSError as e:
         raise CliError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _check_paths(args: argparse.Namespace, writes_stream: bool) -> None:
+    """Refuse an output that would be written to stdout, over the input, or (a stream) under a media name."""
+    if args.output == "-":
+        raise CliError("writing to standard output ('-') is not supported; give an output file")
+    out = Path(args.output)
+    try:
+        same = out.exists() and out.samefile(args.input)
+    except OSError:
+        same = False
+    if same:
+        raise CliError(f"output {args.output} is the input file; write to another path")
+    if writes_stream and out.suffix.lower() in MEDIA_SUFFIXES:
+        raise CliError(f"output {args.output} would hold a Strata stream, not {out.suffix} data; "
+                       f"name it e.g. {out.with_suffix('.strata')}")
+
+
+@contextmanager
+def _about(path: str, partial_hint: bool = False) -> Iterator[None]:
+    """Errors about what the input file holds name it: ``strata: error: IN: …``."""
+    try:
+        yield
+    except (BitstreamError, UnsupportedMediaError, LimitExceededError) as e:
+        hint = partial_hint and isinstance(e, TruncatedStreamError)
+        raise CliError(f"{path}: {e}" + ("; --partial decodes the complete layers" if hint else "")) from None
+
+
+def _looks_like_image(data: bytes) -> bool:
+    """Whether ``data`` starts like a PNG, JPEG or WebP file (the images ``read_image`` opens)."""
+    return (data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff"
+            or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"))
+
+
+def _check_url(args: argparse.Namespace) -> None:
+    if args.url is not None and not args.url.strip():
+        raise CliError("--url is empty; give a server URL such as http://127.0.0.1:8000, or leave it out")
 
 
 def _registry(args: argparse.Namespace):
@@ -117,11 +177,18 @@ def _npy_bytes(array) -> bytes:
 @contextmanager
 def _remote(args: argparse.Namespace) -> Iterator:
     """A :class:`client.Client` for ``--url``; the SDK's errors become :class:`CliError`."""
-    from client import Client, StrataClientError
+    from client import Client, StrataAPIError, StrataClientError
 
     try:
         with Client(args.url, api_key=args.api_key or None) as c:
             yield c
+    except StrataAPIError as e:
+        r = e.response
+        if e.code.startswith("http_") and r is not None and "html" in r.headers.get("content-type", ""):
+            # a web page (another server, a proxy), not a Strata server's JSON error body
+            raise CliError(f"{args.url}: HTTP {e.status} {r.reason_phrase}: "
+                           "an HTML page, not a Strata server's answer") from None
+        raise CliError(f"{args.url}: {e}") from None
     except StrataClientError as e:
         raise CliError(f"{args.url}: {e}") from None
     except ValueError as e:  # a malformed URL
@@ -148,7 +215,8 @@ def _compress_audio(args: argparse.Namespace, data: bytes) -> int:
     from codec.frontend.audio import read_audio
 
     codec = _audio_codec_for(args, args.model)
-    sound = read_audio(data, max_seconds=codec.limits.max_samples / SAMPLE_RATE, rate=SAMPLE_RATE)
+    with _about(args.input):
+        sound = read_audio(data, max_seconds=codec.limits.max_samples / SAMPLE_RATE, rate=SAMPLE_RATE)
     codes = codec.encode(sound.samples, args.layers)
     stream = codec.compress_codes(codes)
     _write(args.output, stream)
@@ -158,6 +226,8 @@ def _compress_audio(args: argparse.Namespace, data: bytes) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    _check_url(args)
+    _check_paths(args, writes_stream=True)
     data = _read(args.input)
     if _is_audio(data):
         return _compress_audio(args, data)
@@ -170,9 +240,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     from codec.frontend.image import read_image
 
-    image = read_image(data)
+    if not _looks_like_image(data):
+        raise CliError(f"{args.input}: not a PNG, JPEG or WebP image, nor a WAV, FLAC or Ogg sound "
+                       f"({len(data)} bytes)")
+    with _about(args.input):
+        image = read_image(data)
     codec = _codec_for(args, args.model)
-    data = codec.compress(image, args.layers)
+    with _about(args.input):
+        data = codec.compress(image, args.layers)
     _write(args.output, data)
     h, w = image.shape[:2]
     _print_compressed(args.output, len(data), codec.name, args.layers or codec.layers, 8 * len(data) / (h * w))
@@ -205,19 +280,23 @@ def _decompress_audio(args: argparse.Namespace, data: bytes, model: str) -> int:
     from codec.frontend.audio import write_wav
 
     codec = _audio_codec_for(args, model)
-    if suffix == ".npy":
-        _write(args.output, _npy_bytes(codec.decompress_mel(data, args.layers, partial=args.partial)))
-    else:
-        samples = codec.decompress(data, args.layers, partial=args.partial, vocoder=vocoder)
-        _write(args.output, write_wav(samples, SAMPLE_RATE))
+    with _about(args.input, partial_hint=not args.partial):
+        if suffix == ".npy":
+            out = _npy_bytes(codec.decompress_mel(data, args.layers, partial=args.partial))
+        else:
+            out = write_wav(codec.decompress(data, args.layers, partial=args.partial, vocoder=vocoder), SAMPLE_RATE)
+    _write(args.output, out)
     return 0
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     from codec.bitstream import Modality
 
+    _check_url(args)
+    _check_paths(args, writes_stream=False)
     data = _read(args.input)
-    header = _stream_header(data, remote=bool(args.url))
+    with _about(args.input):
+        header = _stream_header(data, remote=bool(args.url))
     if header is not None and header.modality is Modality.AUDIO:
         return _decompress_audio(args, data, header.model)
     if args.vocoder:
@@ -232,7 +311,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     from codec.frontend.image import write_image
 
     codec = _codec_for(args, header.model)
-    image = codec.decompress(data, args.layers, partial=args.partial)
+    with _about(args.input, partial_hint=not args.partial):
+        image = codec.decompress(data, args.layers, partial=args.partial)
     _write(args.output, _npy_bytes(image) if fmt == "npy" else write_image(image, fmt))
     return 0
 
@@ -241,7 +321,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from codec.bitstream import Modality, parse
 
     data = _read(args.input)
-    stream = parse(data, partial=True)
+    with _about(args.input):
+        stream = parse(data, partial=True)
     h = stream.header
     info = {
         "model": h.model,
@@ -284,11 +365,25 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_truncate(args: argparse.Namespace) -> int:
     from codec.bitstream import truncate
 
-    _write(args.output, truncate(_read(args.input), args.layers))
+    _check_paths(args, writes_stream=True)
+    data = _read(args.input)
+    with _about(args.input):
+        data = truncate(data, args.layers)
+    _write(args.output, data)
     return 0
 
 
+def _check_out_dir(out: Path) -> None:
+    """Before an evaluation runs: its output folder must be one (or not exist yet)."""
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file, not a folder")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit must be a positive number, got {args.limit}")
+    if args.threads < 0:
+        raise CliError(f"--threads must be >= 0 (0: all cores), got {args.threads}")
     if args.modality == "audio":
         return _eval_audio(args)
     if args.codec_griffinlim:
@@ -296,6 +391,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from codec.evaluate import evaluate_images, format_report
 
     data, out = Path(args.data or "../shared/data/images/kodak"), Path(args.out or "eval/images")
+    _check_out_dir(out)
     report = evaluate_images(_registry(args), data, out, model=args.model, limit=args.limit, threads=args.threads)
     print(format_report(report))
     if args.update_manifest:
@@ -311,6 +407,7 @@ def _eval_audio(args: argparse.Namespace) -> int:
     from codec.evaluate_audio import evaluate_audio, format_report, record_in_manifest
 
     data, out = Path(args.data or "../shared/data/audio"), Path(args.out or "docs/eval/audio")
+    _check_out_dir(out)
     command = ["strata", *(["--models", args.models] if args.models else []), "eval", "audio",
                "--data", str(data), "--out", str(out)]  # what ran, defaults spelled out, for the report
     for flag, value in (("--model", args.model), ("--limit", args.limit), ("--threads", args.threads or None)):
@@ -328,7 +425,24 @@ def _eval_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_train_numbers(args: argparse.Namespace) -> None:
+    """Options that no run can use, refused before anything loads (they were ignored or failed mid-run)."""
+    at_least = (("--steps", args.steps, 1), ("--threads", args.threads, 1), ("--eval-every", args.eval_every, 1),
+                ("--recon-steps", args.recon_steps, 0))
+    for flag, value, low in at_least:
+        if value is not None and value < low:
+            raise CliError(f"{flag} must be >= {low}, got {value}")
+    for flag, value in (("--lr", args.lr), ("--max-minutes", args.max_minutes)):
+        if value is not None and not value > 0:
+            raise CliError(f"{flag} must be > 0, got {value}")
+    if args.decay_start is not None and not 0 <= args.decay_start <= 1:
+        raise CliError(f"--decay-start must be in [0, 1], got {args.decay_start}")
+    if args.sets is not None and not [s for s in args.sets.split(",") if s.strip()]:
+        raise CliError(f"--sets names no set: {args.sets!r}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    _check_train_numbers(args)
     if args.modality == "vocoder":
         return _train_vocoder(args)
     vocoder_only = (args.recon_steps, args.stft_weight, args.stft_resolutions, args.frame_weight, args.phase_weight,
@@ -391,6 +505,8 @@ def _train_vocoder(args: argparse.Namespace) -> int:
 
     if args.decay_start is not None:
         raise CliError("--decay-start is an option of 'strata train image' (the vocoder's LR decays exponentially)")
+    if args.eval_every is not None:
+        raise CliError("--eval-every is an option of 'strata train image' and 'strata train audio'")
     run = Path(args.run or "runs/vocoder")
     cfg_path = run / "config.json"
     resuming = args.resume and (cfg_path.exists() or (run / "last.pt").exists())
@@ -461,6 +577,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.checkpoint is None and args.modality != "audio":
         raise CliError(f"strata export {args.modality} needs --checkpoint")
     if args.modality == "vocoder":
+        for flag, value in (("--name", args.name), ("--data", args.data), ("--vocoder", args.vocoder)):
+            if value is not None:
+                raise CliError(f"{flag} applies to image and audio models, not to a vocoder")
+    else:
+        if args.out is not None:
+            raise CliError("--out is an option of 'strata export vocoder' (models go to the models folder)")
+        if args.modality == "image" and args.vocoder is not None:
+            raise CliError("--vocoder is an option of 'strata export audio'")
+        if args.name is not None and not MODEL_NAME.fullmatch(args.name):
+            raise CliError(f"--name must be 1 to 64 letters, digits, '.', '_' or '-' (a folder name and the "
+                           f"model name in its streams), starting with a letter or digit; got {args.name!r}")
+    if args.modality == "vocoder":
         from codec.train.vocoder import export_vocoder
 
         if args.layers is not None:
@@ -512,6 +640,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise CliError(f"--port must be in 1..65535, got {args.port}")
+    if args.workers < 1:
+        raise CliError(f"--workers must be >= 1, got {args.workers}")
+
     try:
         import uvicorn
         from pydantic import ValidationError
@@ -531,7 +664,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "server.main:create_app",
         factory=True,
         host=args.host or settings.host,
-        port=args.port or settings.port,
+        port=args.port if args.port is not None else settings.port,
         workers=args.workers,
         log_level=settings.log_level,
         access_log=False,  # the app logs one line per request itself
@@ -540,7 +673,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="strata", description="Learned image compression with residual VQ.")
+    p = argparse.ArgumentParser(prog="strata", description="Learned image and audio compression with residual VQ.")
     p.add_argument("--version", action="version", version=f"strata {__version__}")
     p.add_argument("--models", help="models folder (default: $STRATA_MODELS or the shipped models/)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -569,13 +702,13 @@ def get_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="print a stream's header")
     i.add_argument("input")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="print the header as one JSON object")
     i.set_defaults(func=cmd_info)
 
     t = sub.add_parser("truncate", help="keep the first K layers of a stream")
     t.add_argument("input")
     t.add_argument("output")
-    t.add_argument("--layers", type=int, required=True)
+    t.add_argument("--layers", type=int, required=True, help="layers to keep (1 to the layers the stream holds)")
     t.set_defaults(func=cmd_truncate)
 
     e = sub.add_parser("eval", help="rate-distortion evaluation")
@@ -595,7 +728,7 @@ def get_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model")
     tr.add_argument("modality", choices=["image", "audio", "vocoder"])
     tr.add_argument("--data", help="image: folder with train/ and val/ (default ../shared/data/images); "
-                    "vocoder: folder with <set>/train/ (default ../shared/data/audio)")
+                    "audio, vocoder: folder with <set>/train/ (default ../shared/data/audio)")
     tr.add_argument("--run", help="run folder (default runs/image-rvq, runs/audio-rvq or runs/vocoder)")
     tr.add_argument("--steps", type=int, help="total steps of the schedule")
     tr.add_argument("--decay-start", type=float, help="fraction of --steps after which the LR decays (cosine)")
@@ -607,7 +740,8 @@ def get_parser() -> argparse.ArgumentParser:
     tr.add_argument("--eval-every", type=int, help="image, audio: steps between evaluations and checkpoints")
     tr.add_argument("--recon-steps", type=int,
                     help="vocoder: generator-only reconstruction steps before the discriminators join")
-    tr.add_argument("--sets", help="vocoder: comma-separated audio sets (default speech; e.g. speech,environment)")
+    tr.add_argument("--sets", help="audio, vocoder: comma-separated audio sets (default speech,environment for "
+                    "audio, speech for the vocoder)")
     tr.add_argument("--stft-weight", type=float,
                     help="vocoder: weight of the multi-resolution STFT loss in the reconstruction phase (default 15)")
     tr.add_argument("--stft-resolutions",
@@ -652,8 +786,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (StrataError, CliError) as e:
-        print(f"strata: error: {e}", file=sys.stderr)
-        return 1
+        message = str(e)
+    except OSError as e:  # a file or folder that no check above caught, e.g. one an evaluation writes
+        message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+    print(f"strata: error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message
+    return 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numpy as np
 from codec import baselines
 from codec.bitstream import parse, truncate
 from codec.entropy.prior import CodePrior
+from codec.errors import InputError
 from codec.frontend.image import list_images, read_image
 from codec.metrics import bd_psnr, bd_rate, interp_psnr_at, ms_ssim, psnr
 from codec.pipeline import ImageCodec
@@ -87,9 +88,11 @@ def evaluate_images(
     limit: int | None = None,
     threads: int = 0,
 ) -> ImageReport:
+    if limit is not None and limit < 1:
+        raise InputError(f"limit must be a positive number of images, got {limit}")
     codec = ImageCodec.load(registry, model, threads=threads)
     static = _static_prior(registry, codec)
-    files = list_images(data)[:limit] if limit else list_images(data)
+    files = list_images(data)[:limit]
     L = codec.layers
     codec_rows, jpeg_rows, webp_rows, ent_rows, header = [], [], [], [], []
     for path in files:

@@ -144,9 +144,12 @@ class Registry:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
             raise ModelIntegrityError(f"no model manifest at {path}") from None
+        except OSError as e:  # the models folder is a file, manifest.json a folder, or unreadable
+            raise ModelIntegrityError(f"cannot read model manifest {path}: {e.strerror or e}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ModelIntegrityError(f"model manifest {path} is not valid JSON: {e}") from None
-        if not isinstance(raw, dict) or raw.get("format") != 1 or not isinstance(raw.get("models"), dict):
+        if (not isinstance(raw, dict) or raw.get("format") != 1 or not isinstance(raw.get("models"), dict)
+                or not isinstance(raw.get("default", {}), dict)):
             raise ModelIntegrityError(f"model manifest {path} is not a format-1 manifest")
         self.entries = {name: ModelEntry.from_dict(name, d) for name, d in raw["models"].items()}
         self.defaults: dict[str, str] = dict(raw.get("default", {}))

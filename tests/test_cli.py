@@ -79,3 +79,139 @@ def test_checkpoint_errors(tmp_path, capsys, tiny_registry):
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert err.startswith("strata: error:") and message in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------- user mistakes, one line each
+def one_line_error(capsys, message: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("strata: error:") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert message in err, err
+    return err
+
+
+@pytest.fixture
+def mistakes(files, tiny_codec):
+    """``files`` plus a stream and the broken inputs a user may hand the CLI."""
+    tmp, img, models = files
+    stream = tiny_codec.compress(img)
+    (tmp / "a.strata").write_bytes(stream)
+    (tmp / "cut.strata").write_bytes(stream[:-3])
+    flipped = bytearray(stream)
+    flipped[-2] ^= 0x10  # inside the last layer's chunk
+    (tmp / "flip.strata").write_bytes(bytes(flipped))
+    (tmp / "empty.png").write_bytes(b"")
+    (tmp / "junk.bin").write_bytes(bytes(range(256)) * 4)
+    (tmp / "cut.png").write_bytes((tmp / "in.png").read_bytes()[:300])
+    (tmp / "manifest.json").mkdir()
+    return tmp, models
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compress", "{tmp}/empty.png", "{tmp}/x.strata"], "empty.png is empty"),
+        (["compress", "{tmp}/junk.bin", "{tmp}/x.strata"],
+         "junk.bin: not a PNG, JPEG or WebP image, nor a WAV, FLAC or Ogg sound (1024 bytes)"),
+        (["compress", "{tmp}/cut.png", "{tmp}/x.strata"], "cut.png: image could not be decoded"),
+        (["compress", "{tmp}/in.png", "{tmp}/in.png"], "output {tmp}/in.png is the input file"),
+        (["compress", "{tmp}/in.png", "{tmp}/x.png"], "would hold a Strata stream, not .png data"),
+        (["compress", "{tmp}/in.png", "-"], "writing to standard output ('-') is not supported"),
+        (["compress", "-", "{tmp}/x.strata"], "reading standard input is not supported"),
+        (["decompress", "{tmp}/cut.strata", "{tmp}/x.png"], "cut.strata: layer 4 chunk needs"),
+        (["decompress", "{tmp}/cut.strata", "{tmp}/x.png"], "--partial decodes the complete layers"),
+        (["decompress", "{tmp}/flip.strata", "{tmp}/x.png"], "flip.strata: layer 4 chunk fails its CRC32"),
+        (["decompress", "{tmp}/empty.png", "{tmp}/x.png"], "empty.png is empty"),
+        (["info", "{tmp}/junk.bin"], "junk.bin: not a Strata stream"),
+        (["truncate", "{tmp}/a.strata", "{tmp}/a.strata", "--layers", "1"], "is the input file"),
+        (["truncate", "{tmp}/a.strata", "{tmp}/x.webp", "--layers", "1"], "name it e.g. {tmp}/x.strata"),
+        (["truncate", "{tmp}/junk.bin", "{tmp}/x.strata", "--layers", "1"], "junk.bin: not a Strata stream"),
+        (["--models", "{tmp}/in.png", "compress", "{tmp}/in.png", "{tmp}/x.strata"],
+         "cannot read model manifest {tmp}/in.png/manifest.json: Not a directory"),
+        (["--models", "{tmp}", "compress", "{tmp}/in.png", "{tmp}/x.strata"], "manifest.json: Is a directory"),
+    ],
+)
+def test_file_mistakes_name_the_file_and_touch_nothing(mistakes, capsys, argv, message):
+    tmp, models = mistakes
+    before = {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()}
+    assert main([*models, *[a.format(tmp=tmp) for a in argv]]) == 1
+    one_line_error(capsys, message.format(tmp=tmp))
+    assert {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()} == before  # no output, input intact
+    assert not (tmp / "-").exists()
+
+
+def test_manifest_default_must_be_a_mapping(tmp_path, files, capsys):
+    tmp, _, _ = files
+    (tmp_path / "manifest.json").write_text('{"format": 1, "models": {}, "default": "image-rvq7"}')
+    assert main(["--models", str(tmp_path), "compress", str(tmp / "in.png"), str(tmp / "x.strata")]) == 1
+    one_line_error(capsys, "is not a format-1 manifest")
+
+
+def test_eval_options_are_checked_before_it_runs(tmp_path, capsys, tiny_registry):
+    from codec.errors import InputError
+    from codec.evaluate import evaluate_images
+
+    (tmp_path / "out.txt").write_text("not a folder")
+    cases = [
+        (["eval", "images", "--limit", "0"], "--limit must be a positive number, got 0"),  # was: all images
+        (["eval", "images", "--limit", "-1"], "--limit must be a positive number, got -1"),  # was: all but the last
+        (["eval", "audio", "--threads", "-1"], "--threads must be >= 0"),
+        (["eval", "images", "--data", str(tmp_path / "out.txt"), "--out", str(tmp_path / "o")], "is not a folder"),
+        (["eval", "images", "--data", str(tmp_path), "--out", str(tmp_path / "out.txt")],  # was: a traceback
+         f"--out {tmp_path / 'out.txt'} is a file, not a folder"),
+        (["eval", "audio", "--data", str(tmp_path), "--out", str(tmp_path / "out.txt")], "is a file, not a folder"),
+    ]
+    for argv, message in cases:
+        assert main(["--models", str(tiny_registry.root), *argv]) == 1, argv
+        one_line_error(capsys, message)
+    with pytest.raises(InputError, match="limit must be a positive number of images"):
+        evaluate_images(tiny_registry, tmp_path, tmp_path / "o", limit=-1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["image", "--steps", "0"], "--steps must be >= 1, got 0"),
+        (["vocoder", "--steps", "0"], "--steps must be >= 1, got 0"),  # was: ignored
+        (["audio", "--threads", "0"], "--threads must be >= 1, got 0"),  # was: a torch traceback
+        (["vocoder", "--threads", "0"], "--threads must be >= 1, got 0"),  # was: ignored
+        (["image", "--eval-every", "0"], "--eval-every must be >= 1"),  # was: ZeroDivisionError after a step
+        (["vocoder", "--eval-every", "100"], "--eval-every is an option of 'strata train image'"),  # was: ignored
+        (["image", "--lr", "-0.1"], "--lr must be > 0, got -0.1"),
+        (["image", "--lr", "nan"], "--lr must be > 0, got nan"),
+        (["audio", "--max-minutes", "0"], "--max-minutes must be > 0"),
+        (["image", "--decay-start", "1.5"], "--decay-start must be in [0, 1], got 1.5"),
+        (["vocoder", "--recon-steps", "-1"], "--recon-steps must be >= 0, got -1"),
+        (["audio", "--sets", ","], "--sets names no set: ','"),
+    ],
+)
+def test_train_refuses_unusable_numbers_before_starting(tmp_path, capsys, argv, message):
+    assert main(["train", *argv, "--run", str(tmp_path / "run")]) == 1
+    one_line_error(capsys, message)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["image", "--name", "../outside"], "--name must be 1 to 64 letters, digits"),
+        (["image", "--name", ""], "got ''"),
+        (["image", "--name", "modèle"], "got 'modèle'"),  # not ASCII: no stream could carry it
+        (["image", "--name", "x" * 65], "--name must be 1 to 64"),
+        (["image", "--name", "ok", "--out", "d"], "--out is an option of 'strata export vocoder'"),
+        (["image", "--name", "ok", "--vocoder", "d"], "--vocoder is an option of 'strata export audio'"),
+        (["vocoder", "--name", "ok"], "--name applies to image and audio models, not to a vocoder"),
+        (["vocoder", "--data", "d"], "--data applies to image and audio models"),
+    ],
+)
+def test_export_refuses_bad_names_and_foreign_options_before_writing(tmp_path, capsys, tiny_registry, argv, message):
+    ckpt = tiny_registry.root / "tiny-image" / "checkpoint.pt"
+    models = tmp_path / "models"
+    assert main(["--models", str(models), "export", *argv, "--checkpoint", str(ckpt)]) == 1
+    one_line_error(capsys, message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_describes_both_modalities(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "image and audio compression" in capsys.readouterr().out

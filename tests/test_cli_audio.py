@@ -148,3 +148,28 @@ def test_through_an_image_only_server(files, live_server, capsys) -> None:
     assert main(["compress", str(tmp / "in.wav"), str(tmp / "x.strata"), "--url", live_server]) == 1
     err = capsys.readouterr().err
     assert "unknown_model" in err and "no audio model" in err
+
+
+def test_sound_mistakes_name_the_file(files, tiny_audio_codec, capsys) -> None:
+    tmp, models = files
+    (tmp / "in.aiff").write_bytes(flac_bytes(SOUND, SAMPLE_RATE, "AIFF"))  # a sound, in a format not read
+    (tmp / "bad.wav").write_bytes(bad_rate_wav())
+    stream = tiny_audio_codec.compress(samples_of(tmp / "in.wav"))
+    (tmp / "cut.strata").write_bytes(stream[:-3])
+    cases = [
+        (["compress", "in.aiff", "x.strata"], "in.aiff: not a PNG, JPEG or WebP image, nor a WAV, FLAC or Ogg sound"),
+        (["compress", "bad.wav", "x.strata"], "bad.wav: sample rate 10000000 Hz"),
+        (["compress", "in.wav", "x.wav"], "output {tmp}/x.wav would hold a Strata stream, not .wav data"),
+        (["compress", "in.flac", "x.mp3"], "name it e.g. {tmp}/x.strata"),
+        (["compress", "in.wav", "in.wav"], "is the input file"),
+        (["decompress", "cut.strata", "x.wav"], "cut.strata: layer 4 chunk needs"),
+        (["decompress", "cut.strata", "x.npy"], "--partial decodes the complete layers"),
+    ]
+    for argv, message in cases:
+        before = (tmp / "in.wav").read_bytes()
+        assert main([*models, argv[0], *[str(tmp / a) for a in argv[1:]]]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("strata: error:") and err.count("\n") == 1 and "Traceback" not in err, err
+        assert message.format(tmp=tmp) in err, err
+        assert not (tmp / "x.strata").exists() and not (tmp / "x.wav").exists() and not (tmp / "x.npy").exists()
+        assert (tmp / "in.wav").read_bytes() == before

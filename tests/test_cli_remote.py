@@ -68,6 +68,47 @@ def test_unreachable_server_and_bad_url(files, capsys) -> None:
     assert "http" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://[::1", "base_url 'http://[::1' is not a valid URL: Invalid port"),  # was: an httpx traceback
+        ("http://127.0.0.1:8000x", "is not a valid URL"),
+        ("http://127.0.0.1:99999", "port must be in 1..65535, got 99999"),  # was: a connection to port 34463
+        ("", "--url is empty"),  # was: ran locally
+        ("  ", "--url is empty"),
+    ],
+)
+def test_malformed_urls_exit_1_with_one_line(files, capsys, url, message) -> None:
+    tmp, _ = files
+    for argv in (["compress", str(tmp / "in.png"), str(tmp / "x.strata")],
+                 ["decompress", str(tmp / "in.png"), str(tmp / "x.png")]):
+        assert main([*argv, "--url", url]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("strata: error:") and message in err and err.count("\n") == 1, err
+    assert not (tmp / "x.strata").exists() and not (tmp / "x.png").exists()
+
+
+def test_a_web_server_that_is_not_strata(files, capsys) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(BaseHTTPRequestHandler):  # answers POST with http.server's multi-line HTML 501 page
+        def log_message(self, *args) -> None:
+            pass
+
+    tmp, _ = files
+    with ThreadingHTTPServer(("127.0.0.1", 0), Quiet) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{httpd.server_address[1]}"
+            assert main(["compress", str(tmp / "in.png"), str(tmp / "x.strata"), "--url", url]) == 1
+        finally:
+            httpd.shutdown()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "<html" not in err, err
+    assert err.startswith(f"strata: error: {url}: HTTP 501") and "not a Strata server's answer" in err
+
+
 def test_api_key_option_and_environment(files, tiny_registry, capsys, monkeypatch) -> None:
     tmp, _ = files
     args = ["compress", str(tmp / "in.png"), str(tmp / "x.strata")]
@@ -104,6 +145,24 @@ def test_serve_refuses_unsafe_settings_without_echoing_them(monkeypatch, capsys)
     assert main(["serve"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("strata: error: invalid settings") and "STRATA_API_KEYS" in err and "tiny-secret" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "99999"], "--port must be in 1..65535, got 99999"),  # was: listened on 34463, said 99999
+        (["--port", "0"], "--port must be in 1..65535, got 0"),  # was: port 8000
+        (["--port", "-1"], "--port must be in 1..65535, got -1"),  # was: getaddrinfo error after loading models
+        (["--workers", "0"], "--workers must be >= 1, got 0"),  # was: one worker
+    ],
+)
+def test_serve_refuses_bad_port_and_workers(monkeypatch, capsys, argv, message) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("must not start"))
+    assert main(["serve", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("strata: error:") and message in err
 
 
 def test_python_m_server_help() -> None:

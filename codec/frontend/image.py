@@ -26,7 +26,7 @@ def list_images(folder: Path) -> list[Path]:
     """The PNG/JPEG/WebP files directly in ``folder``, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"image folder {folder} does not exist")
+        raise InputError(f"{folder} is not a folder" if folder.exists() else f"image folder {folder} does not exist")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
     if not files:
         raise InputError(f"no images ({', '.join(SUFFIXES)}) in {folder}")
