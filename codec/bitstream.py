@@ -112,6 +112,14 @@ class Stream:
         """Layers that can be decoded (complete chunks)."""
         return len(self.chunks)
 
+    @property
+    def intact_layers(self) -> int:
+        """Leading layers whose chunks pass their CRC32: the most layers a decode of this stream can use."""
+        for layer, (data, (_, crc)) in enumerate(zip(self.chunks, self.header.chunks, strict=False)):
+            if zlib.crc32(data) != crc:
+                return layer
+        return len(self.chunks)
+
     def chunk(self, layer: int) -> bytes:
         """The bytes of ``layer`` (0-based), checked against the header's CRC32."""
         data = self.chunks[layer]

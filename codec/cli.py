@@ -333,6 +333,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "padding": list(h.padding),
         "layers": h.layers,
         "layers_complete": stream.layers,
+        "layers_intact": stream.intact_layers,  # complete and passing their CRC32: what --layers can ask for
         "bytes": len(data),
         "header_bytes": len(data) - h.payload_bytes if stream.layers == h.layers else None,
         "chunk_bytes": [n for n, _ in h.chunks],
@@ -700,7 +701,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="audio streams: how the decoded mel becomes a waveform (default hifigan; ignored for .npy)")
     d.set_defaults(func=cmd_decompress)
 
-    i = sub.add_parser("info", help="print a stream's header")
+    i = sub.add_parser("info", help="print a stream's header and how many layers are complete and pass their CRC")
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="print the header as one JSON object")
     i.set_defaults(func=cmd_info)

@@ -97,6 +97,17 @@ def test_flipped_chunk_byte_is_detected_on_use():
         s.chunk(2)
 
 
+@pytest.mark.parametrize(("layer", "intact"), [(None, 3), (0, 0), (1, 1), (2, 2)])
+def test_intact_layers_stop_at_the_first_corrupted_chunk(layer, intact):
+    data = bytearray(stream())
+    head = len(data) - sum(map(len, CHUNKS))
+    if layer is not None:
+        data[head + sum(map(len, CHUNKS[:layer]))] ^= 0x01  # first byte of that layer's chunk
+    assert parse(bytes(data)).intact_layers == intact
+    cut = parse(bytes(data[: head + len(CHUNKS[0]) + len(CHUNKS[1])]), partial=True)
+    assert cut.layers == 2 and cut.intact_layers == min(intact, 2)
+
+
 def test_huge_image_refused_from_header():
     data = pack(header(size=(100_000, 100_000), grid=(12_500, 12_500), padding=(0, 0)), CHUNKS)
     with pytest.raises(StreamLimitError):

@@ -29,6 +29,13 @@ def test_compress_decompress_truncate_info(files, capsys, tiny_codec):
     assert main(["info", "--json", str(tmp / "b.strata")]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["layers"] == 2 and info["size"] == [40, 56] and info["model"] == "tiny-image"
+    assert info["layers_complete"] == info["layers_intact"] == 2
+    corrupted = bytearray((tmp / "b.strata").read_bytes())
+    corrupted[-1] ^= 0x01  # last byte of layer 2
+    (tmp / "c.strata").write_bytes(bytes(corrupted))
+    assert main(["info", "--json", str(tmp / "c.strata")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["layers_complete"] == 2 and info["layers_intact"] == 1
     assert main([*models, "decompress", str(tmp / "a.strata"), str(tmp / "a.npy")]) == 0
     np.testing.assert_array_equal(np.load(tmp / "a.npy"), tiny_codec.decompress((tmp / "a.strata").read_bytes()))
 
