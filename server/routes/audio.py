@@ -8,10 +8,11 @@
                                              └─►─ HiFi-GAN | Griffin-Lim ─►─ 16-bit WAV @ 22 050 Hz (output=wav)
 
 Conventions as the image routes (:mod:`server.routes.images`): the model named by ``model`` is
-looked up before the body is read (404), ``layers`` is checked on the event loop, everything
-heavy (decoding the file, resampling, ONNX, entropy coding, WAV writing) runs in the bounded
-:class:`~server.pool.InferencePool`, and every answer carries ``X-Strata-*`` headers. A server
-whose manifest has no audio model answers every route here with 404 ``unknown_model``.
+looked up before the body is read (404; ``audio:decode`` may name it in a JSON body, so it reads
+first), ``layers`` is checked on the event loop, everything heavy (decoding the file, resampling,
+ONNX, entropy coding, WAV writing) runs in the bounded :class:`~server.pool.InferencePool`, and
+every answer carries ``X-Strata-*`` headers. A server whose manifest has no audio model answers
+every route here with 404 ``unknown_model``.
 
 Errors peculiar to sound (statuses follow :mod:`codec.frontend.audio`'s exception classes):
 not a WAV/FLAC/OGG sound, a sample rate outside 1 000..384 000 Hz or more than
