@@ -638,6 +638,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let go, so that an unknown host or a port in use is said before the models
+    load (uvicorn binds only after its startup, and then exits with its own message)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise CliError(f"--host {host!r} is not an address to listen on: {getattr(e, 'strerror', None) or e}") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -660,12 +678,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValidationError as e:
         problems = "; ".join(f"STRATA_{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
         raise CliError(f"invalid settings: {problems}") from None
+    host, port = args.host or settings.host, args.port if args.port is not None else settings.port
+    _check_listen(host, port)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         "server.main:create_app",
         factory=True,
-        host=args.host or settings.host,
-        port=args.port if args.port is not None else settings.port,
+        host=host,
+        port=port,
         workers=args.workers,
         log_level=settings.log_level,
         access_log=False,  # the app logs one line per request itself

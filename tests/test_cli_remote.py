@@ -128,10 +128,11 @@ def test_serve_starts_uvicorn_with_the_factory(monkeypatch, tiny_registry) -> No
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     monkeypatch.setenv("STRATA_MODELS_DIR", "replaced-by-the-models-option")  # restored after the test
-    assert main(["serve", "--models", str(tiny_registry.root), "--port", "8123", "--workers", "2"]) == 0
+    port = int(closed_port_url().rsplit(":", 1)[1])  # free: serve binds it once before starting
+    assert main(["serve", "--models", str(tiny_registry.root), "--port", str(port), "--workers", "2"]) == 0
     (app, kw), = calls
     assert app == "server.main:create_app" and kw["factory"] is True
-    assert kw["port"] == 8123 and kw["workers"] == 2 and kw["host"] == "127.0.0.1"
+    assert kw["port"] == port and kw["workers"] == 2 and kw["host"] == "127.0.0.1"
     import os
 
     assert os.environ["STRATA_MODELS_DIR"] == str(tiny_registry.root.resolve())
@@ -163,6 +164,22 @@ def test_serve_refuses_bad_port_and_workers(monkeypatch, capsys, argv, message) 
     assert main(["serve", *argv]) == 1
     err = capsys.readouterr().err
     assert err.startswith("strata: error:") and message in err
+
+
+def test_serve_says_a_port_in_use_or_a_bad_host_before_loading(monkeypatch, capsys) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("must not start"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 1  # was: uvicorn's message after the models loaded
+        err = capsys.readouterr().err
+        assert err.startswith("strata: error: cannot listen on 127.0.0.1:") and "in use" in err, err
+    assert main(["serve", "--host", "999.1.1.1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("strata: error: --host '999.1.1.1' is not an address to listen on"), err
 
 
 def test_python_m_server_help() -> None:
