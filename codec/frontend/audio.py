@@ -34,6 +34,7 @@ from codec.errors import InputError, LimitExceededError, UnsupportedMediaError
 FORMATS = ("WAV", "WAVEX", "FLAC", "OGG")  # libsndfile major formats accepted by read_audio
 MIN_RATE, MAX_RATE = 1000, 384_000  # plausible sample rates (Hz)
 _CHUNK_FRAMES = 2048  # STFT frames per block in log_mel (bounds memory on long inputs)
+_RESAMPLE_QUALITY = "VHQ"  # soxr quality of resample() and of read_audio's streaming resampler: same samples
 _READ_FRAMES = 1 << 16  # frames per block decoded by read_audio (bounds memory on many channels / high rates)
 
 
@@ -109,7 +110,9 @@ def read_audio(data: bytes, max_seconds: float, max_channels: int = 32, rate: in
             _check_header(f.format, f.samplerate, f.channels, f.frames, max_seconds, max_channels)
             source = f.samplerate
             target = source if rate is None else rate
-            stream = None if target == source else soxr.ResampleStream(source, target, 1, "float32", quality="VHQ")
+            stream = None
+            if target != source:
+                stream = soxr.ResampleStream(source, target, 1, "float32", quality=_RESAMPLE_QUALITY)
             for block in f.blocks(_READ_FRAMES, dtype="float32", always_2d=True):
                 if not np.isfinite(block).all():
                     raise InputError("the sound contains NaN or infinite samples")
@@ -164,7 +167,7 @@ def resample(samples: np.ndarray, rate: int, target: int = 22050) -> np.ndarray:
     x = np.asarray(samples, dtype=np.float32)
     if rate == target:
         return x
-    return soxr.resample(x, rate, target, quality="VHQ").astype(np.float32, copy=False)
+    return soxr.resample(x, rate, target, quality=_RESAMPLE_QUALITY).astype(np.float32, copy=False)
 
 
 # Slaney's mel scale (Auditory Toolbox, librosa's ``htk=False``): linear below 1 kHz, logarithmic above.
