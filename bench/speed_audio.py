@@ -3,8 +3,9 @@
 For each thread setting (onnxruntime intra-op threads: 1 and all cores) times, on the given clips
 joined into one sound: ``compress`` (resample-free frontend: log-mel + g_a + RVQ search + entropy
 coding) at the first and last layer count, ``decompress`` with the HiFi-GAN vocoder (entropy
-decoding + g_s + vocoder) and with Griffin-Lim (32 iterations, numpy; not threaded by
-onnxruntime), and the vocoders alone on the true log-mel. Two Griffin-Lims are timed: ours
+decoding + g_s + network + mel-consistency refinement) and with Griffin-Lim (32 iterations, numpy; not threaded by
+onnxruntime), and the vocoders alone on the true log-mel (HiFi-GAN as served, without refinement,
+and the refinement alone). Two Griffin-Lims are timed: ours
 (numpy, pseudo-inverse mel inversion) and librosa's ``mel_to_audio`` (NNLS mel inversion + 32
 iterations: the reference the audio issue compares decode speed with), the latter when librosa is
 installed. Opus (opusenc/opusdec subprocesses, hard-CBR 8 kbps) is timed once, when it is
@@ -29,6 +30,7 @@ from codec.frontend.audio import log_mel
 from codec.registry import Registry
 from codec.train.vocoder import decode, list_audio
 from codec.vocoder.griffinlim import griffin_lim
+from codec.vocoder.refine import refine
 
 
 def main() -> None:
@@ -57,7 +59,13 @@ def main() -> None:
         stream = codec.compress(sound)
         row(f"{codec.name} decompress k={codec.layers} (HiFi-GAN)", label,
             median_time(lambda: codec.decompress(stream), args.repeat))  # noqa: B023
-        row("HiFi-GAN on the true mel", label, median_time(lambda: codec.vocoder(mel), args.repeat))  # noqa: B023
+        row(f"HiFi-GAN on the true mel ({codec.vocoder.refine} refinement it., served)", label,
+            median_time(lambda: codec.vocoder(mel), args.repeat))  # noqa: B023
+        row("HiFi-GAN network alone (refine=0) on the true mel", label,
+            median_time(lambda: codec.vocoder(mel, refine=0), args.repeat))  # noqa: B023
+    audio = codec.vocoder(mel, refine=0)
+    row(f"refinement alone ({codec.vocoder.refine} it.)", "numpy",
+        median_time(lambda: refine(audio, mel, codec.vocoder.refine), args.repeat))
     codec = AudioCodec.load(registry, args.model)
     stream = codec.compress(sound)
     row(f"{codec.name} decompress k={codec.layers} (Griffin-Lim)", "numpy",

@@ -1,8 +1,10 @@
 """Where a vocoder loses quality: its STFT magnitude error by frequency band, and PESQ-WB with the
 magnitude or the phase swapped for the reference's.
 
-For each clip (the true log-mel of a test sound, no codec) the shipped HiFi-GAN and Griffin-Lim
-(numpy, 32 iterations) resynthesise the waveform. Per band, the table gives the mean absolute
+For each clip (the true log-mel of a test sound, no codec) the shipped HiFi-GAN as served (the
+network, then its default mel-consistency refinement), the network alone (``refine=0``) and
+Griffin-Lim (numpy, 32 iterations) resynthesise the waveform; ``--refine K ...`` adds other
+iteration counts. Per band, the table gives the mean absolute
 difference in dB between the vocoder's and the reference's STFT magnitudes (n_fft 1024, hop 256,
 Hann) over speech frames (within 40 dB of the clip's loudest frame). Two oracle columns split
 PESQ-WB between the two halves of a short-time spectrum:
@@ -22,11 +24,14 @@ the served vocoder does), e.g. to compare a run with the shipped vocoder.
 
     python bench/vocoder_bands.py --data ../shared/data/audio/speech/test --limit 12
     python bench/vocoder_bands.py --checkpoint runs/vocoder/best.pt
+    python bench/vocoder_bands.py --refine 1 2 4 16
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import librosa
@@ -114,6 +119,15 @@ def plot(path: Path, ref: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
     print(f"\nwrote {path}")
 
 
+def served_vocoders(vocoder, extra: list[int]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """The served HiFi-GAN (network + its default refinement), the network alone, and ``extra`` iteration counts."""
+    rows = {f"HiFi-GAN (served: {vocoder.refine} refinement it.)": vocoder,
+            "HiFi-GAN network alone (refine=0)": partial(vocoder, refine=0)}
+    for k in extra:
+        rows.setdefault(f"HiFi-GAN, {k} refinement it.", partial(vocoder, refine=k))
+    return rows
+
+
 def checkpoint_vocoder(path: Path):
     """``(name, log-mel → waveform)`` for a generator checkpoint, run with torch."""
     import torch
@@ -138,11 +152,15 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=12)
     p.add_argument("--model")
     p.add_argument("--plot", type=Path, help="write the first clip's spectrograms to this PNG")
+    p.add_argument("--refine", type=int, nargs="*", default=[],
+                   help="also score the served HiFi-GAN with these numbers of refinement iterations")
     p.add_argument("--checkpoint", type=Path, nargs="*", default=[],
                    help="also score these generator checkpoints (best.pt, last.pt, vocoder.pt; needs torch)")
     args = p.parse_args()
     codec = AudioCodec.load(Registry(), args.model)
-    vocoders = {"HiFi-GAN": codec.vocoder, "Griffin-Lim (32 it.)": griffin_lim}
+    vocoders = served_vocoders(codec.vocoder, args.refine)
+    extra = set(list(vocoders)[2:])  # the --refine rows
+    vocoders["Griffin-Lim (32 it.)"] = griffin_lim
     for path in args.checkpoint:
         name, vocode = checkpoint_vocoder(path)
         vocoders[name] = vocode
@@ -163,8 +181,8 @@ def main() -> None:
             pesq = pesq_wb(ref_cut, out, SAMPLE_RATE)
             rows[name].append([*band_errors(ref_cut, out), pesq, *oracle_pesq(ref_cut, out), frame_rate_comb(out),
                                frame_locked(out)])
-        if i == 0 and args.plot:
-            plot(args.plot, ref, outputs)
+        if i == 0 and args.plot:  # the --refine counts are left out of the figure: it would be too tall
+            plot(args.plot, ref, {k: v for k, v in outputs.items() if k not in extra})
     bands = " | ".join(f"{lo / 1000:g}–{hi / 1000:g} kHz" for lo, hi in BANDS)
     print(f"\n{len(files)} clips from {args.data}; model {codec.name}. Magnitude error in dB (lower is better), "
           "PESQ-WB at 16 kHz\n")

@@ -1,8 +1,9 @@
 """How far a vocoder's STFT phase is from the reference's: instantaneous phase, group delay and
 instantaneous frequency (``codec.nets.hifigan_loss.phase_distances``).
 
-For each clip (the true log-mel of a test sound, no codec) the shipped HiFi-GAN and Griffin-Lim
-(numpy, 32 iterations) resynthesise the waveform; ``--checkpoint`` adds training checkpoints. Each
+For each clip (the true log-mel of a test sound, no codec) the shipped HiFi-GAN as served (network
+and refinement), the network alone and Griffin-Lim (numpy, 32 iterations) resynthesise the
+waveform; ``--refine K ...`` adds other refinement counts, ``--checkpoint`` training checkpoints. Each
 distance is ``Σ |Y|·(1 − cos Δ) / Σ |Y|`` at n_fft 1024, hop 256 (0: the reference's phase, about 1:
 an unrelated one), where ``Δ`` is the difference of the two phases, of their differences between
 neighbouring bins (group delay) or of their differences between neighbouring frames (instantaneous
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from vocoder_bands import checkpoint_vocoder
+from vocoder_bands import checkpoint_vocoder, served_vocoders
 
 from codec.audio_pipeline import SAMPLE_RATE, AudioCodec
 from codec.frontend.audio import log_mel
@@ -79,6 +80,8 @@ def main() -> None:
     p.add_argument("--data", default="../shared/data/audio/speech/test")
     p.add_argument("--limit", type=int, default=8)
     p.add_argument("--model")
+    p.add_argument("--refine", type=int, nargs="*", default=[],
+                   help="also score the served HiFi-GAN with these numbers of refinement iterations")
     p.add_argument("--checkpoint", type=Path, nargs="*", default=[],
                    help="also score these generator checkpoints (best.pt, last.pt, vocoder.pt)")
     p.add_argument("--pitch", action="store_true", help="add the periodicity table (librosa.pyin; slow)")
@@ -86,10 +89,8 @@ def main() -> None:
     torch.set_num_threads(1)
     codec = AudioCodec.load(Registry(), args.model)
     rng = np.random.default_rng(0)
-    vocoders = {
-        "HiFi-GAN": codec.vocoder,
-        "Griffin-Lim (32 it.)": griffin_lim,
-    }
+    vocoders = served_vocoders(codec.vocoder, args.refine)
+    vocoders["Griffin-Lim (32 it.)"] = griffin_lim
     for path in args.checkpoint:
         name, vocode = checkpoint_vocoder(path)
         vocoders[name] = vocode

@@ -79,9 +79,9 @@ class AsyncClient:
         return await self._send(self._requests.compress_audio(data, model, layers))
 
     async def decompress_audio(self, stream: StreamInput, *, layers: int | None = None, vocoder: str = "hifigan",
-                               partial: bool = False) -> bytes:
+                               partial: bool = False, refine: int | None = None) -> bytes:
         """See :meth:`client.Client.decompress_audio`."""
-        return await self._send(self._requests.decompress_audio(stream, layers, vocoder, partial))
+        return await self._send(self._requests.decompress_audio(stream, layers, vocoder, partial, refine))
 
     async def decompress_audio_mel(self, stream: StreamInput, *, layers: int | None = None,
                                    partial: bool = False) -> Any:
@@ -93,9 +93,10 @@ class AsyncClient:
         """See :meth:`client.Client.encode_audio`."""
         return await self._send(self._requests.encode_audio(data, model, layers, format))
 
-    async def decode_audio(self, codes: AudioCodes, *, layers: int | None = None, vocoder: str = "hifigan") -> bytes:
+    async def decode_audio(self, codes: AudioCodes, *, layers: int | None = None, vocoder: str = "hifigan",
+                           refine: int | None = None) -> bytes:
         """See :meth:`client.Client.decode_audio`."""
-        return await self._send(self._requests.decode_audio(codes, layers, vocoder))
+        return await self._send(self._requests.decode_audio(codes, layers, vocoder, refine))
 
     async def decode_audio_mel(self, codes: AudioCodes, *, layers: int | None = None) -> Any:
         """See :meth:`client.Client.decode_audio_mel`."""

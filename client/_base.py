@@ -121,6 +121,15 @@ def stream_body(stream: StreamInput) -> bytes:
     raise TypeError(f"stream must be bytes, Compressed, CompressedAudio or a path, got {type(stream).__name__}")
 
 
+def _check_refine(refine: int | None) -> dict[str, str]:
+    """The ``refine`` query parameter (none when ``None``): a number of iterations, an integer >= 0."""
+    if refine is None:
+        return {}
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"refine must be an integer >= 0 (iterations; 0: the network's raw output), got {refine!r}")
+    return {"refine": str(refine)}
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -395,8 +404,8 @@ class RequestBuilder:
                     parse_compressed_audio)
 
     def decompress_audio(self, stream: StreamInput, layers: int | None = None, vocoder: str = "hifigan",
-                         partial: bool = False) -> Call[bytes]:
-        params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav"}
+                         partial: bool = False, refine: int | None = None) -> Call[bytes]:
+        params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav", **_check_refine(refine)}
         return Call(self._audio_decompress(stream, layers, partial, params), parse_wav)
 
     def decompress_audio_mel(self, stream: StreamInput, layers: int | None = None,
@@ -415,8 +424,9 @@ class RequestBuilder:
         return Call(self._upload("v1/audio:encode", audio_body(sound), model=model, layers=layers, format=fmt),
                     audio_codes_parser(fmt))
 
-    def decode_audio(self, codes: AudioCodes, layers: int | None = None, vocoder: str = "hifigan") -> Call[bytes]:
-        params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav"}
+    def decode_audio(self, codes: AudioCodes, layers: int | None = None, vocoder: str = "hifigan",
+                     refine: int | None = None) -> Call[bytes]:
+        params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav", **_check_refine(refine)}
         return Call(self._audio_decode(codes, layers, params), parse_wav)
 
     def decode_audio_mel(self, codes: AudioCodes, layers: int | None = None) -> Call[Any]:

@@ -82,9 +82,12 @@ class Client:
         return self._send(self._requests.compress_audio(data, model, layers))
 
     def decompress_audio(self, stream: StreamInput, *, layers: int | None = None, vocoder: str = "hifigan",
-                         partial: bool = False) -> bytes:
-        """An audio stream (all its layers, or the first ``layers``) decoded to 16-bit WAV bytes at 22 050 Hz."""
-        return self._send(self._requests.decompress_audio(stream, layers, vocoder, partial))
+                         partial: bool = False, refine: int | None = None) -> bytes:
+        """An audio stream (all its layers, or the first ``layers``) decoded to 16-bit WAV bytes at 22 050 Hz.
+
+        ``refine``: HiFi-GAN's mel-consistency iterations (0: the network's raw output; default: the model's).
+        """
+        return self._send(self._requests.decompress_audio(stream, layers, vocoder, partial, refine))
 
     def decompress_audio_mel(self, stream: StreamInput, *, layers: int | None = None,
                              partial: bool = False) -> Any:
@@ -97,9 +100,10 @@ class Client:
         """The code stack of a sound (``.npy`` transfer when numpy is installed, else JSON)."""
         return self._send(self._requests.encode_audio(data, model, layers, format))
 
-    def decode_audio(self, codes: AudioCodes, *, layers: int | None = None, vocoder: str = "hifigan") -> bytes:
+    def decode_audio(self, codes: AudioCodes, *, layers: int | None = None, vocoder: str = "hifigan",
+                     refine: int | None = None) -> bytes:
         """A sound's code stack (or its first ``layers`` layers) decoded to 16-bit WAV bytes."""
-        return self._send(self._requests.decode_audio(codes, layers, vocoder))
+        return self._send(self._requests.decode_audio(codes, layers, vocoder, refine))
 
     def decode_audio_mel(self, codes: AudioCodes, *, layers: int | None = None) -> Any:
         """The log-mel decoded from a sound's code stack (array or ``.npy`` bytes, as ``decompress_audio_mel``)."""

@@ -38,6 +38,7 @@ from codec.registry import ModelEntry, Registry
 from codec.runtime import OnnxNet
 from codec.vocoder.griffinlim import griffin_lim
 from codec.vocoder.hifigan import HifiGanVocoder
+from codec.vocoder.refine import DEFAULT_ITERATIONS
 
 SAMPLE_RATE = DEFAULT_MEL.sample_rate
 HOP = DEFAULT_MEL.hop
@@ -48,7 +49,7 @@ MAX_COLUMNS = 2**16 - 1  # the v1 header stores the code-map width in 16 bits (â
 class Vocoder(enum.StrEnum):
     """How a decoded log-mel becomes a waveform."""
 
-    HIFIGAN = "hifigan"  # the model's HiFi-GAN generator (ONNX)
+    HIFIGAN = "hifigan"  # the model's HiFi-GAN generator (ONNX), then mel-consistency refinement
     GRIFFINLIM = "griffinlim"  # 32 iterations of fast Griffin-Lim (no network)
 
 
@@ -127,10 +128,14 @@ class AudioCodec(StreamCodec):
         providers: list[str] | None = None,
         threads: int = 0,
         limits: StreamLimits | None = None,
+        refine: int = DEFAULT_ITERATIONS,
     ) -> AudioCodec:
-        """Load (and sha256-verify) the model ``name`` (default: the registry's default audio model)."""
+        """Load (and sha256-verify) the model ``name`` (default: the registry's default audio model).
+
+        ``refine``: the vocoder's default number of mel-consistency iterations (a decode call may override it).
+        """
         entry, analysis, synthesis, quantizer, prior = cls._load_parts(registry, name, providers, threads)
-        vocoder = HifiGanVocoder.load(registry.path(entry, "vocoder"), providers, threads)
+        vocoder = HifiGanVocoder.load(registry.path(entry, "vocoder"), providers, threads, refine=refine)
         return cls(entry, analysis, synthesis, quantizer, prior, vocoder, limits)
 
     @property
@@ -222,14 +227,22 @@ class AudioCodec(StreamCodec):
         return mel[:, : -(-int(codes.samples) // HOP)]
 
     def decode(self, codes: AudioCodes, layers: int | None = None,
-               vocoder: Vocoder | str = Vocoder.HIFIGAN) -> np.ndarray:
-        """Float32 ``[samples]`` at 22 050 Hz from (the first ``layers`` layers of) ``codes``."""
+               vocoder: Vocoder | str = Vocoder.HIFIGAN, refine: int | None = None) -> np.ndarray:
+        """Float32 ``[samples]`` at 22 050 Hz from (the first ``layers`` layers of) ``codes``.
+
+        ``refine``: HiFi-GAN's mel-consistency iterations (:mod:`codec.vocoder.refine`; default: the
+        vocoder's, ``self.vocoder.refine``; 0: the network's output). Griffin-Lim takes none.
+        """
         try:
             voc = Vocoder(vocoder)
         except ValueError:
             raise InputError(f"vocoder must be one of {', '.join(v.value for v in Vocoder)}, got {vocoder!r}") from None
+        if refine is not None and voc is not Vocoder.HIFIGAN:
+            raise InputError(f"refine applies to vocoder={Vocoder.HIFIGAN.value}, not {voc.value}")
+        if voc is Vocoder.HIFIGAN:
+            self.vocoder.iterations(1, refine)  # a bad refine is refused before g_s runs
         mel = self.decode_mel(codes, layers)
-        audio = self.vocoder(mel) if voc is Vocoder.HIFIGAN else griffin_lim(mel)
+        audio = self.vocoder(mel, refine) if voc is Vocoder.HIFIGAN else griffin_lim(mel)
         n = int(codes.samples)
         if audio.size >= n:  # ceil(n / 256) frames give up to 255 samples more: crop without a copy
             return audio[:n].astype(np.float32, copy=False)
@@ -258,9 +271,9 @@ class AudioCodec(StreamCodec):
         return self.decode_mel(self.decompress_codes(data, layers, partial))
 
     def decompress(self, data: bytes, layers: int | None = None, partial: bool = False,
-                   vocoder: Vocoder | str = Vocoder.HIFIGAN) -> np.ndarray:
-        """Float32 ``[samples]`` at 22 050 Hz decoded from the first ``layers`` layers of a stream."""
-        return self.decode(self.decompress_codes(data, layers, partial), vocoder=vocoder)
+                   vocoder: Vocoder | str = Vocoder.HIFIGAN, refine: int | None = None) -> np.ndarray:
+        """Float32 ``[samples]`` at 22 050 Hz from the first ``layers`` layers of a stream (see :meth:`decode`)."""
+        return self.decode(self.decompress_codes(data, layers, partial), vocoder=vocoder, refine=refine)
 
 
-__all__ = ["SAMPLE_RATE", "AudioCodec", "AudioCodes", "Vocoder", "analyse_mel", "padded_length"]
+__all__ = ["HOP", "SAMPLE_RATE", "AudioCodec", "AudioCodes", "Vocoder", "analyse_mel", "padded_length"]

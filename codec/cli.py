@@ -3,7 +3,7 @@
 ::
 
     strata compress IN.png|IN.wav OUT.strata [--layers K] [--model NAME] [--url URL [--api-key KEY]]
-    strata decompress IN.strata OUT.png|OUT.wav|OUT.npy [--layers K] [--partial] [--vocoder griffinlim]
+    strata decompress IN.strata OUT.png|OUT.wav|OUT.npy [--layers K] [--partial] [--vocoder griffinlim] [--refine N]
                       [--url URL [--api-key KEY]]
     strata info IN.strata
     strata truncate IN.strata OUT.strata --layers K
@@ -266,13 +266,21 @@ def _decompress_audio(args: argparse.Namespace, data: bytes, model: str) -> int:
     if suffix not in (".wav", ".npy"):
         raise CliError(f"an audio stream decodes to .wav (the sound) or .npy (its log-mel), got {args.output!r}")
     vocoder = args.vocoder or "hifigan"
+    if args.refine is not None:
+        from codec.vocoder.refine import MAX_ITERATIONS
+
+        if suffix == ".npy" or vocoder != "hifigan":
+            raise CliError("--refine applies to .wav output with the hifigan vocoder")
+        if not 0 <= args.refine <= MAX_ITERATIONS:
+            raise CliError(f"--refine must be in 0..{MAX_ITERATIONS}, got {args.refine}")
     if args.url:
         with _remote(args) as c:
             if suffix == ".npy":
                 mel = c.decompress_audio_mel(data, layers=args.layers, partial=args.partial)
                 out = mel if isinstance(mel, bytes) else _npy_bytes(mel)
             else:
-                out = c.decompress_audio(data, layers=args.layers, vocoder=vocoder, partial=args.partial)
+                out = c.decompress_audio(data, layers=args.layers, vocoder=vocoder, partial=args.partial,
+                                         refine=args.refine)
         _write(args.output, out)
         return 0
 
@@ -284,7 +292,8 @@ def _decompress_audio(args: argparse.Namespace, data: bytes, model: str) -> int:
         if suffix == ".npy":
             out = _npy_bytes(codec.decompress_mel(data, args.layers, partial=args.partial))
         else:
-            out = write_wav(codec.decompress(data, args.layers, partial=args.partial, vocoder=vocoder), SAMPLE_RATE)
+            audio = codec.decompress(data, args.layers, partial=args.partial, vocoder=vocoder, refine=args.refine)
+            out = write_wav(audio, SAMPLE_RATE)
     _write(args.output, out)
     return 0
 
@@ -299,8 +308,9 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         header = _stream_header(data, remote=bool(args.url))
     if header is not None and header.modality is Modality.AUDIO:
         return _decompress_audio(args, data, header.model)
-    if args.vocoder:
-        raise CliError("--vocoder applies to audio streams; this is an image stream")
+    if args.vocoder or args.refine is not None:
+        flag = "--vocoder" if args.vocoder else "--refine"
+        raise CliError(f"{flag} applies to audio streams; this is an image stream")
     fmt = _output_format(args.output)
     if args.url:
         with _remote(args) as c:
@@ -387,8 +397,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(f"--threads must be >= 0 (0: all cores), got {args.threads}")
     if args.modality == "audio":
         return _eval_audio(args)
-    if args.codec_griffinlim:
-        raise CliError("--codec-griffinlim is an option of 'strata eval audio'")
+    if args.codec_griffinlim or args.refine is not None:
+        flag = "--codec-griffinlim" if args.codec_griffinlim else "--refine"
+        raise CliError(f"{flag} is an option of 'strata eval audio'")
     from codec.evaluate import evaluate_images, format_report
 
     data, out = Path(args.data or "../shared/data/images/kodak"), Path(args.out or "eval/images")
@@ -406,17 +417,22 @@ def _eval_audio(args: argparse.Namespace) -> int:
     import shlex
 
     from codec.evaluate_audio import evaluate_audio, format_report, record_in_manifest
+    from codec.vocoder.refine import DEFAULT_ITERATIONS, MAX_ITERATIONS
 
     data, out = Path(args.data or "../shared/data/audio"), Path(args.out or "docs/eval/audio")
     _check_out_dir(out)
     command = ["strata", *(["--models", args.models] if args.models else []), "eval", "audio",
                "--data", str(data), "--out", str(out)]  # what ran, defaults spelled out, for the report
-    for flag, value in (("--model", args.model), ("--limit", args.limit), ("--threads", args.threads or None)):
+    for flag, value in (("--model", args.model), ("--limit", args.limit), ("--threads", args.threads or None),
+                        ("--refine", args.refine)):
         command += [flag, str(value)] if value is not None else []
     command += ["--codec-griffinlim"] * args.codec_griffinlim + ["--update-manifest"] * args.update_manifest
+    refine = DEFAULT_ITERATIONS if args.refine is None else args.refine
+    if not 0 <= refine <= MAX_ITERATIONS:
+        raise CliError(f"--refine must be in 0..{MAX_ITERATIONS}, got {refine}")
     try:
         report = evaluate_audio(_registry(args), data, out, model=args.model, limit=args.limit, threads=args.threads,
-                                codec_griffinlim=args.codec_griffinlim, command=shlex.join(command))
+                                codec_griffinlim=args.codec_griffinlim, refine=refine, command=shlex.join(command))
     except FileNotFoundError as e:
         raise CliError(str(e)) from None
     print(format_report(report))
@@ -719,6 +735,9 @@ def get_parser() -> argparse.ArgumentParser:
     d.add_argument("--partial", action="store_true", help="decode the complete layers of a stream cut short")
     d.add_argument("--vocoder", choices=["hifigan", "griffinlim"],
                    help="audio streams: how the decoded mel becomes a waveform (default hifigan; ignored for .npy)")
+    d.add_argument("--refine", type=int, metavar="N",
+                   help="audio streams, hifigan: mel-consistency iterations after the network (0: its raw output; "
+                   "default: the model's)")
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="print a stream's header and how many layers are complete and pass their CRC")
@@ -742,6 +761,8 @@ def get_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: all cores)")
     e.add_argument("--codec-griffinlim", action="store_true",
                    help="audio: also decode the codec's mels with Griffin-Lim at every layer count")
+    e.add_argument("--refine", type=int, metavar="N",
+                   help="audio: HiFi-GAN's mel-consistency iterations (default: the library's)")
     e.add_argument("--update-manifest", action="store_true",
                    help="record the measured bits per layer and bpp (audio: kbps) in the model's manifest entry")
     e.set_defaults(func=cmd_eval)

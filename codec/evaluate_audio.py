@@ -5,8 +5,13 @@
     clip @ 22 050 Hz ─┬─► compress(k) ─► stream ─► decompress_mel ─► mel_k ─┬─┤ HiFi-GAN ├─► ŷ     k = 1…L
                       │                                                     └─┤ Griffin-Lim ├─► ŷ  (flag)
                       ├─► log-mel ─┬─┤ HiFi-GAN ├─► ŷ                     (the vocoder's upper bound)
+                      │            ├─┤ HiFi-GAN, refine=0 ├─► ŷ          (the network alone)
                       │            └─┤ Griffin-Lim, 32 it. ├─► ŷ
                       └─► Opus hard-cbr | vbr at 6, 8, 12 kbps and at the codec's own bitrates ─► ŷ
+
+HiFi-GAN is the served vocoder: the generator, then ``refine`` mel-consistency iterations
+(:mod:`codec.vocoder.refine`; ``refine``, by default the library's, is recorded in the report); the ``hifigan-raw``
+row is the generator's own output.
 
 On every clip of the test splits ``<data>/speech/test`` and ``<data>/environment/test``
 (the training splits are never read), for every system and operating point:
@@ -60,6 +65,7 @@ from codec.metrics_audio import log_mel_rmse, log_spectral_distance, mel_distanc
 from codec.registry import Registry, write_manifest
 from codec.runtime import choose_providers
 from codec.vocoder.griffinlim import griffin_lim
+from codec.vocoder.refine import DEFAULT_ITERATIONS
 
 SPLITS = ("speech", "environment")
 ALL = "all"
@@ -71,6 +77,8 @@ MATCH_TOLERANCE_KBPS = 0.5  # a matched Opus target this close to one already ru
 
 # Systems (AudioPoint.system).
 CODEC, CODEC_GL, HIFIGAN, GRIFFINLIM = "codec", "codec+griffinlim", "hifigan", "griffinlim"
+HIFIGAN_RAW = "hifigan-raw"  # the generator alone (refine=0): what training alone achieved
+TRUE_MEL_SYSTEMS = (HIFIGAN, HIFIGAN_RAW, GRIFFINLIM)
 TRUE_MEL = "true mel"
 
 # DESIGN §7: Opus hard-cbr on the whole speech test split, target → (kbps, PESQ-WB, STOI); drawn for context.
@@ -128,6 +136,7 @@ class AudioReport:
     date: str  # UTC, ISO 8601
     machine: str
     threads: int
+    refine: int  # HiFi-GAN's mel-consistency iterations in the codec and hifigan rows
     points: list[AudioPoint]
     entropy: list[LayerAccount]
     header_bytes: float  # mean over clips, full stream
@@ -244,12 +253,13 @@ def evaluate_audio(
     limit: int | None = None,
     threads: int = 0,
     codec_griffinlim: bool = False,
+    refine: int = DEFAULT_ITERATIONS,
     command: str = "",
     log: Callable[[str], None] = print,
 ) -> AudioReport:
     """Evaluate an audio model and its baselines on the test clips; write the report and the plots to ``out``."""
     files = list_test_clips(Path(data), limit)
-    codec = AudioCodec.load(registry, model, providers=choose_providers("cpu"), threads=threads)
+    codec = AudioCodec.load(registry, model, providers=choose_providers("cpu"), threads=threads, refine=refine)
     static = CodePrior.load(registry.path(codec.entry, "prior_static")) if "prior_static" in codec.entry.files else None
     L = codec.layers
     clips = [_read_clip(split, p) for split in SPLITS for p in files[split]]
@@ -310,7 +320,10 @@ def evaluate_audio(
                 scores[CODEC_GL, f"k={k}"].append(score(clip, y_gl, CODEC_GL, len(stream), t1 - t0, t4 - t3, mel_gl))
             if keep and k in (1, L):
                 examples[clip.split][2][k] = mel
-        for system, vocode in ((HIFIGAN, codec.vocoder), (GRIFFINLIM, _griffin_lim)):
+        def raw(mel: np.ndarray) -> np.ndarray:
+            return codec.vocoder(mel, refine=0)
+
+        for system, vocode in ((HIFIGAN, codec.vocoder), (HIFIGAN_RAW, raw), (GRIFFINLIM, _griffin_lim)):
             t0 = time.perf_counter()
             y = _fit(vocode(clip.mel), n)
             scores[system, TRUE_MEL].append(score(clip, y, system, None, None, time.perf_counter() - t0))
@@ -332,6 +345,7 @@ def evaluate_audio(
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         machine=f"{platform.machine()}, {os.cpu_count()} cores, onnxruntime {codec.provider} provider",
         threads=threads,
+        refine=codec.vocoder.refine,
         points=points,
         entropy=[
             LayerAccount(i + 1, str(codec.prior.kinds[i]), *(None if math.isnan(v) else float(v) for v in row))
@@ -511,7 +525,9 @@ def record_in_manifest(registry: Registry, report: AudioReport) -> Path:
 # ------------------------------------------------------------------------------------------ plots and table
 
 _STYLE = {CODEC: "o-", CODEC_GL: "o:", "opus-hard-cbr": "s--", "opus-vbr": "^--"}
-_COLOR = {CODEC: "C0", CODEC_GL: "C1", "opus-hard-cbr": "C2", "opus-vbr": "C9", HIFIGAN: "C3", GRIFFINLIM: "C4"}
+_COLOR = {CODEC: "C0", CODEC_GL: "C1", "opus-hard-cbr": "C2", "opus-vbr": "C9", HIFIGAN: "C3", HIFIGAN_RAW: "C5",
+          GRIFFINLIM: "C4"}
+_LINE = {HIFIGAN: "-.", HIFIGAN_RAW: (0, (1, 3)), GRIFFINLIM: ":"}  # true-mel systems: horizontal lines
 
 
 def _name(system: str) -> str:
@@ -519,6 +535,7 @@ def _name(system: str) -> str:
         CODEC: "codec (HiFi-GAN)",
         CODEC_GL: "codec (Griffin-Lim)",
         HIFIGAN: "HiFi-GAN on the true mel",
+        HIFIGAN_RAW: "HiFi-GAN network alone (refine=0) on the true mel",
         GRIFFINLIM: f"Griffin-Lim ({GRIFFIN_LIM_ITERS} it.) on the true mel",
         "opus-hard-cbr": "Opus hard-CBR",
         "opus-vbr": "Opus VBR",
@@ -545,10 +562,10 @@ def plot_pesq_kbps(report: AudioReport, path: Path) -> None:
             if not pts:
                 continue
             drawn = True
-            if system in (HIFIGAN, GRIFFINLIM):
+            if system in TRUE_MEL_SYSTEMS:
                 ax.axhline(
                     getattr(pts[0], metric),
-                    ls="-." if system == HIFIGAN else ":",
+                    ls=_LINE[system],
                     color=_COLOR[system],
                     label=_name(system),
                 )
@@ -621,7 +638,7 @@ def format_report(r: AudioReport) -> str:
     lines = [
         f"model {r.model} (weights {r.weights_sha256[:12]}…) on {n_s} speech + {n_e} environment test clips "
         f"({r.seconds['speech']:.0f} s + {r.seconds['environment']:.0f} s, {r.data}); CPU, onnxruntime threads "
-        f"{r.threads or 'all'}",
+        f"{r.threads or 'all'}; HiFi-GAN with {r.refine} mel-consistency iterations",
         "",
         "| system | kbps speech | kbps env. | mel RMSE speech | mel RMSE env. | mel dist. | LSD (dB) | PESQ-WB | STOI "
         "| encode × RT | decode × RT |",
@@ -630,7 +647,7 @@ def format_report(r: AudioReport) -> str:
     for system in r.systems():
         for p in r.series(system, ALL):
             s, e = r.point(system, p.label, "speech"), r.point(system, p.label, "environment")
-            name = _name(system) + ("" if system in (HIFIGAN, GRIFFINLIM) else f" {p.label}")
+            name = _name(system) + ("" if system in TRUE_MEL_SYSTEMS else f" {p.label}")
             lines.append(
                 f"| {name} | {_f(s.kbps, '.2f')} | {_f(e.kbps, '.2f')} | {_f(s.mel_rmse, '.3f')} | "
                 f"{_f(e.mel_rmse, '.3f')} | {p.mel_distance:.3f} | {p.lsd:.2f} | {_f(s.pesq, '.2f')} | "

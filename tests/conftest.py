@@ -253,3 +253,25 @@ def live_av_server(tiny_av_registry) -> Iterator[str]:
 
     with running_server(create_app(server_settings(tiny_av_registry))) as url:
         yield url
+
+
+# 16-bit steps by which a decode through the server may differ from the library's. The server's onnxruntime
+# sessions run with other thread counts, so g_s's float32 sums may round differently (1e-7); mel-consistency
+# refinement boosts the randomly initialised tiny vocoder's faint output by up to +40 dB, and with it those
+# differences: measured 1 step in 2 to 6 of 28 665 samples. Anything wrong (layers, vocoder, model) is far louder.
+HIFIGAN_LSB = 2
+
+
+def assert_wav_of(got: bytes, samples: np.ndarray, lsb: int = HIFIGAN_LSB) -> None:
+    """``got`` is the 16-bit WAV of ``samples`` (22 050 Hz), sample values within ``lsb`` quantisation steps."""
+    import numpy as np
+    import soundfile as sf
+
+    from codec.frontend.audio import write_wav
+
+    expected = write_wav(samples, 22050)
+    a, rate_a = sf.read(io.BytesIO(got), dtype="int16")
+    b, rate_b = sf.read(io.BytesIO(expected), dtype="int16")
+    assert (rate_a, a.shape) == (rate_b, b.shape) and got[:44] == expected[:44]
+    diff = int(np.abs(a.astype(np.int32) - b).max(initial=0))
+    assert diff <= lsb, f"{int((a != b).sum())} of {a.size} samples differ, by up to {diff} steps (allowed {lsb})"

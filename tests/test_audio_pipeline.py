@@ -513,3 +513,31 @@ def test_griffin_lim_selection(tiny_audio_codec):
         c.decompress(data, layers=2, vocoder="griffinlim"),
         c.decode(c.decompress_codes(data, layers=2), vocoder="griffinlim"),
     )
+
+
+def test_refine_argument(tiny_audio_codec):
+    c = tiny_audio_codec
+    data = c.compress(SOUND)
+    codes = c.decompress_codes(data)
+    mel = c.decode_mel(codes)
+    raw = c.decode(codes, refine=0)
+    np.testing.assert_array_equal(raw, c.vocoder(mel, refine=0)[: SOUND.size])
+    np.testing.assert_array_equal(c.decompress(data, refine=0), raw)
+    three = c.decode(codes, refine=3)
+    np.testing.assert_array_equal(three, c.vocoder(mel, refine=3)[: SOUND.size])
+    assert three.shape == raw.shape == SOUND.shape and three.dtype == np.float32
+    assert np.abs(three - raw).max() > 1e-3
+    np.testing.assert_array_equal(c.decode(codes), c.decode(codes, refine=c.vocoder.refine))  # None: the default
+    np.testing.assert_array_equal(
+        c.decompress(data, layers=2, refine=1), c.vocoder(c.decode_mel(codes, 2), refine=1)[: SOUND.size]
+    )
+    for bad in (-1, 33, 1.5, True, "2"):
+        with pytest.raises(InputError, match="refine"):
+            c.decode(codes, refine=bad)
+        with pytest.raises(InputError, match="refine"):
+            c.decompress(data, refine=bad)
+    for refine in (0, 1):
+        with pytest.raises(InputError, match="refine applies to vocoder=hifigan"):
+            c.decode(codes, vocoder="griffinlim", refine=refine)
+        with pytest.raises(InputError, match="refine applies to vocoder=hifigan"):
+            c.decompress(data, vocoder=Vocoder.GRIFFINLIM, refine=refine)

@@ -15,7 +15,7 @@ from codec.audio_pipeline import SAMPLE_RATE
 from codec.cli import main
 from codec.frontend.audio import read_audio, resample, write_wav
 from codec.frontend.image import read_image
-from tests.conftest import flac_bytes, png_bytes, synthetic_image, synthetic_sound
+from tests.conftest import assert_wav_of, flac_bytes, png_bytes, synthetic_image, synthetic_sound
 
 SOUND = synthetic_sound(1.3, seed=4)
 
@@ -44,7 +44,7 @@ def test_compress_decompress_info_locally(files, tiny_audio_codec, capsys) -> No
     assert f"{len(stream)} bytes, tiny-audio, 4 layers" in out and "kbps, 1.30 s" in out
 
     assert main([*models, "decompress", str(tmp / "a.strata"), str(tmp / "a.wav")]) == 0
-    assert (tmp / "a.wav").read_bytes() == write_wav(tiny_audio_codec.decompress(stream), SAMPLE_RATE)
+    assert_wav_of((tmp / "a.wav").read_bytes(), tiny_audio_codec.decompress(stream))
     args = ["decompress", str(tmp / "a.strata"), str(tmp / "b.wav"), "--layers", "2", "--vocoder", "griffinlim"]
     assert main([*models, *args]) == 0
     assert (tmp / "b.wav").read_bytes() == write_wav(
@@ -57,7 +57,7 @@ def test_compress_decompress_info_locally(files, tiny_audio_codec, capsys) -> No
 
     (tmp / "cut.strata").write_bytes(stream[:-3])
     assert main([*models, "decompress", str(tmp / "cut.strata"), str(tmp / "cut.wav"), "--partial"]) == 0
-    assert (tmp / "cut.wav").read_bytes() == write_wav(tiny_audio_codec.decompress(stream, 3), SAMPLE_RATE)
+    assert_wav_of((tmp / "cut.wav").read_bytes(), tiny_audio_codec.decompress(stream, 3))
 
     capsys.readouterr()
     assert main(["info", "--json", str(tmp / "a.strata")]) == 0
@@ -104,6 +104,20 @@ def bad_rate_wav() -> bytes:
         (["compress", "{tmp}/in.wav", "{tmp}/x.strata", "--model", "tiny-image"], "not an audio model"),
         (["compress", "{tmp}/in.wav", "{tmp}/x.strata", "--layers", "9"], "layers"),
         (["compress", "{tmp}/bad.wav", "{tmp}/x.strata"], "sample rate 10000000 Hz"),
+        (["decompress", "{tmp}/a.strata", "{tmp}/x.wav", "--refine", "40"], "--refine must be in 0..32, got 40"),
+        (["decompress", "{tmp}/a.strata", "{tmp}/x.wav", "--refine", "-1"], "--refine must be in 0..32, got -1"),
+        (
+            ["decompress", "{tmp}/a.strata", "{tmp}/x.wav", "--refine", "2", "--vocoder", "griffinlim"],
+            "--refine applies to .wav output with the hifigan vocoder",
+        ),
+        (
+            ["decompress", "{tmp}/a.strata", "{tmp}/x.npy", "--refine", "2"],
+            "--refine applies to .wav output with the hifigan vocoder",
+        ),
+        (
+            ["decompress", "{tmp}/p.strata", "{tmp}/x.png", "--refine", "1"],
+            "--refine applies to audio streams; this is an image stream",
+        ),
     ],
 )
 def test_errors_exit_1(files, capsys, argv, message) -> None:
@@ -115,6 +129,43 @@ def test_errors_exit_1(files, capsys, argv, message) -> None:
     assert main([*models, *[a.format(tmp=tmp) for a in argv]]) == 1
     err = capsys.readouterr().err
     assert err.startswith("strata: error:") and message in err and "Traceback" not in err
+    assert not (tmp / "x.wav").exists() and not (tmp / "x.npy").exists() and not (tmp / "x.png").exists()
+
+
+def test_decompress_refine_locally(files, tiny_audio_codec) -> None:
+    tmp, models = files
+    assert main([*models, "compress", str(tmp / "in.wav"), str(tmp / "a.strata")]) == 0
+    stream = (tmp / "a.strata").read_bytes()
+    for refine in (0, 3):
+        out = tmp / f"r{refine}.wav"
+        assert main([*models, "decompress", str(tmp / "a.strata"), str(out), "--refine", str(refine)]) == 0
+        assert_wav_of(out.read_bytes(), tiny_audio_codec.decompress(stream, refine=refine))
+    args = ["decompress", str(tmp / "a.strata"), str(tmp / "k.wav"), "--layers", "2", "--refine", "0"]
+    assert main([*models, *args]) == 0
+    assert_wav_of((tmp / "k.wav").read_bytes(), tiny_audio_codec.decompress(stream, 2, refine=0))
+    args = ["decompress", str(tmp / "a.strata"), str(tmp / "h.wav"), "--vocoder", "hifigan", "--refine", "0"]
+    assert main([*models, *args]) == 0  # --vocoder hifigan is the vocoder --refine applies to
+    assert (tmp / "h.wav").read_bytes() == (tmp / "r0.wav").read_bytes()
+
+
+def test_eval_refine_is_checked_before_it_runs(files, capsys) -> None:
+    tmp, models = files
+    cases = [
+        (["eval", "images", "--refine", "2"], "--refine is an option of 'strata eval audio'"),
+        (
+            ["eval", "audio", "--data", str(tmp), "--out", str(tmp / "o"), "--refine", "33"],
+            "--refine must be in 0..32, got 33",
+        ),
+        (
+            ["eval", "audio", "--data", str(tmp), "--out", str(tmp / "o"), "--refine", "-1"],
+            "--refine must be in 0..32, got -1",
+        ),
+    ]
+    for argv, message in cases:
+        assert main([*models, *argv]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("strata: error:") and message in err and "Traceback" not in err, err
+    assert not (tmp / "o").exists()
 
 
 def test_no_audio_model_in_the_folder(files, tiny_registry, capsys) -> None:
@@ -133,7 +184,7 @@ def test_through_the_server(files, live_av_server, tiny_audio_codec, capsys) -> 
     assert stream == tiny_audio_codec.compress(samples, 3)
     assert "tiny-audio, 3 layers" in capsys.readouterr().out
     assert main(["decompress", str(tmp / "r.strata"), str(tmp / "r.wav"), *url]) == 0
-    assert (tmp / "r.wav").read_bytes() == write_wav(tiny_audio_codec.decompress(stream), SAMPLE_RATE)
+    assert_wav_of((tmp / "r.wav").read_bytes(), tiny_audio_codec.decompress(stream))
     args = ["decompress", str(tmp / "r.strata"), str(tmp / "g.wav"), "--layers", "1", "--vocoder", "griffinlim"]
     assert main([*args, *url]) == 0
     assert (tmp / "g.wav").read_bytes() == write_wav(
@@ -141,6 +192,20 @@ def test_through_the_server(files, live_av_server, tiny_audio_codec, capsys) -> 
     )
     assert main(["decompress", str(tmp / "r.strata"), str(tmp / "r.npy"), "--layers", "2", *url]) == 0
     np.testing.assert_array_equal(np.load(tmp / "r.npy"), tiny_audio_codec.decompress_mel(stream, 2))
+    assert main(["decompress", str(tmp / "r.strata"), str(tmp / "r0.wav"), "--refine", "0", *url]) == 0
+    assert_wav_of((tmp / "r0.wav").read_bytes(), tiny_audio_codec.decompress(stream, refine=0))
+    args = ["decompress", str(tmp / "r.strata"), str(tmp / "r3.wav"), "--layers", "2", "--refine", "3"]
+    assert main([*args, *url]) == 0
+    assert_wav_of((tmp / "r3.wav").read_bytes(), tiny_audio_codec.decompress(stream, 2, refine=3))
+    capsys.readouterr()
+    for argv, message in (
+        (["--refine", "33"], "--refine must be in 0..32, got 33"),
+        (["--refine", "1", "--vocoder", "griffinlim"], "--refine applies to .wav output with the hifigan vocoder"),
+    ):
+        assert main(["decompress", str(tmp / "r.strata"), str(tmp / "x.wav"), *argv, *url]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("strata: error:") and message in err, err
+    assert not (tmp / "x.wav").exists()
 
 
 def test_through_an_image_only_server(files, live_server, capsys) -> None:

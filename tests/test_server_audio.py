@@ -19,7 +19,17 @@ from client import AsyncClient, Client, InvalidStreamError, NotFoundError, Unsup
 from codec import bitstream
 from codec.audio_pipeline import SAMPLE_RATE
 from codec.frontend.audio import read_audio, resample, write_wav
-from tests.conftest import flac_bytes, png_bytes, running_server, server_settings, synthetic_image, synthetic_sound
+from codec.vocoder.refine import DEFAULT_ITERATIONS
+from tests.conftest import (
+    HIFIGAN_LSB,
+    assert_wav_of,
+    flac_bytes,
+    png_bytes,
+    running_server,
+    server_settings,
+    synthetic_image,
+    synthetic_sound,
+)
 
 pytest.importorskip("fastapi")
 
@@ -126,7 +136,7 @@ def test_compress_resamples_and_downmixes(api, tiny_audio_codec) -> None:
 @pytest.mark.parametrize(("layers", "vocoder"), [(None, "hifigan"), (1, "hifigan"), (3, "griffinlim")])
 def test_decompress_equals_the_library(api, live_av_server, tiny_audio_codec, stream, layers, vocoder) -> None:
     wav = api.decompress_audio(stream, layers=layers, vocoder=vocoder)
-    assert wav == write_wav(tiny_audio_codec.decompress(stream, layers, vocoder=vocoder), SAMPLE_RATE)
+    assert_wav_of(wav, tiny_audio_codec.decompress(stream, layers, vocoder=vocoder))
     info = sf.info(io.BytesIO(wav))
     assert (info.samplerate, info.channels, info.subtype, info.frames) == (22050, 1, "PCM_16", SOUND.size)
     raw = post(live_av_server, "audio:decompress", stream, layers=layers or 4)
@@ -135,20 +145,108 @@ def test_decompress_equals_the_library(api, live_av_server, tiny_audio_codec, st
     assert raw.headers["x-strata-samples"] == str(SOUND.size) and raw.headers["x-strata-sample-rate"] == "22050"
 
 
+def int16_of(wav: bytes) -> np.ndarray:
+    return sf.read(io.BytesIO(wav), dtype="int16")[0].astype(np.int32)
+
+
+@pytest.mark.parametrize("refine", [0, 3])
+def test_refine_equals_the_library(api, live_av_server, tiny_audio_codec, stream, refine) -> None:
+    raw = post(live_av_server, "audio:decompress", stream, refine=refine)
+    assert raw.status_code == 200, raw.text
+    assert raw.headers["content-type"] == "audio/wav" and raw.headers["x-strata-refine"] == str(refine)
+    assert_wav_of(raw.content, tiny_audio_codec.decompress(stream, refine=refine))
+    assert_wav_of(api.decompress_audio(stream, refine=refine), tiny_audio_codec.decompress(stream, refine=refine))
+    assert_wav_of(
+        api.decompress_audio(stream, layers=2, refine=refine), tiny_audio_codec.decompress(stream, 2, refine=refine)
+    )
+
+
+def test_refine_changes_the_sound(live_av_server, stream) -> None:
+    unrefined, refined = (post(live_av_server, "audio:decompress", stream, refine=k) for k in (0, 3))
+    assert unrefined.status_code == refined.status_code == 200
+    assert np.abs(int16_of(refined.content) - int16_of(unrefined.content)).max() > 10 * HIFIGAN_LSB
+    default = post(live_av_server, "audio:decompress", stream)  # DEFAULT_ITERATIONS, neither of the two
+    assert np.abs(int16_of(default.content) - int16_of(unrefined.content)).max() > 10 * HIFIGAN_LSB
+
+
+def test_refine_header(live_av_server, stream) -> None:
+    given = post(live_av_server, "audio:decompress", stream, refine=3)
+    assert given.status_code == 200 and given.headers["x-strata-refine"] == "3"
+    default = post(live_av_server, "audio:decompress", stream)
+    assert default.status_code == 200 and default.headers["x-strata-refine"] == str(DEFAULT_ITERATIONS)
+    explicit = post(live_av_server, "audio:decompress", stream, vocoder="hifigan")
+    assert explicit.headers["x-strata-refine"] == str(DEFAULT_ITERATIONS)
+    gl = post(live_av_server, "audio:decompress", stream, vocoder="griffinlim")
+    assert gl.status_code == 200 and "x-strata-refine" not in gl.headers
+    for params in ({"output": "mel"}, {"output": "mel", "refine": 3}):  # refine is ignored for the mel
+        mel = post(live_av_server, "audio:decompress", stream, **params)
+        assert mel.status_code == 200 and mel.headers["content-type"] == "application/x-npy"
+        assert "x-strata-refine" not in mel.headers
+
+
+def test_refine_header_for_a_sound_too_short_to_refine(live_av_server, tiny_audio_codec) -> None:
+    """256 samples decode to one mel frame, which the vocoder does not refine: the header says 0, not 8."""
+    for n, applied in ((256, 0), (257, DEFAULT_ITERATIONS)):
+        sound = SOUND[:n]
+        compressed = post(live_av_server, "audio:compress", flac_bytes(sound, SAMPLE_RATE, "WAV"))
+        assert compressed.status_code == 200, compressed.text
+        decoded = post(live_av_server, "audio:decompress", compressed.content)
+        assert decoded.status_code == 200 and decoded.headers["x-strata-refine"] == str(applied)
+        assert_wav_of(decoded.content, tiny_audio_codec.decompress(compressed.content))
+
+
+def test_decode_with_refine(live_av_server, tiny_audio_codec, samples) -> None:
+    expected = tiny_audio_codec.encode(samples)
+    buf = io.BytesIO()
+    np.save(buf, expected.codes.astype(np.int16))
+    for refine in (0, 3):
+        raw = post(
+            live_av_server, "audio:decode", buf.getvalue(), "application/x-npy", samples=SOUND.size, refine=refine
+        )
+        assert raw.status_code == 200, raw.text
+        assert raw.headers["x-strata-refine"] == str(refine)
+        assert_wav_of(raw.content, tiny_audio_codec.decode(expected, refine=refine))
+    raw = post(live_av_server, "audio:decode", buf.getvalue(), "application/x-npy", samples=SOUND.size, layers=2)
+    assert raw.headers["x-strata-refine"] == str(DEFAULT_ITERATIONS)
+    raw = post(
+        live_av_server, "audio:decode", buf.getvalue(), "application/x-npy", samples=SOUND.size, vocoder="griffinlim"
+    )
+    assert raw.status_code == 200 and "x-strata-refine" not in raw.headers
+    raw = post(
+        live_av_server, "audio:decode", buf.getvalue(), "application/x-npy", samples=SOUND.size, output="mel", refine=3
+    )
+    assert raw.status_code == 200 and "x-strata-refine" not in raw.headers
+
+
+def test_sdk_decode_audio_with_refine(api, live_av_server, tiny_audio_codec, samples) -> None:
+    codes = api.encode_audio(WAV)
+    expected = tiny_audio_codec.encode(samples)
+    assert_wav_of(api.decode_audio(codes, refine=0), tiny_audio_codec.decode(expected, refine=0))
+    assert_wav_of(api.decode_audio(codes, layers=1, refine=3), tiny_audio_codec.decode(expected, 1, refine=3))
+
+    async def main() -> None:
+        async with AsyncClient(live_av_server, timeout=60) as c:
+            assert_wav_of(await c.decode_audio(codes, refine=0), tiny_audio_codec.decode(expected, refine=0))
+            stream = tiny_audio_codec.compress(samples)
+            assert_wav_of(await c.decompress_audio(stream, refine=3), tiny_audio_codec.decompress(stream, refine=3))
+
+    asyncio.run(main())
+
+
 def test_compress_decompress_round_trip(api, tiny_audio_codec, samples) -> None:
     compressed = api.compress_audio(WAV, layers=3)
     wav = api.decompress_audio(compressed)  # a CompressedAudio goes back as it came
-    assert wav == write_wav(tiny_audio_codec.decompress(tiny_audio_codec.compress(samples, 3)), SAMPLE_RATE)
+    assert_wav_of(wav, tiny_audio_codec.decompress(tiny_audio_codec.compress(samples, 3)))
 
 
 def test_progressive_truncated_and_partial_streams(api, live_av_server, tiny_audio_codec, stream) -> None:
     for k in (1, 2, 3):
         short = bitstream.truncate(stream, k)
-        assert api.decompress_audio(short) == write_wav(tiny_audio_codec.decompress(stream, k), SAMPLE_RATE)
+        assert_wav_of(api.decompress_audio(short), tiny_audio_codec.decompress(stream, k))
     cut = stream[:-3]  # the last chunk is incomplete: 3 complete layers remain
     raw = post(live_av_server, "audio:decompress", cut, partial="true")
     assert raw.status_code == 200 and raw.headers["x-strata-stream-layers"] == "3"
-    assert raw.content == write_wav(tiny_audio_codec.decompress(stream, 3), SAMPLE_RATE)
+    assert_wav_of(raw.content, tiny_audio_codec.decompress(stream, 3))
     assert api.decompress_audio(cut, partial=True) == raw.content
     assert_error(post(live_av_server, "audio:decompress", cut), 422, "truncated_stream")
 
@@ -175,7 +273,7 @@ def test_tokens_round_trip_npy(api, tiny_audio_codec, samples, layers) -> None:
         SAMPLE_RATE,
         layers or 4,
     )
-    assert api.decode_audio(codes) == write_wav(tiny_audio_codec.decode(expected), SAMPLE_RATE)
+    assert_wav_of(api.decode_audio(codes), tiny_audio_codec.decode(expected))
     assert api.decode_audio(codes, layers=1, vocoder="griffinlim") == write_wav(
         tiny_audio_codec.decode(expected, 1, vocoder="griffinlim"), SAMPLE_RATE
     )
@@ -196,12 +294,12 @@ def test_tokens_round_trip_json(api, live_av_server, tiny_audio_codec, samples, 
     }
     decoded = post(live_av_server, "audio:decode", raw.content, "application/json", layers=2)
     assert decoded.status_code == 200 and decoded.headers["x-strata-layers"] == "2"
-    assert decoded.content == write_wav(tiny_audio_codec.decode(expected, 2), SAMPLE_RATE)
+    assert_wav_of(decoded.content, tiny_audio_codec.decode(expected, 2))
     # The SDK without numpy: JSON both ways, nested lists; the mel comes back as .npy bytes.
     monkeypatch.setattr("client._base.has_numpy", lambda: False)
     codes = api.encode_audio(WAV)
     assert codes.array == expected.codes.tolist()
-    assert api.decode_audio(codes) == write_wav(tiny_audio_codec.decode(expected), SAMPLE_RATE)
+    assert_wav_of(api.decode_audio(codes), tiny_audio_codec.decode(expected))
     mel = api.decode_audio_mel(codes)
     assert isinstance(mel, bytes)
     np.testing.assert_array_equal(np.load(io.BytesIO(mel)), tiny_audio_codec.decode_mel(expected))
@@ -213,13 +311,12 @@ def test_async_client(live_av_server, tiny_audio_codec, samples) -> None:
             results = await asyncio.gather(*(c.compress_audio(WAV, layers=k) for k in (1, 2, 3, 4)))
             assert [r.data for r in results] == [tiny_audio_codec.compress(samples, k) for k in (1, 2, 3, 4)]
             wav = await c.decompress_audio(results[1])
-            assert wav == write_wav(tiny_audio_codec.decompress(results[1].data), SAMPLE_RATE)
+            assert_wav_of(wav, tiny_audio_codec.decompress(results[1].data))
             codes = await c.encode_audio(WAV)
             mel = await c.decode_audio_mel(codes)
             np.testing.assert_array_equal(mel, tiny_audio_codec.decode_mel(tiny_audio_codec.encode(samples)))
-            assert await c.decode_audio(codes, layers=1) == write_wav(
-                tiny_audio_codec.decode(tiny_audio_codec.encode(samples), 1), SAMPLE_RATE
-            )
+            one = await c.decode_audio(codes, layers=1)
+            assert_wav_of(one, tiny_audio_codec.decode(tiny_audio_codec.encode(samples), 1))
 
     asyncio.run(main())
 
@@ -262,6 +359,16 @@ def test_openapi_documents_the_audio_routes(live_av_server) -> None:
     assert params["output"]["schema"]["enum"] == ["wav", "mel"]
     model_info = spec["components"]["schemas"]["ModelInfo"]["properties"]
     assert {"kbps_per_layer", "sample_rate"} <= set(model_info)
+
+
+def test_openapi_documents_refine(live_av_server) -> None:
+    spec = httpx.get(f"{live_av_server}/openapi.json").json()
+    for route in ("decompress", "decode"):
+        op = spec["paths"][f"/v1/audio:{route}"]["post"]
+        refine = {p["name"]: p for p in op["parameters"]}["refine"]
+        assert refine["in"] == "query" and not refine.get("required", False)
+        assert {"type": "integer", "minimum": 0, "maximum": 32} in refine["schema"]["anyOf"], refine["schema"]
+        assert "X-Strata-Refine" in op["responses"]["200"]["headers"]
 
 
 # ----------------------------------------------------------------------------------------- errors
@@ -321,6 +428,32 @@ def test_layers_above_those_in_a_truncated_stream(live_av_server, stream) -> Non
 def test_bad_vocoder_and_output(live_av_server, stream, param, value) -> None:
     body = assert_error(post(live_av_server, "audio:decompress", stream, **{param: value}), 422, "invalid_request")
     assert param in body["message"]
+
+
+@pytest.mark.parametrize("value", ["-1", "33", "abc", "1.5"])
+@pytest.mark.parametrize("route", ["decompress", "decode"])
+def test_bad_refine(live_av_server, tiny_audio_codec, samples, stream, route, value) -> None:
+    body, kind, extra = _decode_body(tiny_audio_codec, samples, stream, route)
+    message = assert_error(
+        post(live_av_server, f"audio:{route}", body, kind, refine=value, **extra), 422, "invalid_request"
+    )["message"]
+    assert "refine" in message
+
+
+@pytest.mark.parametrize("route", ["decompress", "decode"])
+def test_refine_with_griffinlim_is_refused(live_av_server, tiny_audio_codec, samples, stream, route) -> None:
+    body, kind, extra = _decode_body(tiny_audio_codec, samples, stream, route)
+    response = post(live_av_server, f"audio:{route}", body, kind, vocoder="griffinlim", refine=2, **extra)
+    assert "refine" in assert_error(response, 422, "invalid_input")["message"]
+
+
+def _decode_body(codec, samples, stream, route) -> tuple[bytes, str | None, dict]:
+    """Body, content type and extra query parameters of a valid request to ``audio:{route}``."""
+    if route == "decompress":
+        return stream, None, {}
+    buf = io.BytesIO()
+    np.save(buf, codec.encode(samples).codes.astype(np.int16))
+    return buf.getvalue(), "application/x-npy", {"samples": SOUND.size}
 
 
 def test_wrong_modality(api, live_av_server, stream, image_stream) -> None:

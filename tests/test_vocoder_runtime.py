@@ -220,7 +220,7 @@ def test_output_is_clipped_float32():
     def net(mel: np.ndarray) -> np.ndarray:
         return np.full((1, 1, mel.shape[-1] * 256), -3.0, np.float32)
 
-    loud = HifiGanVocoder(net, receptive_field=2, chunk_frames=4, remove_dc=False)
+    loud = HifiGanVocoder(net, receptive_field=2, chunk_frames=4, remove_dc=False, refine=0)
     audio = loud(_mel(9))
     assert audio.dtype == np.float32 and audio.shape == (9 * 256,) and (audio == -1).all()
 
@@ -232,11 +232,11 @@ def test_dc_offset_is_removed():
         return (0.3 + 0.5 * np.sin(2 * np.pi * t / 128)).astype(np.float32)[None, None]
 
     mel = _mel(40)
-    raw = HifiGanVocoder(net, receptive_field=0, chunk_frames=UNCHUNKED, remove_dc=False)(mel)
-    clean = HifiGanVocoder(net, receptive_field=0, chunk_frames=UNCHUNKED)(mel)
+    raw = HifiGanVocoder(net, receptive_field=0, chunk_frames=UNCHUNKED, remove_dc=False, refine=0)(mel)
+    clean = HifiGanVocoder(net, receptive_field=0, chunk_frames=UNCHUNKED, refine=0)(mel)
     assert raw.mean() == pytest.approx(0.3, abs=1e-3) and abs(clean.mean()) < 1e-3
     np.testing.assert_allclose(clean, raw - 0.3, atol=2e-3)
-    chunked = HifiGanVocoder(net, receptive_field=0, chunk_frames=8)(mel)  # 8 frames = 2048 samples = 16 periods
+    chunked = HifiGanVocoder(net, receptive_field=0, chunk_frames=8, refine=0)(mel)  # 8 frames: 2048 samples
     np.testing.assert_allclose(chunked, clean, atol=1e-6)
 
 
@@ -329,3 +329,50 @@ def test_ten_minutes_in_bounded_memory(vocoder_path):
     assert result["bytes"] == frames * 256 * 4
     assert not result["torch"]
     assert growth_mib < out_mib + 48
+
+
+def test_refinement_is_on_by_default_and_per_call(vocoder_path):
+    """The served vocoder refines (codec.vocoder.refine); refine= per call or per instance; 0 is the raw network."""
+    from dataclasses import replace
+
+    from codec.frontend.audio import log_mel
+    from codec.vocoder.refine import DEFAULT_ITERATIONS, refine
+
+    voc = _vocoder(vocoder_path)
+    assert voc.refine == DEFAULT_ITERATIONS > 0 and _vocoder(vocoder_path, refine=3).refine == 3
+    mel = _mel(60)
+    raw = voc(mel, refine=0)
+    np.testing.assert_array_equal(raw, replace(voc, refine=0)(mel))
+    three = voc(mel, refine=3)
+    np.testing.assert_array_equal(three, _vocoder(vocoder_path, refine=3)(mel))
+    np.testing.assert_allclose(three, np.clip(refine(raw, mel, 3), -1, 1), atol=1e-6)  # DC removal comes first
+    assert np.abs(three - raw).max() > 1e-3
+    default = voc(mel)
+    np.testing.assert_array_equal(default, voc(mel, refine=DEFAULT_ITERATIONS))
+    assert np.abs(log_mel(default) - mel).mean() < np.abs(log_mel(raw) - mel).mean()
+    assert (voc.iterations(1), voc.iterations(2), voc.iterations(2, 0), voc.iterations(9, 5)) == (0, 8, 0, 5)
+    one_frame = voc(_mel(1))  # 256 samples: too few for the STFT, so not refined (and no error)
+    np.testing.assert_array_equal(one_frame, voc(_mel(1), refine=0))
+
+
+@pytest.mark.parametrize("value", [-1, 33, 1.5, True, "2", None])
+def test_bad_refine_is_refused(vocoder_path, value):
+    voc = _vocoder(vocoder_path)
+    if value is not None:
+        with pytest.raises(InputError, match="refine"):
+            voc(_mel(8), refine=value)
+    with pytest.raises(InputError, match="refine"):
+        HifiGanVocoder(voc.net, voc.receptive_field, refine=value)
+
+
+def test_refinement_needs_the_frontend_mel():
+    """Another mel layout cannot be refined against (the STFT and filterbank are the frontend's): refine=0 only."""
+    def net(mel: np.ndarray) -> np.ndarray:
+        return np.zeros((1, 1, mel.shape[-1] * 128), np.float32)
+
+    with pytest.raises(InputError, match="pass refine=0"):
+        HifiGanVocoder(net, receptive_field=0, n_mels=40, hop=128)
+    voc = HifiGanVocoder(net, receptive_field=0, n_mels=40, hop=128, refine=0)
+    assert voc(np.zeros((40, 5), np.float32)).shape == (640,)
+    with pytest.raises(InputError, match="pass refine=0"):
+        voc(np.zeros((40, 5), np.float32), refine=2)

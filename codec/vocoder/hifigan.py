@@ -13,7 +13,11 @@ sample depends on a frame further than the receptive field (:func:`codec.nets.hi
 stored in the model's metadata by :func:`codec.nets.hifigan.export_generator`).
 
 The generator's DC offset (0.13 of the RMS for the shipped V3 on 8 speech clips) is then removed by
-:func:`codec.vocoder.dc.remove_dc` (``remove_dc=False`` keeps the network's raw output).
+:func:`codec.vocoder.dc.remove_dc` (``remove_dc=False`` keeps the network's raw output), and
+``refine`` iterations of :func:`codec.vocoder.refine.refine` pull the waveform towards the log-mel it
+was asked for (``refine=0``: the network's output; a per-call argument overrides the instance's)::
+
+    log-mel ─► generator (chunked) ─► remove DC ─► refine × k (blocks) ─► clip to [−1, 1]
 
 ``HifiGanVocoder(log_mel)`` has the signature of :func:`codec.vocoder.griffinlim.griffin_lim`:
 log-mel ``[n_mels, F]`` → float32 waveform ``[F · hop]``.
@@ -28,8 +32,11 @@ import numpy as np
 
 from codec.chunking import apply_chunked
 from codec.errors import InputError, ModelIntegrityError
+from codec.frontend.audio import DEFAULT_MEL
 from codec.runtime import OnnxNet
 from codec.vocoder.dc import remove_dc
+from codec.vocoder.refine import DEFAULT_ITERATIONS, MAX_ITERATIONS
+from codec.vocoder.refine import refine as _refine
 
 CHUNK_FRAMES = 512  # frames kept per network call (≈ 6 s at 22 050 Hz; windows add 2 × receptive field)
 
@@ -44,6 +51,7 @@ class HifiGanVocoder:
     n_mels: int = 80
     hop: int = 256  # output samples per mel frame
     remove_dc: bool = True  # subtract the output's running DC offset (codec.vocoder.dc)
+    refine: int = DEFAULT_ITERATIONS  # mel-consistency iterations by default (codec.vocoder.refine; 0: none)
 
     def __post_init__(self) -> None:
         for name, value, low in (
@@ -54,6 +62,7 @@ class HifiGanVocoder:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InputError(f"{name} must be an integer ≥ {low}, got {value!r}")
+        self._iterations(self.refine)
 
     @classmethod
     def load(
@@ -64,6 +73,7 @@ class HifiGanVocoder:
         receptive_field: int | None = None,
         chunk_frames: int = CHUNK_FRAMES,
         remove_dc: bool = True,
+        refine: int = DEFAULT_ITERATIONS,
     ) -> HifiGanVocoder:
         """Open ``vocoder.onnx``; ``receptive_field`` (frames) defaults to the one in the model's metadata.
 
@@ -85,15 +95,38 @@ class HifiGanVocoder:
             ) from None
         except (TypeError, ValueError) as e:
             raise ModelIntegrityError(f"{path} has unreadable vocoder metadata {dict(meta)}: {e}") from e
-        return cls(net, receptive_field, chunk_frames, n_mels, hop, remove_dc)
+        return cls(net, receptive_field, chunk_frames, n_mels, hop, remove_dc, refine)
 
     @property
     def provider(self) -> str:
         """``"cuda"`` or ``"cpu"``: the provider that runs the network."""
         return self.net.provider
 
-    def __call__(self, log_mel: np.ndarray) -> np.ndarray:
-        """Log-mel ``[n_mels, F]`` (F ≥ 1, finite) → float32 waveform ``[F · hop]``, DC removed, clipped to [−1, 1]."""
+    def iterations(self, frames: int, refine: int | None = None) -> int:
+        """The refinement iterations a call on ``frames`` mel frames applies (``refine``: as for ``__call__``).
+
+        Raises :class:`InputError` for a ``refine`` the call would refuse.
+        """
+        iterations = self._iterations(self.refine if refine is None else refine)
+        return iterations if frames * self.hop > DEFAULT_MEL.pad else 0
+
+    def _iterations(self, value: object) -> int:
+        """``value`` as a number of refinement iterations, or :class:`InputError`."""
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value <= MAX_ITERATIONS:
+            raise InputError(f"refine must be an integer in 0..{MAX_ITERATIONS}, got {value!r}")
+        mel = (DEFAULT_MEL.n_mels, DEFAULT_MEL.hop)
+        if value and (self.n_mels, self.hop) != mel:
+            raise InputError(f"refinement needs the frontend's mel ({mel[0]} bands, hop {mel[1]}), "
+                             f"not {self.n_mels} bands, hop {self.hop}: pass refine=0")
+        return int(value)
+
+    def __call__(self, log_mel: np.ndarray, refine: int | None = None) -> np.ndarray:
+        """Log-mel ``[n_mels, F]`` (F ≥ 1, finite) → float32 waveform ``[F · hop]``, DC removed, clipped to [−1, 1].
+
+        ``refine``: mel-consistency iterations for this call (default: the instance's ``refine``).
+        A mel of one frame is not refined (256 samples are too few for the 1 024-sample STFT).
+        """
+        self._iterations(self.refine if refine is None else refine)
         m = np.asarray(log_mel)
         if m.dtype.kind not in "biuf":
             raise InputError(f"log-mel must be real numbers, got dtype {m.dtype}")
@@ -113,7 +146,12 @@ class HifiGanVocoder:
         audio = audio.astype(np.float32, copy=False)
         if self.remove_dc:
             remove_dc(audio, self.hop)
+        iterations = self.iterations(m.shape[1], refine)
+        if iterations:
+            audio = _refine(audio, m, iterations, in_place=True)
         return np.clip(audio, -1.0, 1.0, out=audio)
+
+
 
 
 __all__ = ["CHUNK_FRAMES", "HifiGanVocoder"]

@@ -5,7 +5,7 @@
     WAV/FLAC/OGG ─►─ read_audio (≤ max_audio_seconds, ≤ max_audio_channels; block by block) ─►─ mono, 22 050 Hz
         ─►─ AudioCodec.encode ─►─ codes ─►─ stream                                   (audio:compress / :encode)
     stream / codes ─►─ AudioCodec.decode_mel ─►─ log-mel [80, frames] ─►─ .npy             (output=mel)
-                                             └─►─ HiFi-GAN | Griffin-Lim ─►─ 16-bit WAV @ 22 050 Hz (output=wav)
+                                             └─►─ HiFi-GAN (+ refine) | Griffin-Lim ─►─ 16-bit WAV @ 22 050 Hz
 
 Conventions as the image routes (:mod:`server.routes.images`): the model named by ``model`` is
 looked up before the body is read (404; ``audio:decode`` may name it in a JSON body, so it reads
@@ -28,10 +28,11 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Response
 
-from codec.audio_pipeline import SAMPLE_RATE, AudioCodec, AudioCodes, Vocoder
+from codec.audio_pipeline import HOP, SAMPLE_RATE, AudioCodec, AudioCodes, Vocoder
 from codec.bitstream import Modality
 from codec.errors import LimitExceededError
 from codec.frontend.audio import read_audio
+from codec.vocoder.refine import MAX_ITERATIONS
 from server import payloads
 from server.config import Settings
 from server.deps import (
@@ -77,6 +78,15 @@ VocoderQuery = Annotated[
         "or Griffin-Lim"
     ),
 ]
+RefineQuery = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=MAX_ITERATIONS,
+        description="HiFi-GAN only: mel-consistency iterations after the network (0: its raw output; default: "
+        "the model's, given back in X-Strata-Refine); each pulls the waveform towards the decoded log-mel",
+    ),
+]
 OutputQuery = Annotated[
     AudioOutput,
     Query(
@@ -94,6 +104,9 @@ SOUND_HEADERS = {
     "X-Strata-Samples": header_doc("length of the sound in samples at the sample rate", "integer"),
     "X-Strata-Sample-Rate": header_doc("sample rate of the codec (22050)", "integer"),
 }
+REFINE_HEADER = "X-Strata-Refine"
+REFINE_DOC = header_doc("output=wav with vocoder=hifigan: the mel-consistency iterations applied (0 for a sound "
+                        "of 256 samples or fewer, too short to refine)", "integer")
 SOUND_CONTENT = {MEDIA_TYPES["wav"]: BINARY, MEDIA_TYPES["mel"]: BINARY}
 AUDIO_BODY = "the sound: WAV, FLAC or OGG (Vorbis, Opus) bytes, any sample rate, channels averaged to mono"
 
@@ -120,10 +133,15 @@ def _read_sound(data: bytes, settings: Settings) -> np.ndarray:
     return read_audio(data, settings.max_audio_seconds, settings.max_audio_channels, rate=SAMPLE_RATE).samples
 
 
-def _render(codec: AudioCodec, codes: AudioCodes, layers: int | None, vocoder: Vocoder, output: AudioOutput) -> bytes:
+def _render(codec: AudioCodec, codes: AudioCodes, layers: int | None, vocoder: Vocoder, refine: int | None,
+            output: AudioOutput) -> tuple[bytes, dict[str, str]]:
+    """The body and its extra headers (``X-Strata-Refine``: the iterations HiFi-GAN's output had)."""
     if output == "mel":
-        return payloads.audio_payload(codec.decode_mel(codes, layers), "mel", codes.sample_rate)
-    return payloads.audio_payload(codec.decode(codes, layers, vocoder), "wav", codes.sample_rate)
+        return payloads.audio_payload(codec.decode_mel(codes, layers), "mel", codes.sample_rate), {}
+    audio = codec.decode(codes, layers, vocoder, refine)
+    frames = -(-codes.samples // HOP)  # the mel the vocoder was given; a single frame is not refined
+    extra = {REFINE_HEADER: str(codec.vocoder.iterations(frames, refine))} if vocoder is Vocoder.HIFIGAN else {}
+    return payloads.audio_payload(audio, "wav", codes.sample_rate), extra
 
 
 @router.post(
@@ -178,6 +196,7 @@ async def compress(
                 "X-Strata-Layers": LAYERS_HEADER,
                 "X-Strata-Stream-Layers": STREAM_LAYERS_HEADER,
                 **SOUND_HEADERS,
+                REFINE_HEADER: REFINE_DOC,
             },
         },
         **responses(401, 404, 413, 415, 422, 503),
@@ -192,16 +211,17 @@ async def decompress(
     layers: LayersQuery = None,
     partial: PartialQuery = False,
     vocoder: VocoderQuery = Vocoder.HIFIGAN,
+    refine: RefineQuery = None,
     output: OutputQuery = "wav",
 ) -> Response:
-    def work() -> tuple[AudioCodes, int, bytes]:
+    def work() -> tuple[AudioCodes, int, tuple[bytes, dict[str, str]]]:
         stream = parse_stream(body.data, settings, Modality.AUDIO, partial)
         codec = codecs.for_audio_stream(stream.header.model)
         codes = codec.decompress_codes(body.data, layers, partial=partial)
-        return codes, stream.layers, _render(codec, codes, None, vocoder, output)
+        return codes, stream.layers, _render(codec, codes, None, vocoder, refine, output)
 
-    codes, present, data = await pool.run(work)
-    headers = _sound_headers(codes.model, codes.layers, codes, {"X-Strata-Stream-Layers": str(present)})
+    codes, present, (data, extra) = await pool.run(work)
+    headers = _sound_headers(codes.model, codes.layers, codes, {"X-Strata-Stream-Layers": str(present), **extra})
     return Response(data, media_type=MEDIA_TYPES[output], headers=headers)
 
 
@@ -246,7 +266,12 @@ async def encode(
         200: {
             "description": "the decoded sound",
             "content": SOUND_CONTENT,
-            "headers": {"X-Strata-Model": MODEL_HEADER, "X-Strata-Layers": LAYERS_HEADER, **SOUND_HEADERS},
+            "headers": {
+                "X-Strata-Model": MODEL_HEADER,
+                "X-Strata-Layers": LAYERS_HEADER,
+                **SOUND_HEADERS,
+                REFINE_HEADER: REFINE_DOC,
+            },
         },
         **responses(401, 404, 413, 415, 422, 503),
     },
@@ -268,6 +293,7 @@ async def decode(
     sample_rate: RateQuery = None,
     layers: LayersQuery = None,
     vocoder: VocoderQuery = Vocoder.HIFIGAN,
+    refine: RefineQuery = None,
     output: OutputQuery = "wav",
 ) -> Response:
     def parse() -> tuple[AudioCodec, AudioCodes]:
@@ -289,10 +315,10 @@ async def decode(
         checked = payloads.check_codes(array, codec.entry.codebook_sizes, codec.grid(length), "sound")
         return codec, AudioCodes(checked, length, rate, codec.name)
 
-    def work() -> tuple[AudioCodec, AudioCodes, bytes]:
+    def work() -> tuple[AudioCodec, AudioCodes, tuple[bytes, dict[str, str]]]:
         codec, codes = parse()
-        return codec, codes, _render(codec, codes, layers, vocoder, output)
+        return codec, codes, _render(codec, codes, layers, vocoder, refine, output)
 
-    codec, codes, data = await pool.run(work)
-    headers = _sound_headers(codec.name, layers or codes.layers, codes)
+    codec, codes, (data, extra) = await pool.run(work)
+    headers = _sound_headers(codec.name, layers or codes.layers, codes, extra)
     return Response(data, media_type=MEDIA_TYPES[output], headers=headers)

@@ -93,6 +93,50 @@ def test_decompress_audio_params_and_result(recorder: Recorder) -> None:
         assert dict(recorder.last.url.params) == {"vocoder": "hifigan", "output": "wav"}
 
 
+def test_refine_is_sent_only_when_given(recorder: Recorder, no_numpy) -> None:
+    codes = AudioCodes([[[1, 2]], [[3, 4]]], "tiny-audio", 2048, 22050, 2)
+    with sync_client(recorder) as c:
+        assert c.decompress_audio(AUDIO_STREAM, refine=3) == WAV + b"4"
+        assert dict(recorder.last.url.params) == {"vocoder": "hifigan", "output": "wav", "refine": "3"}
+        c.decompress_audio(AUDIO_STREAM, layers=2, partial=True, refine=0)  # 0 is a value, not "not given"
+        assert dict(recorder.last.url.params) == {
+            "layers": "2",
+            "partial": "true",
+            "vocoder": "hifigan",
+            "output": "wav",
+            "refine": "0",
+        }
+        c.decompress_audio(AUDIO_STREAM, refine=None)
+        assert "refine" not in recorder.last.url.params
+        c.decode_audio(codes, refine=5)
+        assert recorder.last.url.path == "/v1/audio:decode"
+        assert dict(recorder.last.url.params) == {"vocoder": "hifigan", "output": "wav", "refine": "5"}
+        c.decode_audio(codes, layers=1)
+        assert dict(recorder.last.url.params) == {"layers": "1", "vocoder": "hifigan", "output": "wav"}
+        c.decompress_audio_mel(AUDIO_STREAM)
+        assert "refine" not in recorder.last.url.params
+
+    async def main() -> None:
+        async with AsyncClient(URL, transport=httpx.MockTransport(recorder)) as c:
+            await c.decompress_audio(AUDIO_STREAM, refine=0)
+            assert dict(recorder.last.url.params) == {"vocoder": "hifigan", "output": "wav", "refine": "0"}
+            await c.decompress_audio(AUDIO_STREAM)
+            assert "refine" not in recorder.last.url.params
+            await c.decode_audio(codes, refine=32)
+            assert dict(recorder.last.url.params) == {"vocoder": "hifigan", "output": "wav", "refine": "32"}
+            await c.decode_audio(codes)
+            assert "refine" not in recorder.last.url.params
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("refine", [-1, True, 1.5, "2"])
+def test_bad_refine_is_refused_before_sending(recorder: Recorder, refine) -> None:
+    with sync_client(recorder) as c, pytest.raises(ValueError, match="refine"):
+        c.decompress_audio(AUDIO_STREAM, refine=refine)
+    assert recorder.requests == []
+
+
 def test_mel_without_numpy_is_npy_bytes(recorder: Recorder, no_numpy) -> None:
     with sync_client(recorder) as c:
         mel = c.decompress_audio_mel(AUDIO_STREAM, layers=1)
