@@ -302,14 +302,18 @@ def test_cli_rejects_bad_training_flags(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_committed_balanced_checkpoint_resumes():
-    """models/checkpoints/voc-bal-60000.pt: a balanced V3 generator that starts a run (init_from)."""
-    path = Path(__file__).parent.parent / "models" / "checkpoints" / "voc-bal-60000.pt"
+def test_shipped_generator_is_balanced_and_loads():
+    """models/audio-rvq8/vocoder.pt (run voc-bal, step 65 000): a balanced V3 generator that starts a run
+    (init_from); models/checkpoints/voc-v3-36358.pt, the one shipped before, loads as the plain V3."""
+    models = Path(__file__).parent.parent / "models"
+    path = models / "audio-rvq8" / "vocoder.pt"
     if not path.exists():
         pytest.skip(f"{path} is not in this checkout")
+    old = models / "checkpoints" / "voc-v3-36358.pt"
+    assert load_generator(old).cfg == HiFiGANConfig() and torch.load(old, weights_only=False)["step"] == 36_358
     gen = load_generator(path)
     assert gen.cfg == HiFiGANConfig(balanced_upsampling=True)
-    assert torch.load(path, weights_only=False)["step"] == 60_000
+    assert torch.load(path, weights_only=False)["step"] == 65_000
     gen.remove_weight_norm()
     assert all(phase_imbalance(up.weight, up.stride[0]) < 1e-3 for up in gen.ups)  # float16-rounded weights
     with torch.no_grad():
