@@ -12,7 +12,7 @@ If the comb falls to the reference's level once the first stage is balanced, the
 images. The PESQ column says how much the rest of the network relied on them (it was trained with
 them), i.e. what retraining with ``--balanced-upsampling`` has to win back.
 
-    python bench/balance_upsamplers.py --checkpoint models/audio-rvq8/vocoder.pt --limit 8
+    python bench/balance_upsamplers.py --checkpoint models/checkpoints/voc-v3-36358.pt --limit 8
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def balanced_copy(gen: Generator, stages: int) -> Generator:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, default=Path("models/audio-rvq8/vocoder.pt"))
+    p.add_argument("--checkpoint", type=Path, default=Path("models/checkpoints/voc-v3-36358.pt"))
     p.add_argument("--data", default="../shared/data/audio/speech/test")
     p.add_argument("--limit", type=int, default=8)
     args = p.parse_args()

@@ -25,6 +25,8 @@ the served vocoder does), e.g. to compare a run with the shipped vocoder.
     python bench/vocoder_bands.py --data ../shared/data/audio/speech/test --limit 12
     python bench/vocoder_bands.py --checkpoint runs/vocoder/best.pt
     python bench/vocoder_bands.py --refine 1 2 4 16
+    python bench/vocoder_bands.py --data ../shared/data/audio/speech/train --heldout --limit 28 \
+        --checkpoint models/checkpoints/voc-v3-36358.pt --checkpoint-refine 8
 """
 
 from __future__ import annotations
@@ -128,12 +130,14 @@ def served_vocoders(vocoder, extra: list[int]) -> dict[str, Callable[[np.ndarray
     return rows
 
 
-def checkpoint_vocoder(path: Path):
-    """``(name, log-mel → waveform)`` for a generator checkpoint, run with torch."""
+def checkpoint_vocoder(path: Path, iterations: int = 0):
+    """``(name, log-mel → waveform)`` for a generator checkpoint, run with torch, then ``iterations`` of
+    mel-consistency refinement as the served vocoder does (0: the network's output, DC removed)."""
     import torch
 
     from codec.train.vocoder import load_generator
     from codec.vocoder.dc import remove_dc
+    from codec.vocoder.refine import refine
 
     gen = load_generator(path)
     step = torch.load(path, map_location="cpu", weights_only=False).get("step")
@@ -141,9 +145,11 @@ def checkpoint_vocoder(path: Path):
     def vocode(mel: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             out = gen(torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))[None])[0, 0].numpy()
-        return np.clip(remove_dc(out.copy()), -1, 1)
+        out = remove_dc(out.copy())
+        return np.clip(refine(out, mel, iterations, in_place=True) if iterations else out, -1, 1)
 
-    return f"{path.parent.name}/{path.name} (step {step})", vocode
+    refined = f", {iterations} refinement it." if iterations else ""
+    return f"{path.parent.name}/{path.name} (step {step}{refined})", vocode
 
 
 def main() -> None:
@@ -156,17 +162,28 @@ def main() -> None:
                    help="also score the served HiFi-GAN with these numbers of refinement iterations")
     p.add_argument("--checkpoint", type=Path, nargs="*", default=[],
                    help="also score these generator checkpoints (best.pt, last.pt, vocoder.pt; needs torch)")
+    p.add_argument("--checkpoint-refine", type=int, nargs="*", default=[],
+                   help="also score the checkpoints with these numbers of refinement iterations")
+    p.add_argument("--heldout", action="store_true",
+                   help="--data is a training split: use the files training holds out for selection (never trained "
+                   "on), to choose between generators without looking at the test split")
     args = p.parse_args()
     codec = AudioCodec.load(Registry(), args.model)
     vocoders = served_vocoders(codec.vocoder, args.refine)
     extra = set(list(vocoders)[2:])  # the --refine rows
     vocoders["Griffin-Lim (32 it.)"] = griffin_lim
     for path in args.checkpoint:
-        name, vocode = checkpoint_vocoder(path)
-        vocoders[name] = vocode
+        for k in dict.fromkeys((0, *args.checkpoint_refine)):
+            name, vocode = checkpoint_vocoder(path, k)
+            vocoders[name] = vocode
     rows: dict[str, list[list[float]]] = {name: [] for name in vocoders}
     ref_comb = []
-    files = list_audio(Path(args.data))[: args.limit]
+    files = list_audio(Path(args.data))
+    if args.heldout:
+        from codec.train.vocoder import VocoderTrainConfig, split_heldout
+
+        files = split_heldout(files, VocoderTrainConfig.heldout)[1]
+    files = files[: args.limit]
     if not files:
         raise SystemExit(f"no sound files in {args.data}")
     for i, f in enumerate(files):
