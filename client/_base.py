@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import numbers
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -125,9 +126,9 @@ def _check_refine(refine: int | None) -> dict[str, str]:
     """The ``refine`` query parameter (none when ``None``): a number of iterations, an integer >= 0."""
     if refine is None:
         return {}
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+    if isinstance(refine, bool) or not isinstance(refine, numbers.Integral) or refine < 0:
         raise ValueError(f"refine must be an integer >= 0 (iterations; 0: the network's raw output), got {refine!r}")
-    return {"refine": str(refine)}
+    return {"refine": str(int(refine))}  # the upper bound (32) is the server's to say, as for layers
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:

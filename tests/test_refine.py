@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from codec.errors import InputError
-from codec.frontend.audio import DEFAULT_MEL, log_mel
+from codec.frontend.audio import DEFAULT_MEL, MelConfig, log_mel
 from codec.vocoder.refine import MAX_ITERATIONS, frames_for, margin_frames, refine
 
 RATE = DEFAULT_MEL.sample_rate
@@ -133,6 +133,14 @@ def test_odd_lengths_and_zero_iterations():
     assert refine(np.zeros(0, np.float32), np.zeros((80, 0), np.float32), 3).size == 0
 
 
+def test_numpy_scalars_are_numbers():
+    x = _frames(_voice(0.5))
+    target = log_mel(x)
+    expected = refine(x, target, 2, max_boost=10.0, block_frames=50)
+    got = refine(x, target, np.int64(2), max_boost=np.float32(10), block_frames=np.int64(50))
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_silence_in_silence_out():
     x = np.zeros(256 * 20, np.float32)
     y = refine(x, log_mel(x), 8)
@@ -157,6 +165,12 @@ def test_silence_in_silence_out():
         ({"log_mel": np.zeros((40, 10), np.float32)}, r"\[80, 10\]"),
         ({"log_mel": np.full((80, 10), np.nan, np.float32)}, "NaN"),
         ({"in_place": True, "audio": np.zeros(2560)}, "in_place"),
+        ({"max_boost": 1e39}, "max_boost"),
+        ({"audio": np.r_[np.zeros(2000), np.nan, np.zeros(559)].astype(np.float32)}, "NaN"),
+        ({"audio": np.r_[np.zeros(2559), 1e300]}, "beyond float32"),
+        ({"log_mel": np.full((80, 10), 1e300)}, "beyond float32"),
+        ({"cfg": MelConfig(hop=200)}, "multiple of hop"),
+        ({"cfg": MelConfig(hop=255)}, "multiple of hop"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs, match):

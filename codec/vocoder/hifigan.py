@@ -124,7 +124,7 @@ class HifiGanVocoder:
         """Log-mel ``[n_mels, F]`` (F ≥ 1, finite) → float32 waveform ``[F · hop]``, DC removed, clipped to [−1, 1].
 
         ``refine``: mel-consistency iterations for this call (default: the instance's ``refine``).
-        A mel of one frame is not refined (256 samples are too few for the 1 024-sample STFT).
+        A mel of one frame is not refined (its 256 samples are too few for the STFT's reflect padding of 384).
         """
         self._iterations(self.refine if refine is None else refine)
         m = np.asarray(log_mel)

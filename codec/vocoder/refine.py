@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -42,7 +43,8 @@ DEFAULT_ITERATIONS = 8  # what the served HiFi-GAN runs (see the module doc for 
 MAX_ITERATIONS = 32
 MAX_BOOST = 100.0  # a band's gain over all iterations together: at most +40 dB
 MAX_CUT = 10.0  # a band's attenuation per iteration: at most −20 dB
-BLOCK_FRAMES = 512  # frames refined per block (≈ 6 s at 22 050 Hz): fits the caches; margins cost 7% at 4 iterations
+BLOCK_FRAMES = 512  # frames refined per block (≈ 6 s at 22 050 Hz): fits the caches; margins cost 14% at 8 iterations
+MAX_GAIN_LIMIT = 1e6  # max_boost and max_cut at most ±120 dB: gains stay far inside float32
 
 
 def frames_for(samples: int, cfg: MelConfig = DEFAULT_MEL) -> int:
@@ -64,7 +66,8 @@ def refine(audio: np.ndarray, log_mel: np.ndarray, iterations: int, cfg: MelConf
     sound; a vocoder's ``F · hop`` samples for ``F`` frames). A band's gain is at most ``max_boost`` over
     all iterations (so float noise where the vocoder is silent is not blown up into sound) and at least
     ``1 / max_cut`` per iteration. ``in_place`` writes into ``audio`` (a float32 array) instead of a copy;
-    ``iterations=0`` returns it (or a float32 copy) untouched.
+    ``iterations=0`` returns it (or a float32 copy) untouched, without looking at ``log_mel``. Raises
+    :class:`InputError` for NaN or infinite samples, and for a ``cfg`` whose frames are not whole hops.
     """
     x = np.asarray(audio)
     m = np.asarray(log_mel)
@@ -72,17 +75,24 @@ def refine(audio: np.ndarray, log_mel: np.ndarray, iterations: int, cfg: MelConf
         raise InputError(f"audio must be a 1-D float array, got {x.dtype} {x.shape}")
     if in_place and (x is not audio or x.dtype != np.float32 or not x.flags.writeable):
         raise InputError("in_place needs a writeable float32 numpy array")
-    if isinstance(iterations, bool) or not isinstance(iterations, int | np.integer) \
-            or not 0 <= iterations <= MAX_ITERATIONS:
+    if isinstance(iterations, bool) or not isinstance(iterations, Integral) or not 0 <= iterations <= MAX_ITERATIONS:
         raise InputError(f"iterations must be an integer in 0..{MAX_ITERATIONS}, got {iterations!r}")
     for name, value in (("max_boost", max_boost), ("max_cut", max_cut)):
-        if not (isinstance(value, int | float) and np.isfinite(value) and value >= 1.0):
-            raise InputError(f"{name} must be a finite number >= 1, got {value!r}")
-    if isinstance(block_frames, bool) or not isinstance(block_frames, int) or block_frames < 1:
+        if isinstance(value, bool) or not isinstance(value, Real) or not 1.0 <= value <= MAX_GAIN_LIMIT:
+            raise InputError(f"{name} must be a number in 1..{MAX_GAIN_LIMIT:g}, got {value!r}")
+    if isinstance(block_frames, bool) or not isinstance(block_frames, Integral) or block_frames < 1:
         raise InputError(f"block_frames must be an integer >= 1, got {block_frames!r}")
+    if cfg.n_fft % cfg.hop or (cfg.n_fft - cfg.hop) % 2:
+        raise InputError(f"refinement needs n_fft a multiple of hop and n_fft − hop even (whole-hop frames), "
+                         f"got n_fft {cfg.n_fft}, hop {cfg.hop}")
     if not in_place:
-        x = x.astype(np.float32)  # a copy
-    if iterations == 0 or x.size == 0:
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf and is refused below
+            x = x.astype(np.float32)  # a copy
+    if x.size == 0:
+        return x
+    if not np.isfinite(x).all():
+        raise InputError("audio contains NaN or infinite values (or values beyond float32)")
+    if iterations == 0:
         return x
     if x.size <= cfg.pad:
         raise InputError(f"need more than {cfg.pad} samples to refine, got {x.size}")
@@ -90,12 +100,15 @@ def refine(audio: np.ndarray, log_mel: np.ndarray, iterations: int, cfg: MelConf
     if m.ndim != 2 or m.shape != (cfg.n_mels, frames) or m.dtype.kind not in "iuf":
         raise InputError(f"log-mel must be real [{cfg.n_mels}, {frames}] for {x.size} samples, "
                          f"got {m.dtype} {m.shape}")
-    m = m.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        m = m.astype(np.float32, copy=False)
     if not np.isfinite(m).all():
-        raise InputError("log-mel contains NaN or infinite values")
+        raise InputError("log-mel contains NaN or infinite values (or values beyond float32)")
     limits = float(np.log(max_boost)), float(np.log(max_cut))
     margin = margin_frames(iterations, cfg)
-    block = max(block_frames, margin)  # the next block's left margin is then still unwritten when it is saved
+    # At least the margin, so the next block's left margin is still unwritten when it is saved; at least
+    # 4 margins, so the margins never cost more than half the work (32 iterations: 131 frames a side).
+    block = max(block_frames, 4 * margin)
     hop = cfg.hop
     left = None  # the original samples of the next block's left margin (this block overwrites them)
     for a in range(0, frames, block):
@@ -151,7 +164,8 @@ class _Operators:
 
     A matrix product this small (``[F, 513] @ [513, 80]``) is slower through a multi-threaded BLAS
     than gathers and sums when the cores are busy (the vocoder's own thread pool, other requests):
-    13 ms against 1.4 ms per second of audio measured on two loaded cores. Each bin lies in at most
+    5.2 ms against 1.0 ms per second of audio an iteration (512-frame blocks), measured while training
+    ran on both cores. Each bin lies in at most
     two bands and each band is a run of bins, so both maps are a gather, a multiply and a segmented sum.
     """
 

@@ -84,7 +84,8 @@ RefineQuery = Annotated[
         ge=0,
         le=MAX_ITERATIONS,
         description="HiFi-GAN only: mel-consistency iterations after the network (0: its raw output; default: "
-        "the model's, given back in X-Strata-Refine); each pulls the waveform towards the decoded log-mel",
+        "the model's, given back in X-Strata-Refine); each pulls the waveform towards the decoded log-mel "
+        "(ignored for output=mel)",
     ),
 ]
 OutputQuery = Annotated[
