@@ -35,7 +35,7 @@ COPY client ./client
 COPY models ./models
 RUN pip install --no-deps . \
     # Bake-time check: every model's files match the manifest's sha256 and load on the CPU provider.
-    && python -c "from codec.registry import Registry; from codec.pipeline import ImageCodec; from codec.audio_pipeline import AudioCodec; r = Registry(); cpu = ['CPUExecutionProvider']; [ImageCodec.load(r, n, providers=cpu) for n in r.names('image')]; [AudioCodec.load(r, n, providers=cpu) for n in r.names('audio')]; print('models verified:', r.names())" \
+    && python -c "from strata.registry import Registry; from strata.image import ImageCodec; from strata.audio import AudioCodec; r = Registry(); cpu = ['CPUExecutionProvider']; [ImageCodec.load(r, n, providers=cpu) for n in r.names('image')]; [AudioCodec.load(r, n, providers=cpu) for n in r.names('audio')]; print('models verified:', r.names())" \
     && groupadd --system --gid 10001 strata \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin strata
 

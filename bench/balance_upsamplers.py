@@ -1,7 +1,7 @@
 """Where HiFi-GAN's frame-rate comb comes from: balance a trained generator's upsamplers, no retraining.
 
 A transposed convolution is zero insertion followed by a filter, and zero insertion copies the
-input's DC to every multiple of the input rate. :class:`codec.nets.hifigan.BalancedPhases` makes
+input's DC to every multiple of the input rate. :class:`strata.train.nets.hifigan_model.BalancedPhases` makes
 each output phase's taps sum to the same value, which nulls those images. This script loads a
 generator trained without the constraint, balances the weights of its first ``s`` upsampling stages
 (``s`` = 0 .. all; the first stage runs at the mel frame rate, 86 Hz), and prints, for each ``s``,
@@ -12,7 +12,7 @@ If the comb falls to the reference's level once the first stage is balanced, the
 images. The PESQ column says how much the rest of the network relied on them (it was trained with
 them), i.e. what retraining with ``--balanced-upsampling`` has to win back.
 
-    python bench/balance_upsamplers.py --checkpoint models/checkpoints/voc-v3-36358.pt --limit 8
+    python bench/balance_upsamplers.py --checkpoint checkpoints/voc-v3-36358.pt --limit 8
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from codec.frontend.audio import log_mel
-from codec.metrics_audio import pesq_wb
-from codec.nets.hifigan import BalancedPhases, Generator
-from codec.train.vocoder import SAMPLE_RATE, decode, list_audio, load_generator
+from strata.eval.metrics_audio import pesq_wb
+from strata.frontend.audio import list_audio, log_mel, read_audio_file
+from strata.train.nets.hifigan_model import BalancedPhases, Generator
+from strata.train.vocoder import SAMPLE_RATE, load_generator
 
 try:
     from vocoder_bands import band_errors, frame_locked, frame_rate_comb
@@ -48,7 +47,7 @@ def balanced_copy(gen: Generator, stages: int) -> Generator:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, default=Path("models/checkpoints/voc-v3-36358.pt"))
+    p.add_argument("--checkpoint", type=Path, default=Path("checkpoints/voc-v3-36358.pt"))
     p.add_argument("--data", default="../shared/data/audio/speech/test")
     p.add_argument("--limit", type=int, default=8)
     args = p.parse_args()
@@ -58,7 +57,7 @@ def main() -> None:
     files = list_audio(Path(args.data))[: args.limit]
     if not files:
         raise SystemExit(f"no sound files in {args.data}")
-    clips = [decode(f) for f in files]
+    clips = [read_audio_file(f) for f in files]
     print(f"\n{len(files)} clips from {args.data}; generator {args.checkpoint}; true mels, no DC removal\n")
     print("| balanced stages | 86 Hz comb | frame-locked share | DC / RMS | 0–0.5 kHz error (dB) | PESQ-WB |")
     print("|---:|---:|---:|---:|---:|---:|")

@@ -17,13 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from codec.audio_pipeline import SAMPLE_RATE, AudioCodec
-from codec.frontend.audio import log_mel
-from codec.metrics_audio import pesq_wb
-from codec.registry import Registry
-from codec.train.vocoder import decode, list_audio
-from codec.vocoder.dc import remove_dc
+from strata.audio import SAMPLE_RATE, AudioCodec
+from strata.eval.metrics_audio import pesq_wb
+from strata.frontend.audio import list_audio, log_mel, read_audio_file
+from strata.registry import Registry
+from strata.vocoder.dc import remove_dc
 
 TONES = (40.0, 60.0, 80.0, 100.0, 150.0, 250.0, 1000.0)  # Hz
 
@@ -41,7 +39,7 @@ def main() -> None:
         raise SystemExit(f"no sound files in {args.data}")
     rows, outputs = [], []
     for f in files:
-        ref = decode(f)
+        ref = read_audio_file(f)
         raw = raw_voc(log_mel(ref))[: len(ref)]
         clean = remove_dc(raw.copy())
         ref = ref[: len(raw)]

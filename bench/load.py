@@ -57,8 +57,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 from PIL import Image
-
-from codec.synthetic import synthetic_image
+from strata.eval.synthetic import synthetic_image
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATIONS = ("compress", "decompress")
@@ -153,8 +152,7 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
 def effective_settings(env: dict[str, str]) -> dict[str, Any]:
     """The settings the spawned server will run with (validated here, so bad flags fail fast)."""
     from pydantic import ValidationError
-
-    from server.config import Settings
+    from strata.server.config import Settings
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from strata.export.common import export_onnx, round_to_fp16
+from strata.export.image import load_checkpoint
+from strata.quantize.search import ResidualCodebooks
+from strata.runtime import CPU, OnnxNet
 from timing import median_time
 from torch import nn
-
-from codec.export import export_onnx, load_checkpoint, round_to_fp16
-from codec.quantize.search import ResidualCodebooks
-from codec.runtime import CPU, OnnxNet
 
 
 class AnalysisWithSearch(nn.Module):

@@ -14,12 +14,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from strata.eval import baselines
+from strata.frontend.image import list_images, read_image
+from strata.image import ImageCodec
+from strata.registry import Registry
 from timing import median_time
-
-from codec import baselines
-from codec.frontend.image import list_images, read_image
-from codec.pipeline import ImageCodec
-from codec.registry import Registry
 
 
 def main() -> None:

@@ -21,16 +21,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from strata.audio import SAMPLE_RATE, AudioCodec
+from strata.errors import BaselineUnavailableError
+from strata.eval.baselines_audio import opus_roundtrip
+from strata.frontend.audio import list_audio, log_mel, read_audio_file
+from strata.registry import Registry
+from strata.vocoder.griffinlim import griffin_lim
+from strata.vocoder.refine import refine
 from timing import median_time
-
-from codec.audio_pipeline import SAMPLE_RATE, AudioCodec
-from codec.baselines_audio import opus_roundtrip
-from codec.errors import BaselineUnavailableError
-from codec.frontend.audio import log_mel
-from codec.registry import Registry
-from codec.train.vocoder import decode, list_audio
-from codec.vocoder.griffinlim import griffin_lim
-from codec.vocoder.refine import refine
 
 
 def main() -> None:
@@ -40,7 +38,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--model")
     args = p.parse_args()
-    sound = np.concatenate([decode(f) for f in list_audio(Path(args.data))[: args.limit]])
+    sound = np.concatenate([read_audio_file(f) for f in list_audio(Path(args.data))[: args.limit]])
     seconds = sound.size / SAMPLE_RATE
     mel = log_mel(sound)
     registry = Registry()

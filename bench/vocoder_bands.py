@@ -26,7 +26,7 @@ the served vocoder does), e.g. to compare a run with the shipped vocoder.
     python bench/vocoder_bands.py --checkpoint runs/vocoder/best.pt
     python bench/vocoder_bands.py --refine 1 2 4 16
     python bench/vocoder_bands.py --data ../shared/data/audio/speech/train --heldout --limit 28 \
-        --checkpoint models/checkpoints/voc-v3-36358.pt --checkpoint-refine 8
+        --checkpoint checkpoints/voc-v3-36358.pt --checkpoint-refine 8
 """
 
 from __future__ import annotations
@@ -38,13 +38,11 @@ from pathlib import Path
 
 import librosa
 import numpy as np
-
-from codec.audio_pipeline import SAMPLE_RATE, AudioCodec
-from codec.frontend.audio import log_mel
-from codec.metrics_audio import pesq_wb
-from codec.registry import Registry
-from codec.train.vocoder import decode, list_audio
-from codec.vocoder.griffinlim import griffin_lim
+from strata.audio import SAMPLE_RATE, AudioCodec
+from strata.eval.metrics_audio import pesq_wb
+from strata.frontend.audio import list_audio, log_mel, read_audio_file
+from strata.registry import Registry
+from strata.vocoder.griffinlim import griffin_lim
 
 BANDS = ((0, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 8000))  # Hz
 N_FFT, HOP = 1024, 256
@@ -134,10 +132,9 @@ def checkpoint_vocoder(path: Path, iterations: int = 0):
     """``(name, log-mel → waveform)`` for a generator checkpoint, run with torch, then ``iterations`` of
     mel-consistency refinement as the served vocoder does (0: the network's output, DC removed)."""
     import torch
-
-    from codec.train.vocoder import load_generator
-    from codec.vocoder.dc import remove_dc
-    from codec.vocoder.refine import refine
+    from strata.train.vocoder import load_generator
+    from strata.vocoder.dc import remove_dc
+    from strata.vocoder.refine import refine
 
     gen = load_generator(path)
     step = torch.load(path, map_location="cpu", weights_only=False).get("step")
@@ -180,14 +177,15 @@ def main() -> None:
     ref_comb = []
     files = list_audio(Path(args.data))
     if args.heldout:
-        from codec.train.vocoder import VocoderTrainConfig, split_heldout
+        from strata.train.data import split_heldout
+        from strata.train.vocoder import VocoderTrainConfig
 
         files = split_heldout(files, VocoderTrainConfig.heldout)[1]
     files = files[: args.limit]
     if not files:
         raise SystemExit(f"no sound files in {args.data}")
     for i, f in enumerate(files):
-        ref = decode(f)
+        ref = read_audio_file(f)
         mel = log_mel(ref)
         ref_comb.append([frame_rate_comb(ref), frame_locked(ref)])
         outputs = {}

@@ -1,5 +1,5 @@
 """How far a vocoder's STFT phase is from the reference's: instantaneous phase, group delay and
-instantaneous frequency (``codec.nets.hifigan_loss.phase_distances``).
+instantaneous frequency (``strata.train.nets.hifigan_loss.phase_distances``).
 
 For each clip (the true log-mel of a test sound, no codec) the shipped HiFi-GAN as served (network
 and refinement), the network alone and Griffin-Lim (numpy, 32 iterations) resynthesise the
@@ -27,15 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from strata.audio import SAMPLE_RATE, AudioCodec
+from strata.eval.metrics_audio import pesq_wb
+from strata.frontend.audio import list_audio, log_mel, read_audio_file
+from strata.registry import Registry
+from strata.train.nets.hifigan_loss import phase_distances, phase_loss
+from strata.vocoder.griffinlim import griffin_lim
 from vocoder_bands import checkpoint_vocoder, served_vocoders
-
-from codec.audio_pipeline import SAMPLE_RATE, AudioCodec
-from codec.frontend.audio import log_mel
-from codec.metrics_audio import pesq_wb
-from codec.nets.hifigan_loss import phase_distances, phase_loss
-from codec.registry import Registry
-from codec.train.vocoder import decode, list_audio
-from codec.vocoder.griffinlim import griffin_lim
 
 BANDS = ((0, 250), (250, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 8000))  # Hz
 
@@ -103,7 +101,7 @@ def main() -> None:
     pitch: dict[str, list[np.ndarray]] = {name: [] for name in vocoders}  # [recalled, voiced, false, unvoiced]
     cents: dict[str, list[np.ndarray]] = {name: [] for name in vocoders}
     for f in files:
-        ref = decode(f)
+        ref = read_audio_file(f)
         mel = log_mel(ref)
         outputs = {name: vocode(mel)[: len(ref)] for name, vocode in vocoders.items()}
         outputs["reference, 3 samples late"] = np.concatenate([np.zeros(3, np.float32), ref[:-3]])

@@ -3,7 +3,7 @@ are used, lazily, when you pass or ask for arrays.
 
 ::
 
-    from client import Client
+    from strata.client import Client
 
     with Client("http://127.0.0.1:8000") as strata:
         stream = strata.compress("photo.png", layers=4)
@@ -14,13 +14,13 @@ are used, lazily, when you pass or ask for arrays.
         print(sound.kbps, sound.seconds)
         wav = strata.decompress_audio(sound, layers=2)                # 16-bit WAV bytes at 22 050 Hz
 
-``AsyncClient`` has the same methods, awaited. Errors: see :mod:`client._exceptions`.
+``AsyncClient`` has the same methods, awaited. Errors: see :mod:`strata.client._exceptions`.
 """
 
-from client._async_client import AsyncClient
-from client._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT
-from client._client import Client
-from client._exceptions import (
+from strata.client._async_client import AsyncClient
+from strata.client._base import DEFAULT_BASE_URL, DEFAULT_TIMEOUT
+from strata.client._client import Client
+from strata.client._exceptions import (
     BadRequestError,
     InvalidStreamError,
     NotFoundError,
@@ -36,7 +36,7 @@ from client._exceptions import (
     UnexpectedResponseError,
     UnsupportedMediaError,
 )
-from client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
+from strata.client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
 
 __all__ = [
     "DEFAULT_BASE_URL",

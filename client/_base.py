@@ -2,7 +2,7 @@
 
 Each API method is a :class:`Call`: an ``httpx.Request`` built here, and the function that
 turns the ``httpx.Response`` into a typed result or raises the matching
-:mod:`~client._exceptions` error. The clients only *send* calls (sync or async), so the two
+:mod:`~strata.client._exceptions` error. The clients only *send* calls (sync or async), so the two
 never duplicate request building or parsing.
 """
 
@@ -20,14 +20,13 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
-
-from client._exceptions import (
+from strata.client._exceptions import (
     StrataConnectionError,
     StrataTimeoutError,
     UnexpectedResponseError,
     error_class,
 )
-from client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
+from strata.client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
 
 T = TypeVar("T")
 

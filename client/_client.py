@@ -7,8 +7,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
-
-from client._base import (
+from strata.client._base import (
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT,
     AudioInput,
@@ -19,7 +18,7 @@ from client._base import (
     progressive_layers,
     transport_errors,
 )
-from client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
+from strata.client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ Layout (little-endian)::
     5       2     header length N: bytes from offset 7 up to and including the header CRC
     7       1     modality (0 = image, 1 = audio)
     8       1     model name length n (1..64), then n bytes of ASCII name
-    .       8     first 8 bytes of the model weights' sha256 (see ``codec.registry``)
+    .       8     first 8 bytes of the model weights' sha256 (see ``strata.registry``)
     .       4+4   original size: image (height, width); audio (samples, sample rate)
     .       2+2   code grid (rows, columns) of every layer
     .       2+2   padding: image (bottom rows, right columns) in pixels; audio (0, zero samples at the end)
@@ -19,8 +19,8 @@ Layout (little-endian)::
 
 A prefix of layers is a valid stream: :func:`truncate` keeps the first ``k``
 chunks and rewrites the layer count and CRC. :func:`parse` never trusts its
-input; every failure raises a distinct :class:`~codec.errors.BitstreamError`
-subclass (see :mod:`codec.errors`), and sizes are checked against
+input; every failure raises a distinct :class:`~strata.errors.BitstreamError`
+subclass (see :mod:`strata.errors`), and sizes are checked against
 :class:`StreamLimits` before the caller allocates anything.
 """
 
@@ -31,7 +31,7 @@ import struct
 import zlib
 from dataclasses import dataclass, replace
 
-from codec.errors import (
+from strata.errors import (
     BadMagicError,
     ChunkCorruptedError,
     HeaderError,
@@ -163,7 +163,7 @@ def parse(data: bytes, limits: StreamLimits | None = None, partial: bool = False
 
     Raises:
         BadMagicError, UnsupportedVersionError, HeaderError, StreamLimitError,
-        TruncatedStreamError, TrailingDataError (see :mod:`codec.errors`).
+        TruncatedStreamError, TrailingDataError (see :mod:`strata.errors`).
     """
     limits = limits or StreamLimits()
     data = bytes(data)

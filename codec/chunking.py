@@ -21,8 +21,7 @@ from fractions import Fraction
 from numbers import Integral, Rational, Real
 
 import numpy as np
-
-from codec.errors import InputError
+from strata.errors import InputError
 
 
 def _whole(name: str, value: object, minimum: int) -> int:

@@ -16,19 +16,21 @@ Manifest shape::
                            "files": {"analysis": {"path": "...", "sha256": "..."}, ...},
                            "weights_sha256": "...", "bits_per_layer": [...], "description": "..."}}}
 
-The models folder is ``$STRATA_MODELS`` when set, else ``models/`` beside the package.
+The models folder is ``$STRATA_MODELS`` when set, else the shipped ``strata.models`` package
+(:func:`default_models_dir`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from codec.bitstream import WEIGHTS_PREFIX
-from codec.errors import ModelIntegrityError, UnknownModelError
+from strata.bitstream import WEIGHTS_PREFIX
+from strata.errors import ModelIntegrityError, UnknownModelError
 
 MANIFEST = "manifest.json"
 # Files whose hashes make up a model's weights hash (what a stream's codes depend on).
@@ -42,8 +44,20 @@ REQUIRED_ROLES = {"image": SERVING_ROLES["image"], "audio": (*SERVING_ROLES["aud
 
 
 def default_models_dir() -> Path:
+    """``$STRATA_MODELS`` when set, else the models shipped in the ``strata.models`` package.
+
+    The shipped models are package data: a wheel install finds them inside the installed
+    package, a source checkout (editable install) in the repository's ``models/`` folder.
+    """
     env = os.environ.get("STRATA_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+    if env:
+        return Path(env)
+    spec = importlib.util.find_spec("strata.models")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise ModelIntegrityError("no shipped models: the strata.models package is missing; "
+                                  "set STRATA_MODELS to a models folder")
+    return Path(locations[0])
 
 
 def sha256_file(path: Path) -> str:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
-from codec.errors import ModelIntegrityError
+from strata.errors import ModelIntegrityError
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

@@ -1,1 +1,1 @@
-"""Strata's HTTP service (FastAPI); see :mod:`server.main`. Needs the ``serve`` extra."""
+"""Strata's HTTP service (FastAPI); see :mod:`strata.server.main`. Needs the ``serve`` extra."""

@@ -1,8 +1,8 @@
-"""``python -m server [--host H] [--port P] [--workers N]``: the same as ``strata serve``."""
+"""``python -m strata.server [--host H] [--port P] [--workers N] [--models DIR]``: run the service."""
 
 import sys
 
-from codec.cli import main
+from strata.server.run import main
 
 if __name__ == "__main__":
-    sys.exit(main(["serve", *sys.argv[1:]]))
+    sys.exit(main())

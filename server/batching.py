@@ -17,7 +17,7 @@ still holds. Batches never grow past the number of inference workers, so on a GP
 
 On the CPU batching gains nothing and costs every request up to ``max_wait_ms``, so the
 service uses it only with the CUDA provider unless ``STRATA_BATCHING=on``
-(:meth:`server.config.Settings.use_batching`).
+(:meth:`strata.server.config.Settings.use_batching`).
 """
 
 from __future__ import annotations

@@ -11,14 +11,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from codec.audio_pipeline import AudioCodec
-from codec.bitstream import StreamLimits
-from codec.errors import StreamModelError, UnknownModelError
-from codec.pipeline import ImageCodec
-from codec.registry import ModelEntry, Registry
-from codec.runtime import choose_providers
-from server.batching import MicroBatcher
-from server.config import Settings
+from strata.audio import AudioCodec
+from strata.bitstream import StreamLimits
+from strata.errors import StreamModelError, UnknownModelError
+from strata.image import ImageCodec
+from strata.registry import ModelEntry, Registry
+from strata.runtime import choose_providers
+from strata.server.batching import MicroBatcher
+from strata.server.config import Settings
 
 log = logging.getLogger("strata.server")
 

@@ -1,7 +1,7 @@
 """Request dependencies, as ``Annotated`` aliases the routes declare in their signatures.
 
 ``SettingsDep`` / ``CodecsDep`` / ``PoolDep`` / ``MetricsDep`` give the app's state (set in the
-lifespan, see :mod:`server.main`); ``CodecDep`` / ``AudioCodecDep`` are the image / audio codec
+lifespan, see :mod:`strata.server.main`); ``CodecDep`` / ``AudioCodecDep`` are the image / audio codec
 named by the ``model`` query parameter (404 before the body is read when unknown, or when the
 server has no audio model); ``ImageBody``, ``AudioBody``, ``StreamBody`` and ``CodesBody``
 check the Content-Type and read the body under the size limit.
@@ -21,12 +21,11 @@ from typing import Annotated
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from starlette.requests import ClientDisconnect
-
-from codec.audio_pipeline import AudioCodec
-from codec.pipeline import ImageCodec
-from server.codecs import Codecs
-from server.config import Settings
-from server.errors import (
+from strata.audio import AudioCodec
+from strata.image import ImageCodec
+from strata.server.codecs import Codecs
+from strata.server.config import Settings
+from strata.server.errors import (
     BodyTooLargeError,
     ClientDisconnectedError,
     EmptyBodyError,
@@ -34,8 +33,8 @@ from server.errors import (
     UnauthorizedError,
     UnsupportedMediaTypeError,
 )
-from server.metrics import Metrics
-from server.pool import InferencePool
+from strata.server.metrics import Metrics
+from strata.server.pool import InferencePool
 
 OCTET = "application/octet-stream"
 NPY = "application/x-npy"

@@ -1,7 +1,7 @@
 """Errors of the HTTP service and the one place that turns exceptions into responses.
 
 Every error response has the body ``{"code": "<stable snake_case code>", "message": "<text>"}``
-(:class:`ErrorBody`). The codec's own exceptions (:mod:`codec.errors`) keep their ``code``;
+(:class:`ErrorBody`). The codec's own exceptions (:mod:`strata.errors`) keep their ``code``;
 the service adds a few of its own::
 
     StrataError (codec.errors)
@@ -37,8 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from codec.errors import (
+from strata.errors import (
     BitstreamError,
     InputError,
     LayersError,

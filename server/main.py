@@ -13,7 +13,7 @@
 The models are loaded (sha256-verified) in the app's lifespan, not at import, and live in
 ``app.state`` with the settings, the metrics (a private Prometheus registry) and the pool: two
 apps in one process share nothing. Run it with ``strata serve`` or ``python -m server``
-(uvicorn with ``server.main:create_app`` as a factory).
+(uvicorn with ``strata.server.main:create_app`` as a factory).
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-
-from codec import __version__
-from server import errors
-from server.codecs import load_codecs
-from server.config import Settings
-from server.metrics import Metrics, MetricsMiddleware
-from server.pool import InferencePool
-from server.routes import audio, health, images, models
+from strata import __version__
+from strata.server import errors
+from strata.server.codecs import load_codecs
+from strata.server.config import Settings
+from strata.server.metrics import Metrics, MetricsMiddleware
+from strata.server.pool import InferencePool
+from strata.server.routes import audio, health, images, models
 
 DESCRIPTION = """\
 Learned image and audio compression with residual vector quantization.

@@ -17,12 +17,11 @@ from typing import Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
-
-from codec.audio_pipeline import AudioCodes
-from codec.frontend.audio import write_wav
-from codec.frontend.image import write_image
-from codec.pipeline import ImageCodes
-from server.errors import InvalidCodesError, InvalidRequestError
+from strata.audio import AudioCodes
+from strata.frontend.audio import write_wav
+from strata.frontend.image import write_image
+from strata.image import ImageCodes
+from strata.server.errors import InvalidCodesError, InvalidRequestError
 
 ImageFormat = Literal["png", "webp", "npy"]
 CodesFormat = Literal["npy", "json"]

@@ -2,7 +2,7 @@
 
 At most ``workers`` calls run at once (an :class:`anyio.CapacityLimiter`); up to ``max_queue``
 more wait for a free worker; beyond that a call is refused at once with
-:class:`~server.errors.OverloadedError` (503 ``overloaded``), so a burst turns into fast
+:class:`~strata.server.errors.OverloadedError` (503 ``overloaded``), so a burst turns into fast
 refusals instead of an ever-growing queue and timeouts. The event loop stays free for health
 checks and for reading and writing other requests' bodies.
 
@@ -16,9 +16,8 @@ from typing import TypeVar
 
 import anyio
 import anyio.to_thread
-
-from server.errors import OverloadedError
-from server.metrics import Metrics
+from strata.server.errors import OverloadedError
+from strata.server.metrics import Metrics
 
 T = TypeVar("T")
 

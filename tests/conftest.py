@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 ``tiny_registry`` exports a tiny, randomly initialised image model (k-means
-codebooks on its own latents) through the real ``codec.export`` path into a
+codebooks on its own latents) through the real ``strata.export.image`` path into a
 temporary models folder, so pipeline and CLI tests run in seconds and do not
 depend on the shipped weights. ``shipped_registry`` is the repository's
 ``models/`` folder.
@@ -39,8 +39,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A deterministic photo-like test image (see :func:`codec.synthetic.synthetic_image`)."""
-    from codec.synthetic import synthetic_image as make
+    """A deterministic photo-like test image (see :func:`strata.eval.synthetic.synthetic_image`)."""
+    from strata.eval.synthetic import synthetic_image as make
 
     return make(h, w, seed)
 
@@ -57,12 +57,11 @@ def png_bytes(image: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
 def tiny_registry(tmp_path_factory):
     torch = pytest.importorskip("torch")
     import numpy as np
-
-    from codec.export import export_image_model
-    from codec.nets.image import ImageNetConfig, block_pca
-    from codec.quantize.rvq import RVQConfig
-    from codec.registry import Registry
-    from codec.train.image import ImageAutoencoder, ImageTrainConfig
+    from strata.export.image import export_image_model
+    from strata.registry import Registry
+    from strata.train.image import ImageAutoencoder, ImageTrainConfig
+    from strata.train.nets.image import ImageNetConfig, block_pca
+    from strata.train.quantize.rvq import RVQConfig
 
     root = tmp_path_factory.mktemp("tiny")
     data = root / "data"
@@ -87,7 +86,7 @@ def tiny_registry(tmp_path_factory):
     torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "step": 0, "best": 0.0}, ckpt)
     models = root / "models"
     models.mkdir()
-    export_image_model(ckpt, "tiny-image", data, models, description="test model")
+    export_image_model(ckpt, "tiny-image", data, models, description="test model", checkpoints_dir=root / "checkpoints")
     return Registry(models)
 
 
@@ -118,13 +117,13 @@ def tiny_audio_registry(tmp_path_factory):
     """A tiny, randomly initialised audio model (mel codec + HiFi-GAN), exported through the real path."""
     torch = pytest.importorskip("torch")
 
-    from codec.export_audio import export_audio_model
-    from codec.nets.hifigan import Generator, HiFiGANConfig
-    from codec.nets.melcodec import MelNetConfig
-    from codec.quantize.rvq import RVQConfig
-    from codec.registry import Registry
-    from codec.train.audio import AudioTrainConfig, MelAutoencoder, band_stats, clip_mels, list_audio
-    from codec.train.vocoder import export_vocoder
+    from strata.export.audio import export_audio_model
+    from strata.export.vocoder import export_vocoder
+    from strata.registry import Registry
+    from strata.train.audio import AudioTrainConfig, MelAutoencoder, band_stats, clip_mels, list_audio
+    from strata.train.nets.hifigan_model import Generator, HiFiGANConfig
+    from strata.train.nets.melcodec import MelNetConfig
+    from strata.train.quantize.rvq import RVQConfig
 
     root = tmp_path_factory.mktemp("tiny-audio")
     data = root / "data"
@@ -152,13 +151,14 @@ def tiny_audio_registry(tmp_path_factory):
     export_vocoder(root / "gen.pt", root / "vocoder")
     models = root / "models"
     models.mkdir()
-    export_audio_model(ckpt, root / "vocoder", "tiny-audio", data, models, description="test audio model")
+    export_audio_model(ckpt, root / "vocoder", "tiny-audio", data, models, description="test audio model",
+                       checkpoints_dir=root / "checkpoints")
     return Registry(models)
 
 
 @pytest.fixture(scope="session")
 def tiny_audio_codec(tiny_audio_registry):
-    from codec.audio_pipeline import AudioCodec
+    from strata.audio import AudioCodec
 
     return AudioCodec.load(tiny_audio_registry, "tiny-audio")
 
@@ -168,7 +168,7 @@ def tiny_av_registry(tiny_registry, tiny_audio_registry, tmp_path_factory):
     """One models folder holding both ``tiny-image`` and ``tiny-audio`` (files copied, sha256 pins kept)."""
     import shutil
 
-    from codec.registry import Registry, write_manifest
+    from strata.registry import Registry, write_manifest
 
     models = tmp_path_factory.mktemp("tiny-av") / "models"
     entries, defaults = {}, {}
@@ -185,16 +185,24 @@ def tiny_av_registry(tiny_registry, tiny_audio_registry, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_codec(tiny_registry):
-    from codec.pipeline import ImageCodec
+    from strata.image import ImageCodec
 
     return ImageCodec.load(tiny_registry, "tiny-image")
 
 
 @pytest.fixture(scope="session")
 def shipped_registry():
-    from codec.registry import Registry
+    from strata.registry import Registry
 
     return Registry(ROOT / "models")
+
+
+def shipped_checkpoint(model: str, file: str = "checkpoint.pt") -> Path:
+    """A shipped model's training checkpoint in the repository's ``checkpoints/`` (not packaged)."""
+    path = ROOT / "checkpoints" / model / file
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this checkout")
+    return path
 
 
 # ------------------------------------------------------------------------------ the HTTP service
@@ -230,7 +238,7 @@ def running_server(app, startup_timeout: float = 30.0) -> Iterator[str]:
 
 def server_settings(registry, **overrides):
     """Service settings serving ``registry`` (two workers unless overridden)."""
-    from server.config import Settings
+    from strata.server.config import Settings
 
     return Settings(models_dir=registry.root, **{"workers": 2, "max_queue": 64, "batching": "off", **overrides})
 
@@ -239,7 +247,7 @@ def server_settings(registry, **overrides):
 def live_server(tiny_registry) -> Iterator[str]:
     """URL of a real uvicorn server serving ``tiny_registry`` (default settings otherwise)."""
     pytest.importorskip("fastapi")
-    from server.main import create_app
+    from strata.server.main import create_app
 
     with running_server(create_app(server_settings(tiny_registry))) as url:
         yield url
@@ -249,7 +257,7 @@ def live_server(tiny_registry) -> Iterator[str]:
 def live_av_server(tiny_av_registry) -> Iterator[str]:
     """URL of a real uvicorn server serving ``tiny-image`` and ``tiny-audio`` (default settings otherwise)."""
     pytest.importorskip("fastapi")
-    from server.main import create_app
+    from strata.server.main import create_app
 
     with running_server(create_app(server_settings(tiny_av_registry))) as url:
         yield url
@@ -266,8 +274,7 @@ def assert_wav_of(got: bytes, samples: np.ndarray, lsb: int = HIFIGAN_LSB) -> No
     """``got`` is the 16-bit WAV of ``samples`` (22 050 Hz), sample values within ``lsb`` quantisation steps."""
     import numpy as np
     import soundfile as sf
-
-    from codec.frontend.audio import write_wav
+    from strata.frontend.audio import write_wav
 
     expected = write_wav(samples, 22050)
     a, rate_a = sf.read(io.BytesIO(got), dtype="int16")

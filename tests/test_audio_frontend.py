@@ -4,9 +4,8 @@ import struct
 import numpy as np
 import pytest
 import soundfile as sf
-
-from codec.errors import InputError, LimitExceededError, UnsupportedMediaError
-from codec.frontend.audio import MelConfig, log_mel, mel_filterbank, read_audio, resample, write_wav
+from strata.errors import InputError, LimitExceededError, UnsupportedMediaError
+from strata.frontend.audio import MelConfig, log_mel, mel_filterbank, read_audio, resample, write_wav
 
 CFG = MelConfig()
 
@@ -34,7 +33,7 @@ def noise(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 def test_log_mel_matches_torch_twin():
     torch = pytest.importorskip("torch")
-    from codec.nets.mel import log_mel_torch
+    from strata.train.nets.mel import log_mel_torch
 
     x = noise((2, 6000))
     ref = log_mel_torch(torch.from_numpy(x), CFG).numpy()

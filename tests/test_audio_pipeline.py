@@ -1,4 +1,4 @@
-"""The audio codec end to end (``codec.audio_pipeline``), on the tiny exported model (see conftest).
+"""The audio codec end to end (``strata.audio``), on the tiny exported model (see conftest).
 
 Round trips, layer prefixes, determinism, odd lengths, input and header checks, fuzzed streams, the
 chunked processing of long inputs (equal to one call over the whole input; bounded memory on ten
@@ -21,10 +21,10 @@ import pytest
 
 pytest.importorskip("torch")  # the fixtures export the tiny model with torch
 
-import codec.audio_pipeline as ap  # noqa: E402
-from codec.audio_pipeline import AudioCodec, AudioCodes, Vocoder  # noqa: E402
-from codec.bitstream import MAGIC, StreamLimits, pack, parse, truncate  # noqa: E402
-from codec.errors import (  # noqa: E402
+import strata.audio as ap  # noqa: E402
+from strata.audio import AudioCodec, AudioCodes, Vocoder  # noqa: E402
+from strata.bitstream import MAGIC, StreamLimits, pack, parse, truncate  # noqa: E402
+from strata.errors import (  # noqa: E402
     BitstreamError,
     ChunkCorruptedError,
     HeaderError,
@@ -37,6 +37,7 @@ from codec.errors import (  # noqa: E402
     TruncatedStreamError,
     WeightsMismatchError,
 )
+
 from tests.conftest import synthetic_image, synthetic_sound  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +121,7 @@ def test_deterministic_bytes_across_runs_and_instances(tiny_audio_codec, tiny_au
 
 
 def test_more_layers_reduce_mel_error(tiny_audio_codec):
-    from codec.frontend.audio import log_mel
+    from strata.frontend.audio import log_mel
 
     c, data = tiny_audio_codec, tiny_audio_codec.compress(SOUND)
     padded = np.zeros(28 * 1024, np.float32)
@@ -392,7 +393,7 @@ def test_too_little_context_changes_the_result(tiny_audio_codec, monkeypatch):
     """The equality above can fail: with less context than the receptive field the seams differ.
 
     ``context_a`` is cut to 4 frames (one code column; the measured field is ~31) rather than 0, because
-    :func:`codec.audio_pipeline.analyse_mel` reads 0 as "run g_a once" (the export path).
+    :func:`strata.audio.analyse_mel` reads 0 as "run g_a once" (the export path).
     """
     c = tiny_audio_codec
     assert c.context_a > 4 and c.context_s > 0
@@ -411,9 +412,9 @@ def test_too_little_context_changes_the_result(tiny_audio_codec, monkeypatch):
 MEMORY_SCRIPT = r"""
 import json, re, sys
 import numpy as np
-from codec.audio_pipeline import AudioCodec
-from codec.registry import Registry
-from codec.runtime import CPU
+from strata.audio import AudioCodec
+from strata.registry import Registry
+from strata.runtime import CPU
 
 def status(field):  # kB of this process (VmRSS: now; VmHWM: peak since start or the last reset)
     with open("/proc/self/status") as f:

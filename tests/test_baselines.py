@@ -7,10 +7,9 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-
-from codec.baselines import JPEG_QUALITIES, WEBP_QUALITIES, BaselinePoint, jpeg, webp
-from codec.errors import InputError
-from codec.metrics import psnr
+from strata.errors import InputError
+from strata.eval.baselines import JPEG_QUALITIES, WEBP_QUALITIES, BaselinePoint, jpeg, webp
+from strata.eval.metrics import psnr
 
 
 def gradient(h: int = 96, w: int = 128) -> np.ndarray:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from strata.errors import BaselineError, BaselineUnavailableError, InputError
+from strata.eval import baselines_audio
+from strata.eval.baselines_audio import OpusResult, opus_backend, opus_roundtrip
 
-from codec import baselines_audio
-from codec.baselines_audio import OpusResult, opus_backend, opus_roundtrip
-from codec.errors import BaselineError, BaselineUnavailableError, InputError
 from tests.conftest import SHARED_DATA
 
 RATE = 22050
@@ -87,8 +87,8 @@ def test_same_input_gives_the_same_bytes_and_samples(speech: np.ndarray) -> None
 @pytest.mark.skipif(not SPEECH_TEST.is_dir(), reason=f"no speech test split at {SPEECH_TEST}")
 def test_higher_target_scores_higher_on_real_speech() -> None:
     pytest.importorskip("pesq")
-    from codec.frontend.audio import read_audio
-    from codec.metrics_audio import pesq_wb
+    from strata.eval.metrics_audio import pesq_wb
+    from strata.frontend.audio import read_audio
 
     clip = read_audio(sorted(SPEECH_TEST.glob("*.flac"))[0].read_bytes(), max_seconds=60)
     x, rate = clip.samples, clip.sample_rate

@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from strata.server.batching import MicroBatcher
+from strata.server.config import Settings
 
-from server.batching import MicroBatcher
-from server.config import Settings
 from tests.conftest import png_bytes, synthetic_image
 
 
@@ -143,8 +143,9 @@ def test_settings_choose_batching() -> None:
 def test_server_with_batching_forced_on(tiny_registry, tiny_codec) -> None:
     import asyncio
 
-    from client import AsyncClient
-    from server.main import create_app
+    from strata.client import AsyncClient
+    from strata.server.main import create_app
+
     from tests.conftest import running_server, server_settings
 
     app = create_app(server_settings(tiny_registry, batching="on", workers=8, batch_max_wait_ms=50))

@@ -2,10 +2,9 @@ import zlib
 
 import numpy as np
 import pytest
-
-from codec import bitstream
-from codec.bitstream import Modality, StreamHeader, StreamLimits, pack, parse, truncate
-from codec.errors import (
+from strata import bitstream
+from strata.bitstream import Modality, StreamHeader, StreamLimits, pack, parse, truncate
+from strata.errors import (
     BadMagicError,
     BitstreamError,
     ChunkCorruptedError,

@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
+from strata.cli import main
+from strata.frontend.image import read_image
 
-from codec.cli import main
-from codec.frontend.image import read_image
 from tests.conftest import png_bytes, synthetic_image
 
 
@@ -72,15 +72,17 @@ def test_usage_errors_exit_2():
 def test_checkpoint_errors(tmp_path, capsys, tiny_registry):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    image_ckpt = tiny_registry.root / "tiny-image" / "checkpoint.pt"
+    image_ckpt = tiny_registry.root.parent / "checkpoints" / "tiny-image" / "checkpoint.pt"
     models = ["--models", str(tmp_path / "models")]
+    data = ["--data", str(tmp_path)]
     cases = [
-        (["export", "image", "--checkpoint", str(tmp_path / "missing.pt"), "--name", "x"], "does not exist"),
-        (["train", "image", "--init-from", str(junk), "--run", str(tmp_path / "r1")], "not a readable"),
-        (["train", "vocoder", "--init-from", str(image_ckpt), "--run", str(tmp_path / "r2")], "lacks generator"),
-        ([*models, "export", "image", "--checkpoint", str(image_ckpt), "--name", "x", "--layers", "9"],
+        (["export", "image", "--checkpoint", str(tmp_path / "missing.pt"), "--name", "x", *data], "does not exist"),
+        (["train", "image", "--init-from", str(junk), *data, "--run", str(tmp_path / "r1")], "not a readable"),
+        (["train", "vocoder", "--init-from", str(image_ckpt), *data, "--run", str(tmp_path / "r2")],
+         "lacks generator"),
+        ([*models, "export", "image", "--checkpoint", str(image_ckpt), "--name", "x", *data, "--layers", "9"],
          "integer in 1..4"),
-        (["export", "vocoder", "--checkpoint", str(image_ckpt), "--layers", "2"], "not to a vocoder"),
+        (["export", "vocoder", "--checkpoint", str(image_ckpt), "--out", str(tmp_path / "v")], "lacks generator"),
     ]
     for argv, message in cases:
         assert main(argv) == 1, argv
@@ -154,14 +156,15 @@ def test_manifest_default_must_be_a_mapping(tmp_path, files, capsys):
 
 
 def test_eval_options_are_checked_before_it_runs(tmp_path, capsys, tiny_registry):
-    from codec.errors import InputError
-    from codec.evaluate import evaluate_images
+    from strata.errors import InputError
+    from strata.eval.images import evaluate_images
 
     (tmp_path / "out.txt").write_text("not a folder")
+    where = ["--data", str(tmp_path), "--out", str(tmp_path / "o")]
     cases = [
-        (["eval", "images", "--limit", "0"], "--limit must be a positive number, got 0"),  # was: all images
-        (["eval", "images", "--limit", "-1"], "--limit must be a positive number, got -1"),  # was: all but the last
-        (["eval", "audio", "--threads", "-1"], "--threads must be >= 0"),
+        (["eval", "images", *where, "--limit", "0"], "--limit must be a positive number, got 0"),  # was: all images
+        (["eval", "images", *where, "--limit", "-1"], "--limit must be a positive number, got -1"),
+        (["eval", "audio", *where, "--threads", "-1"], "--threads must be >= 0"),
         (["eval", "images", "--data", str(tmp_path / "out.txt"), "--out", str(tmp_path / "o")], "is not a folder"),
         (["eval", "images", "--data", str(tmp_path), "--out", str(tmp_path / "out.txt")],  # was: a traceback
          f"--out {tmp_path / 'out.txt'} is a file, not a folder"),
@@ -182,7 +185,6 @@ def test_eval_options_are_checked_before_it_runs(tmp_path, capsys, tiny_registry
         (["audio", "--threads", "0"], "--threads must be >= 1, got 0"),  # was: a torch traceback
         (["vocoder", "--threads", "0"], "--threads must be >= 1, got 0"),  # was: ignored
         (["image", "--eval-every", "0"], "--eval-every must be >= 1"),  # was: ZeroDivisionError after a step
-        (["vocoder", "--eval-every", "100"], "--eval-every is an option of 'strata train image'"),  # was: ignored
         (["image", "--lr", "-0.1"], "--lr must be > 0, got -0.1"),
         (["image", "--lr", "nan"], "--lr must be > 0, got nan"),
         (["audio", "--max-minutes", "0"], "--max-minutes must be > 0"),
@@ -192,8 +194,44 @@ def test_eval_options_are_checked_before_it_runs(tmp_path, capsys, tiny_registry
     ],
 )
 def test_train_refuses_unusable_numbers_before_starting(tmp_path, capsys, argv, message):
-    assert main(["train", *argv, "--run", str(tmp_path / "run")]) == 1
+    assert main(["train", *argv, "--data", str(tmp_path), "--run", str(tmp_path / "run")]) == 1
     one_line_error(capsys, message)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "vocoder", "--eval-every", "100"],  # each trainer has only its own flags
+        ["train", "image", "--sets", "speech"],
+        ["train", "image", "--amp"],
+        ["train", "vocoder", "--phase-weight", "1"],  # experiment settings live in --config files
+        ["train", "image"],  # --data and --run are required: no defaults into a source checkout
+        ["eval", "images"],
+        ["export", "image", "--name", "x", "--data", "d", "--checkpoint", "c", "--out", "d"],
+        ["export", "vocoder", "--checkpoint", "c", "--out", "d", "--name", "x"],
+    ],
+)
+def test_foreign_or_missing_options_are_usage_errors(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        where = ["--data", str(tmp_path), "--run", str(tmp_path / "run")]
+        main([*argv, *where] if argv[0] == "train" and len(argv) > 2 else argv)
+    assert e.value.code == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_config_file_sets_fields_and_names_unknown_ones(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"no_such_field": 1}')
+    argv = ["train", "image", "--data", str(tmp_path), "--run", str(tmp_path / "run"), "--config"]
+    assert main([*argv, str(bad)]) == 1
+    one_line_error(capsys, "unknown field(s) no_such_field")
+    bad.write_text("[1, 2]")
+    assert main([*argv, str(bad)]) == 1
+    one_line_error(capsys, "must hold a JSON object")
+    assert main([*argv, str(tmp_path / "missing.json")]) == 1
+    one_line_error(capsys, "cannot read --config")
     assert not (tmp_path / "run").exists()
 
 
@@ -204,15 +242,13 @@ def test_train_refuses_unusable_numbers_before_starting(tmp_path, capsys, argv, 
         (["image", "--name", ""], "got ''"),
         (["image", "--name", "modèle"], "got 'modèle'"),  # not ASCII: no stream could carry it
         (["image", "--name", "x" * 65], "--name must be 1 to 64"),
-        (["image", "--name", "ok", "--out", "d"], "--out is an option of 'strata export vocoder'"),
-        (["image", "--name", "ok", "--vocoder", "d"], "--vocoder is an option of 'strata export audio'"),
-        (["vocoder", "--name", "ok"], "--name applies to image and audio models, not to a vocoder"),
-        (["vocoder", "--data", "d"], "--data applies to image and audio models"),
+        (["image", "--name", "ok", "--layers", "0"], "--layers must be >= 1, got 0"),
     ],
 )
-def test_export_refuses_bad_names_and_foreign_options_before_writing(tmp_path, capsys, tiny_registry, argv, message):
-    ckpt = tiny_registry.root / "tiny-image" / "checkpoint.pt"
+def test_export_refuses_bad_names_and_numbers_before_writing(tmp_path, capsys, tiny_registry, argv, message):
+    ckpt = tiny_registry.root.parent / "checkpoints" / "tiny-image" / "checkpoint.pt"
     models = tmp_path / "models"
+    argv = [*argv, "--data", str(tmp_path / "data")]
     assert main(["--models", str(models), "export", *argv, "--checkpoint", str(ckpt)]) == 1
     one_line_error(capsys, message)
     assert list(tmp_path.iterdir()) == []

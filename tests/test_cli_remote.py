@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from strata.cli import main
+from strata.frontend.image import read_image
+from strata.server.main import create_app
 
-from codec.cli import main
-from codec.frontend.image import read_image
-from server.main import create_app
 from tests.conftest import png_bytes, running_server, server_settings, synthetic_image
 
 KEY = "cli-test-key-0123456789"
@@ -131,7 +131,7 @@ def test_serve_starts_uvicorn_with_the_factory(monkeypatch, tiny_registry) -> No
     port = int(closed_port_url().rsplit(":", 1)[1])  # free: serve binds it once before starting
     assert main(["serve", "--models", str(tiny_registry.root), "--port", str(port), "--workers", "2"]) == 0
     (app, kw), = calls
-    assert app == "server.main:create_app" and kw["factory"] is True
+    assert app == "strata.server.main:create_app" and kw["factory"] is True
     assert kw["port"] == port and kw["workers"] == 2 and kw["host"] == "127.0.0.1"
     import os
 

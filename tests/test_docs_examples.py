@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from strata.audio import SAMPLE_RATE
+from strata.frontend.audio import read_audio, write_wav
+from strata.frontend.image import read_image
 
-from codec.audio_pipeline import SAMPLE_RATE
-from codec.frontend.audio import read_audio, write_wav
-from codec.frontend.image import read_image
 from tests.conftest import ROOT, assert_wav_of, flac_bytes, png_bytes, synthetic_image, synthetic_sound
 
 DOCS = (ROOT / "README.md", ROOT / "docs" / "api.md")

@@ -8,10 +8,9 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from codec.entropy.coder import decode_layer, decode_stack, encode_layer, encode_stack, format_report, measure
-from codec.entropy.prior import KIND_IDS, TOTAL, CodePrior, LayerPrior, layer_contexts, quantize_probabilities
-from codec.errors import ChunkCorruptedError, ModelIntegrityError
+from strata.entropy.coder import decode_layer, decode_stack, encode_layer, encode_stack, format_report, measure
+from strata.entropy.prior import KIND_IDS, TOTAL, CodePrior, LayerPrior, layer_contexts, quantize_probabilities
+from strata.errors import ChunkCorruptedError, ModelIntegrityError
 
 L, H, W, K = 8, 64, 96, 256
 MIXED = ["above", "parent", "none", "parent", "above", "parent", "parent", "none"]

@@ -4,9 +4,9 @@ import json
 import shutil
 
 import pytest
+from strata.cli import main
+from strata.registry import Registry
 
-from codec.cli import main
-from codec.registry import Registry
 from tests.conftest import png_bytes, synthetic_image
 
 pytest.importorskip("matplotlib")

@@ -7,10 +7,9 @@ import shutil
 import sys
 
 import pytest
-
-from codec.audio_pipeline import AudioCodec
-from codec.cli import main
-from codec.evaluate_audio import (
+from strata.audio import AudioCodec
+from strata.cli import main
+from strata.eval.audio import (
     ALL,
     CODEC,
     CODEC_GL,
@@ -22,7 +21,8 @@ from codec.evaluate_audio import (
     format_report,
     matched_opus_targets,
 )
-from codec.registry import Registry
+from strata.registry import Registry
+
 from tests.conftest import flac_bytes, synthetic_sound
 
 pytest.importorskip("matplotlib")
@@ -165,6 +165,8 @@ def test_cli_bad_data_folder_exits_1(models, data, tmp_path, capsys, layout):
     assert not (tmp_path / "out").exists()
 
 
-def test_codec_griffinlim_is_an_audio_option(models, capsys):
-    assert main(["--models", str(models), "eval", "images", "--codec-griffinlim"]) == 1
-    assert "option of 'strata eval audio'" in capsys.readouterr().err
+def test_codec_griffinlim_is_an_audio_option(models, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--models", str(models), "eval", "images", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+              "--codec-griffinlim"])
+    assert e.value.code == 2 and "--codec-griffinlim" in capsys.readouterr().err

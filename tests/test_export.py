@@ -3,12 +3,11 @@
 import shutil
 
 import pytest
-
-from codec.errors import ModelIntegrityError
-from codec.registry import MANIFEST, Registry
+from strata.errors import ModelIntegrityError
+from strata.registry import MANIFEST, Registry
 
 pytest.importorskip("torch")
-from codec.export import export_image_model  # noqa: E402
+from strata.export.image import export_image_model  # noqa: E402
 
 
 @pytest.fixture
@@ -41,14 +40,14 @@ def test_export_keeps_a_prefix_of_the_layers(tiny_registry, sources, tmp_path):
     """``layers=2`` of a 4-layer model: the first two codebooks, the same codes and images for k ≤ 2."""
     import numpy as np
     import torch
+    from strata.export.image import load_checkpoint
+    from strata.image import ImageCodec
 
-    from codec.export import load_checkpoint
-    from codec.pipeline import ImageCodec
     from tests.conftest import synthetic_image
 
     models = tmp_path / "models"
     ckpt, data = sources
-    entry = export_image_model(ckpt, "tiny-2", data, models, layers=2)
+    entry = export_image_model(ckpt, "tiny-2", data, models, layers=2, checkpoints_dir=tmp_path / "checkpoints")
     assert entry.layers == 2 and entry.codebook_sizes == (16, 16) and len(entry.extra["contexts"]) == 2
     full = ImageCodec.load(tiny_registry)
     cut = ImageCodec.load(Registry(models), "tiny-2")
@@ -58,8 +57,10 @@ def test_export_keeps_a_prefix_of_the_layers(tiny_registry, sources, tmp_path):
     np.testing.assert_array_equal(cut.decompress(cut.compress(image)), full.decode(full.encode(image, 2)))
     with pytest.raises(ValueError, match="1..2"):
         cut.encode(image, 3)
-    # The exported checkpoint is a 2-layer model in its own right (config and quantizer state agree).
-    model, cfg, _ = load_checkpoint(Registry(models).path(entry, "checkpoint"))
+    # The compact checkpoint (kept outside the models folder, not in the manifest) is a 2-layer model in its
+    # own right (config and quantizer state agree).
+    assert not list(models.rglob("*.pt")) and "checkpoint" not in entry.files
+    model, cfg, _ = load_checkpoint(tmp_path / "checkpoints" / "tiny-2" / "checkpoint.pt")
     assert cfg.rvq.layers == model.quantizer.layers == 2
     assert model.quantizer.embed.shape[0] == model.quantizer.cluster_size.shape[0] == 2
     assert torch.equal(model.quantizer.codebooks(), torch.from_numpy(cut.quantizer.codebooks))

@@ -1,4 +1,4 @@
-"""The audio export (``codec.export_audio``): the manifest entry, the vocoder outside the weights hash,
+"""The audio export (``strata.export.audio``): the manifest entry, the vocoder outside the weights hash,
 parity of the exported mel transforms with their torch twins, and the receptive-field probe."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from codec.audio_pipeline import AudioCodec  # noqa: E402
-from codec.entropy.prior import CodePrior  # noqa: E402
-from codec.errors import ModelIntegrityError, WeightsMismatchError  # noqa: E402
-from codec.export_audio import export_audio_model, load_audio_checkpoint, measure_receptive_field  # noqa: E402
-from codec.registry import (  # noqa: E402
+from strata.audio import AudioCodec  # noqa: E402
+from strata.entropy.prior import CodePrior  # noqa: E402
+from strata.errors import ModelIntegrityError, WeightsMismatchError  # noqa: E402
+from strata.export.audio import export_audio_model, load_audio_checkpoint, measure_receptive_field  # noqa: E402
+from strata.registry import (  # noqa: E402
     MANIFEST,
     REQUIRED_ROLES,
     SERVING_ROLES,
@@ -24,8 +24,9 @@ from codec.registry import (  # noqa: E402
     sha256_file,
     weights_hash,
 )
-from codec.runtime import CPU, OnnxNet  # noqa: E402
-from codec.train.audio import AudioTrainConfig  # noqa: E402
+from strata.runtime import CPU, OnnxNet  # noqa: E402
+from strata.train.audio import AudioTrainConfig  # noqa: E402
+
 from tests.conftest import synthetic_sound  # noqa: E402
 
 SOUND = synthetic_sound(1.2, seed=4)
@@ -65,7 +66,11 @@ def test_manifest_entry(tiny_audio_registry):
     assert AudioTrainConfig.from_dict(x["config"]).rvq.codebook_size == 16
     assert x["train_step"] == 0
 
-    assert set(REQUIRED_ROLES["audio"]) <= set(e.files) and "vocoder_checkpoint" in e.files
+    assert set(REQUIRED_ROLES["audio"]) <= set(e.files)
+    assert not {"checkpoint", "vocoder_checkpoint"} & set(e.files)  # training files are not served
+    assert not list(reg.root.rglob("*.pt"))
+    kept = reg.root.parent / "checkpoints" / "tiny-audio"
+    assert (kept / "checkpoint.pt").is_file() and (kept / "vocoder.pt").is_file()
     for role, ref in e.files.items():
         assert ref.path.startswith("tiny-audio/")
         assert sha256_file(reg.root / ref.path) == ref.sha256, role
@@ -82,8 +87,8 @@ def test_vocoder_is_required(models):
 
 def test_vocoder_swap_keeps_streams(tiny_audio_codec, models, tmp_path):
     """A new vocoder.onnx with its sha256 updated in the manifest: same weights hash, old streams decode."""
-    from codec.nets.hifigan import Generator, HiFiGANConfig
-    from codec.train.vocoder import export_vocoder
+    from strata.export.vocoder import export_vocoder
+    from strata.train.nets.hifigan_model import Generator, HiFiGANConfig
 
     stream = tiny_audio_codec.compress(SOUND)
     torch.manual_seed(1)
@@ -109,9 +114,9 @@ def test_vocoder_swap_keeps_streams(tiny_audio_codec, models, tmp_path):
 
 def test_replace_vocoder_through_the_cli(tiny_audio_codec, models, tmp_path, capsys):
     """``strata export audio --vocoder DIR --name NAME`` (no checkpoint) swaps only the vocoder."""
-    from codec.cli import main
-    from codec.nets.hifigan import Generator, HiFiGANConfig
-    from codec.train.vocoder import export_vocoder
+    from strata.cli import main
+    from strata.export.vocoder import export_vocoder
+    from strata.train.nets.hifigan_model import Generator, HiFiGANConfig
 
     stream = tiny_audio_codec.compress(SOUND)
     before = Registry(models).entry("tiny-audio")
@@ -120,27 +125,28 @@ def test_replace_vocoder_through_the_cli(tiny_audio_codec, models, tmp_path, cap
     torch.save({"generator": Generator(cfg).state_dict(), "config": cfg.to_dict(), "step": 7}, tmp_path / "g.pt")
     new = export_vocoder(tmp_path / "g.pt", tmp_path / "new-vocoder")
     vocoder = str(tmp_path / "new-vocoder")
-    argv = ["--models", str(models), "export", "audio", "--name", "tiny-audio", "--vocoder", vocoder]
+    kept = tmp_path / "checkpoints"
+    argv = ["--models", str(models), "export", "audio", "--name", "tiny-audio", "--checkpoints", str(kept),
+            "--vocoder", vocoder]
     assert main([*argv, "--description", "new vocoder"]) == 0
     assert "streams are unchanged" in capsys.readouterr().out
 
     after = Registry(models).entry("tiny-audio")
     assert after.weights_sha256 == before.weights_sha256 and after.description == "new vocoder"
     assert after.files["vocoder"].sha256 == sha256_file(new.onnx) != before.files["vocoder"].sha256
-    assert after.files["vocoder_checkpoint"].sha256 == sha256_file(new.checkpoint)
+    assert sha256_file(kept / "tiny-audio" / "vocoder.pt") == sha256_file(new.checkpoint)
     assert {r: f for r, f in after.files.items() if not r.startswith("vocoder")} == \
         {r: f for r, f in before.files.items() if not r.startswith("vocoder")}
     swapped = AudioCodec.load(Registry(models), "tiny-audio")
     np.testing.assert_array_equal(swapped.decompress_mel(stream), tiny_audio_codec.decompress_mel(stream))
     assert np.abs(swapped.decompress(stream) - tiny_audio_codec.decompress(stream)).max() > 1e-4
 
-    # A vocoder folder without vocoder.pt drops the stale checkpoint pin; the description stays.
+    # A vocoder folder without vocoder.pt removes the stale kept checkpoint; the description stays.
     (tmp_path / "new-vocoder" / "vocoder.pt").unlink()
     assert main(argv) == 0
     capsys.readouterr()
-    entry = Registry(models).entry("tiny-audio")
-    assert "vocoder_checkpoint" not in entry.files and entry.description == "new vocoder"
-    assert not (models / "tiny-audio" / "vocoder.pt").exists()
+    assert Registry(models).entry("tiny-audio").description == "new vocoder"
+    assert not (kept / "tiny-audio" / "vocoder.pt").exists()
 
     # A file that is not a vocoder is refused before the model is touched.
     bad = tmp_path / "bad-vocoder"
@@ -158,9 +164,10 @@ def test_replace_vocoder_through_the_cli(tiny_audio_codec, models, tmp_path, cap
     assert main(["--models", str(models), "export", "audio", "--name", "nope", "--vocoder", vocoder]) == 1
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert main([*argv, "--layers", "2"]) == 1
-    assert "--layers needs --checkpoint" in capsys.readouterr().err
-    assert main(["--models", str(models), "export", "image", "--name", "x"]) == 1
-    assert "needs --checkpoint" in capsys.readouterr().err
+    assert "--layers and --data need --checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an image export without a checkpoint is a usage error
+        main(["--models", str(models), "export", "image", "--name", "x", "--data", str(tmp_path)])
+    assert "--checkpoint" in capsys.readouterr().err
 
 
 def test_serving_files_are_pinned(tiny_audio_codec, models):
@@ -220,7 +227,7 @@ def test_onnx_matches_the_exported_checkpoint(tiny_audio_registry):
     """checkpoint.pt (float16-stored weights, through load_audio_checkpoint) computes what the ONNX graphs do."""
     reg = tiny_audio_registry
     e = reg.entry("tiny-audio")
-    ckpt_path = reg.path(e, "checkpoint")
+    ckpt_path = reg.root.parent / "checkpoints" / "tiny-audio" / "checkpoint.pt"
     raw = torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"]
     assert raw["g_a.net.1.weight"].dtype == torch.float16 and raw["g_s.mean"].dtype == torch.float16
     assert raw["quantizer.embed"].dtype == torch.float32

@@ -3,9 +3,9 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from strata.errors import InputError, LimitExceededError, UnsupportedMediaError
+from strata.frontend.image import pad, read_image, unpad, write_image
 
-from codec.errors import InputError, LimitExceededError, UnsupportedMediaError
-from codec.frontend.image import pad, read_image, unpad, write_image
 from tests.conftest import png_bytes, synthetic_image
 
 
@@ -80,7 +80,7 @@ def test_write_image():
 
 
 def test_list_images(tmp_path):
-    from codec.frontend.image import list_images
+    from strata.frontend.image import list_images
 
     with pytest.raises(InputError, match="does not exist"):
         list_images(tmp_path / "missing")

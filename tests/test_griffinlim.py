@@ -4,11 +4,10 @@ import time
 
 import numpy as np
 import pytest
-
-from codec.errors import InputError
-from codec.frontend.audio import MelConfig, hann_window, log_mel
-from codec.vocoder import griffin_lim
-from codec.vocoder.griffinlim import mel_to_magnitude
+from strata.errors import InputError
+from strata.frontend.audio import MelConfig, hann_window, log_mel
+from strata.vocoder import griffin_lim
+from strata.vocoder.griffinlim import mel_to_magnitude
 
 CFG = MelConfig()
 
@@ -109,8 +108,8 @@ def test_serving_path_needs_no_librosa():
     code = (
         "import sys; sys.modules['librosa'] = None\n"
         "import numpy as np\n"
-        "from codec.frontend.audio import log_mel\n"
-        "from codec.vocoder.griffinlim import griffin_lim, mel_to_magnitude\n"
+        "from strata.frontend.audio import log_mel\n"
+        "from strata.vocoder.griffinlim import griffin_lim, mel_to_magnitude\n"
         "m = log_mel(np.random.default_rng(0).standard_normal(4096).astype(np.float32) * 0.1)\n"
         "assert mel_to_magnitude(m).shape == (513, 16)\n"
         "assert griffin_lim(m, n_iter=2).shape == (4096,)\n"

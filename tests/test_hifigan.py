@@ -4,12 +4,20 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torch.nn.utils import parametrize
-
-from codec.errors import InputError
-from codec.frontend.audio import MelConfig
-from codec.nets.hifigan import (
+from strata.errors import InputError
+from strata.frontend.audio import MelConfig
+from strata.train.nets.hifigan_loss import (
+    discriminator_loss,
+    feature_matching_loss,
+    frame_pattern,
+    frame_pattern_loss,
+    generator_adversarial_loss,
+    mel_l1_loss,
+    multi_resolution_stft_loss,
+    phase_distances,
+    phase_loss,
+)
+from strata.train.nets.hifigan_model import (
     BalancedPhases,
     Generator,
     HiFiGANConfig,
@@ -21,17 +29,8 @@ from codec.nets.hifigan import (
     receptive_field,
     remove_weight_norm,
 )
-from codec.nets.hifigan_loss import (
-    discriminator_loss,
-    feature_matching_loss,
-    frame_pattern,
-    frame_pattern_loss,
-    generator_adversarial_loss,
-    mel_l1_loss,
-    multi_resolution_stft_loss,
-    phase_distances,
-    phase_loss,
-)
+from torch import nn
+from torch.nn.utils import parametrize
 
 TINY = HiFiGANConfig(upsample_initial_channel=16)  # V3 layout (8, 8, 4) at 1/16 of the width
 TINY_V2 = HiFiGANConfig((8, 8, 2, 2), (16, 16, 4, 4), 16, "1", (3, 7), ((1, 3), (1, 3)))

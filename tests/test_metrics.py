@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
-
-from codec.errors import InputError
-from codec.metrics import MS_SSIM_MIN_SIZE, _avg_pool2, bd_psnr, bd_rate, interp_psnr_at, ms_ssim, psnr
+from strata.errors import InputError
+from strata.eval.metrics import MS_SSIM_MIN_SIZE, _avg_pool2, bd_psnr, bd_rate, interp_psnr_at, ms_ssim, psnr
 
 
 def photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:

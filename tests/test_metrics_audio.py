@@ -6,10 +6,9 @@ import math
 
 import numpy as np
 import pytest
-
-from codec.errors import InputError
-from codec.frontend.audio import log_mel
-from codec.metrics_audio import log_mel_rmse, log_spectral_distance, mel_distance, pesq_wb, stoi
+from strata.errors import InputError
+from strata.eval.metrics_audio import log_mel_rmse, log_spectral_distance, mel_distance, pesq_wb, stoi
+from strata.frontend.audio import log_mel
 
 RATE = 22050
 NOISE_LEVELS = (0.001, 0.003, 0.01, 0.03, 0.1)  # white-noise standard deviations, increasing
@@ -75,8 +74,7 @@ def test_pesq_stoi_trim_to_the_common_length_and_are_deterministic(speech: np.nd
 def test_pesq_at_16k_needs_no_resampling(speech: np.ndarray) -> None:
     pytest.importorskip("pesq")
     from pesq import pesq
-
-    from codec.frontend.audio import resample
+    from strata.frontend.audio import resample
 
     x16 = resample(speech, RATE, 16000)
     y16 = noisy(x16, 0.01)

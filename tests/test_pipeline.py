@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-
-from codec.bitstream import parse, truncate
-from codec.errors import (
+from strata.bitstream import parse, truncate
+from strata.errors import (
     ChunkCorruptedError,
     HeaderError,
     InputError,
@@ -16,7 +15,8 @@ from codec.errors import (
     UnknownModelError,
     WeightsMismatchError,
 )
-from codec.pipeline import ImageCodec, ImageCodes
+from strata.image import ImageCodec, ImageCodes
+
 from tests.conftest import synthetic_image
 
 IMG = synthetic_image(37, 53, seed=3)  # not a multiple of the factor
@@ -85,7 +85,7 @@ def test_stream_checks(tiny_codec):
 def _restamp(codec, data: bytes, **changes) -> bytes:
     from dataclasses import replace
 
-    from codec.bitstream import pack
+    from strata.bitstream import pack
 
     s = parse(data)
     return pack(replace(s.header, **changes), list(s.chunks))
@@ -127,7 +127,7 @@ def test_unknown_model(tiny_registry):
 
 
 def test_random_corruption_never_crashes(tiny_codec):
-    from codec.errors import BitstreamError
+    from strata.errors import BitstreamError
 
     rng = np.random.default_rng(0)
     data = tiny_codec.compress(IMG)

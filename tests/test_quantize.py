@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
-
-from codec.errors import InputError, LayersError, ModelIntegrityError
-from codec.quantize.search import ResidualCodebooks
+from strata.errors import InputError, LayersError, ModelIntegrityError
+from strata.quantize.search import ResidualCodebooks
 
 torch = pytest.importorskip("torch")
-from codec.quantize.rvq import ResidualVQ, RVQConfig  # noqa: E402
+from strata.train.quantize.rvq import ResidualVQ, RVQConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from codec.errors import InputError
-from codec.frontend.audio import DEFAULT_MEL, MelConfig, log_mel
-from codec.vocoder.refine import MAX_ITERATIONS, frames_for, margin_frames, refine
+from strata.errors import InputError
+from strata.frontend.audio import DEFAULT_MEL, MelConfig, log_mel
+from strata.vocoder.refine import MAX_ITERATIONS, frames_for, margin_frames, refine
 
 RATE = DEFAULT_MEL.sample_rate
 
@@ -94,7 +93,7 @@ def test_blocks_equal_one_call(iterations, block):
 
 def test_a_smaller_margin_would_show():
     """Bit-exact blocks need the whole margin: with a third of it the seams differ (if only by ~1e-5)."""
-    import codec.vocoder.refine as r
+    import strata.vocoder.refine as r
 
     x = _frames(_voice(3.0, seed=3))
     noisy = x + np.random.default_rng(2).standard_normal(x.size).astype(np.float32) * 0.02

@@ -2,10 +2,9 @@ import json
 import shutil
 
 import pytest
-
-from codec.errors import ModelIntegrityError, UnknownModelError
-from codec.pipeline import ImageCodec
-from codec.registry import Registry
+from strata.errors import ModelIntegrityError, UnknownModelError
+from strata.image import ImageCodec
+from strata.registry import Registry
 
 
 def test_entries(tiny_registry):

@@ -1,4 +1,4 @@
-"""onnxruntime sessions (``codec.runtime``): provider choice, loading errors, session options."""
+"""onnxruntime sessions (``strata.runtime``): provider choice, loading errors, session options."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
-
-from codec.errors import ModelIntegrityError
-from codec.runtime import CPU, CUDA, OnnxNet, choose_providers
+from strata.errors import ModelIntegrityError
+from strata.runtime import CPU, CUDA, OnnxNet, choose_providers
 
 
 def _doubler(path: Path) -> Path:

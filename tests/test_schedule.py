@@ -5,7 +5,7 @@ import math
 import pytest
 
 torch = pytest.importorskip("torch")
-from codec.train.schedule import StepGuard, TrainingDivergedError, cosine_lr, warmup_factor  # noqa: E402
+from strata.train.schedule import StepGuard, TrainingDivergedError, cosine_lr, warmup_factor  # noqa: E402
 
 
 def feed(guard: StepGuard, values, start: int = 0) -> list[bool]:

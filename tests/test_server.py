@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from strata.client import AsyncClient, Client, Codes, NotFoundError
+from strata.frontend.image import read_image, write_image
 
-from client import AsyncClient, Client, Codes, NotFoundError
-from codec.frontend.image import read_image, write_image
 from tests.conftest import png_bytes, synthetic_image
 
 pytest.importorskip("fastapi")
@@ -136,7 +136,7 @@ def test_tokens_round_trip_json(api, live_server, tiny_codec, image, png, monkey
     assert decoded.status_code == 200 and decoded.headers["x-strata-layers"] == "2"
     np.testing.assert_array_equal(np.load(io.BytesIO(decoded.content)), tiny_codec.decode(expected, 2))
     # The SDK without numpy: JSON both ways, nested lists.
-    monkeypatch.setattr("client._base.has_numpy", lambda: False)
+    monkeypatch.setattr("strata.client._base.has_numpy", lambda: False)
     codes = api.encode(png)
     assert codes.array == expected.codes.tolist()
     out = api.decode(Codes(codes.array, codes.model, codes.height, codes.width, codes.layers), format="png")

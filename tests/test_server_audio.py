@@ -14,12 +14,12 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from strata import bitstream
+from strata.audio import SAMPLE_RATE
+from strata.client import AsyncClient, Client, InvalidStreamError, NotFoundError, UnsupportedMediaError
+from strata.frontend.audio import read_audio, resample, write_wav
+from strata.vocoder.refine import DEFAULT_ITERATIONS
 
-from client import AsyncClient, Client, InvalidStreamError, NotFoundError, UnsupportedMediaError
-from codec import bitstream
-from codec.audio_pipeline import SAMPLE_RATE
-from codec.frontend.audio import read_audio, resample, write_wav
-from codec.vocoder.refine import DEFAULT_ITERATIONS
 from tests.conftest import (
     HIFIGAN_LSB,
     assert_wav_of,
@@ -296,7 +296,7 @@ def test_tokens_round_trip_json(api, live_av_server, tiny_audio_codec, samples, 
     assert decoded.status_code == 200 and decoded.headers["x-strata-layers"] == "2"
     assert_wav_of(decoded.content, tiny_audio_codec.decode(expected, 2))
     # The SDK without numpy: JSON both ways, nested lists; the mel comes back as .npy bytes.
-    monkeypatch.setattr("client._base.has_numpy", lambda: False)
+    monkeypatch.setattr("strata.client._base.has_numpy", lambda: False)
     codes = api.encode_audio(WAV)
     assert codes.array == expected.codes.tolist()
     assert_wav_of(api.decode_audio(codes), tiny_audio_codec.decode(expected))
@@ -541,7 +541,7 @@ def short_server(tiny_av_registry):
 
 
 def create_app_for(registry, **overrides):
-    from server.main import create_app
+    from strata.server.main import create_app
 
     return create_app(server_settings(registry, **overrides))
 

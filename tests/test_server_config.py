@@ -6,9 +6,8 @@ import os
 
 import pytest
 from pydantic import ValidationError
-
-from server.config import Settings
-from server.main import create_app
+from strata.server.config import Settings
+from strata.server.main import create_app
 
 GOOD_KEY = "k" * 16
 

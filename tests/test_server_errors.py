@@ -15,13 +15,13 @@ from dataclasses import replace
 import httpx
 import numpy as np
 import pytest
+from strata import bitstream
+from strata.client import Client, OverloadedError, UnauthorizedError
+from strata.image import ImageCodec
+from strata.server.codecs import Codecs
+from strata.server.deps import get_codecs
+from strata.server.main import create_app
 
-from client import Client, OverloadedError, UnauthorizedError
-from codec import bitstream
-from codec.pipeline import ImageCodec
-from server.codecs import Codecs
-from server.deps import get_codecs
-from server.main import create_app
 from tests.conftest import png_bytes, running_server, server_settings, synthetic_image
 
 H, W = 40, 56

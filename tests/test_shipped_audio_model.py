@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 import pytest
+from strata.bitstream import parse, truncate
 
-from codec.bitstream import parse, truncate
-from tests.conftest import ROOT, synthetic_sound
+from tests.conftest import ROOT, shipped_checkpoint, synthetic_sound
 
 EXPECTED = ROOT / "tests" / "expected"
 GOLDEN_SOUND = synthetic_sound(2.5, seed=11)
@@ -21,7 +21,7 @@ GOLDEN_SOUND = synthetic_sound(2.5, seed=11)
 @pytest.fixture(scope="module")
 def codec(shipped_registry):
     pytest.importorskip("soundfile")
-    from codec.audio_pipeline import AudioCodec
+    from strata.audio import AudioCodec
 
     if not shipped_registry.names("audio"):
         pytest.skip("the shipped manifest has no audio model")
@@ -55,26 +55,26 @@ def test_truncated_golden_decodes_as_layers(codec):
         np.testing.assert_array_equal(codec.decompress_mel(truncate(golden, k)), codec.decompress_mel(golden, k))
 
 
-def test_onnx_matches_torch(codec, shipped_registry):
+def test_onnx_matches_torch(codec):
     torch = pytest.importorskip("torch")
-    from codec.export_audio import load_audio_checkpoint
-    from codec.train.vocoder import load_generator
+    from strata.export.audio import load_audio_checkpoint
+    from strata.train.vocoder import load_generator
 
-    model, _, _ = load_audio_checkpoint(shipped_registry.path(codec.entry, "checkpoint"))
+    model, _, _ = load_audio_checkpoint(shipped_checkpoint(codec.name))
     mel = (np.random.default_rng(0).standard_normal((1, 80, 64)) - 5).astype(np.float32)
     with torch.no_grad():
         y_onnx = codec.analysis(mel)
         np.testing.assert_allclose(y_onnx, model.g_a(torch.from_numpy(mel)).numpy(), atol=1e-4, rtol=1e-4)
         np.testing.assert_allclose(codec.synthesis(y_onnx), model.g_s(torch.from_numpy(y_onnx)).numpy(),
                                    atol=1e-4, rtol=1e-4)
-        gen = load_generator(shipped_registry.path(codec.entry, "vocoder_checkpoint"))
+        gen = load_generator(shipped_checkpoint(codec.name, "vocoder.pt"))
         wave_torch = gen(torch.from_numpy(mel)).numpy()
     np.testing.assert_allclose(codec.vocoder.net(mel), wave_torch, atol=1e-3)
     np.testing.assert_allclose(codec.quantizer.codebooks, model.quantizer.codebooks().numpy())
 
 
 def test_conditional_prior_beats_static_and_coding_is_efficient(codec, shipped_registry):
-    from codec.entropy.prior import CodePrior
+    from strata.entropy.prior import CodePrior
 
     static = CodePrior.load(shipped_registry.path(codec.entry, "prior_static"))
     codes = codec.encode(GOLDEN_SOUND).codes
@@ -85,7 +85,7 @@ def test_conditional_prior_beats_static_and_coding_is_efficient(codec, shipped_r
 
 
 def test_layers_improve_the_mel(codec):
-    from codec.frontend.audio import log_mel
+    from strata.frontend.audio import log_mel
 
     data = codec.compress(GOLDEN_SOUND)
     target = log_mel(np.pad(GOLDEN_SOUND, (0, -GOLDEN_SOUND.size % 256)))
@@ -100,7 +100,7 @@ def test_layers_improve_the_mel(codec):
 def test_served_vocoder_follows_the_mel(codec):
     """The shipped HiFi-GAN with its default refinement lands within 0.15 of the log-mel it is given (mean
     |Δ|; measured 0.11 on this sound, 0.10 on a speech clip), and at most half as far as the raw network."""
-    from codec.frontend.audio import log_mel
+    from strata.frontend.audio import log_mel
 
     x = np.pad(GOLDEN_SOUND, (0, -GOLDEN_SOUND.size % 256))
     mel = log_mel(x)

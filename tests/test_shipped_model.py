@@ -10,11 +10,11 @@ import os
 
 import numpy as np
 import pytest
+from strata.bitstream import parse
+from strata.frontend.image import read_image, write_image
+from strata.image import ImageCodec
 
-from codec.bitstream import parse
-from codec.frontend.image import read_image, write_image
-from codec.pipeline import ImageCodec
-from tests.conftest import ROOT, synthetic_image
+from tests.conftest import ROOT, shipped_checkpoint, synthetic_image
 
 EXPECTED = ROOT / "tests" / "expected"
 GOLDEN_IMAGE = synthetic_image(96, 136, seed=11)
@@ -45,11 +45,11 @@ def test_golden_stream(codec):
     assert codec.compress(GOLDEN_IMAGE) == golden
 
 
-def test_onnx_matches_torch(codec, shipped_registry):
+def test_onnx_matches_torch(codec):
     torch = pytest.importorskip("torch")
-    from codec.export import load_checkpoint
+    from strata.export.image import load_checkpoint
 
-    model, _, _ = load_checkpoint(shipped_registry.path(codec.entry, "checkpoint"))
+    model, _, _ = load_checkpoint(shipped_checkpoint(codec.name))
     x = np.random.default_rng(0).random((1, 3, 64, 96), dtype=np.float32)
     with torch.no_grad():
         y_torch = model.g_a(torch.from_numpy(x)).numpy()
@@ -61,7 +61,7 @@ def test_onnx_matches_torch(codec, shipped_registry):
 
 
 def test_conditional_prior_beats_static_and_coding_is_efficient(codec, shipped_registry):
-    from codec.entropy.prior import CodePrior
+    from strata.entropy.prior import CodePrior
 
     static = CodePrior.load(shipped_registry.path(codec.entry, "prior_static"))
     codes = codec.encode(GOLDEN_IMAGE).codes

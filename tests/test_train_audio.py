@@ -1,4 +1,4 @@
-"""The mel codec training loop (``codec.train.audio``) on a tiny model and synthetic FLACs: it trains, logs,
+"""The mel codec training loop (``strata.train.audio``) on a tiny model and synthetic FLACs: it trains, logs,
 checkpoints and resumes exactly; its crops, band statistics and data checks; the ``strata train audio`` CLI."""
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import pytest
 from tests.conftest import flac_bytes, synthetic_sound
 
 torch = pytest.importorskip("torch")
-from codec.frontend.audio import DEFAULT_MEL  # noqa: E402
-from codec.nets.melcodec import MelNetConfig  # noqa: E402
-from codec.quantize.rvq import RVQConfig  # noqa: E402
-from codec.train.audio import (  # noqa: E402
+from strata.frontend.audio import DEFAULT_MEL  # noqa: E402
+from strata.train.audio import (  # noqa: E402
     AudioTrainConfig,
     RandomMelCrops,
     band_stats,
     read_checkpoint,
     train,
 )
+from strata.train.nets.melcodec import MelNetConfig  # noqa: E402
+from strata.train.quantize.rvq import RVQConfig  # noqa: E402
 
 LAYERS, K = 3, 8
 
@@ -176,7 +176,7 @@ def test_band_stats_weigh_every_frame():
 
 
 def test_cli_missing_data_folder(tmp_path, capsys):
-    from codec.cli import main
+    from strata.cli import main
 
     missing = tmp_path / "no-such-folder"
     argv = ["train", "audio", "--data", str(missing), "--run", str(tmp_path / "run"), "--steps", "1", "--threads", "1"]

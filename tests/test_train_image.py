@@ -7,9 +7,9 @@ import pytest
 from tests.conftest import png_bytes, synthetic_image
 
 torch = pytest.importorskip("torch")
-from codec.nets.image import ImageNetConfig  # noqa: E402
-from codec.quantize.rvq import RVQConfig  # noqa: E402
-from codec.train.image import ImageTrainConfig, lr_at, train  # noqa: E402
+from strata.train.image import ImageTrainConfig, lr_at, train  # noqa: E402
+from strata.train.nets.image import ImageNetConfig  # noqa: E402
+from strata.train.quantize.rvq import RVQConfig  # noqa: E402
 
 
 @pytest.fixture
@@ -67,8 +67,7 @@ def test_lr_schedule():
 
 def test_linear_skip_starts_as_block_pca():
     import numpy as np
-
-    from codec.nets.image import Analysis, Synthesis, block_pca
+    from strata.train.nets.image import Analysis, Synthesis, block_pca
 
     cfg = ImageNetConfig(latent_dim=32, channels=(8, 8, 8), linear_skip=True)
     g_a, g_s = Analysis(cfg), Synthesis(cfg)
@@ -102,12 +101,12 @@ def test_configs_saved_before_the_linear_path_load_without_it():
 
 def test_cli_resume_without_config_json_keeps_the_run_config(data, tmp_path):
     """A run folder that lost config.json resumes with the config in last.pt, not the defaults."""
-    from codec.cli import main
+    from strata.cli import main
 
     run = tmp_path / "run"
     train(tiny_config(data, 2), run)
     (run / "config.json").unlink()
-    assert main(["train", "image", "--run", str(run), "--resume", "--steps", "4"]) == 0
+    assert main(["train", "image", "--data", str(data), "--run", str(run), "--resume", "--steps", "4"]) == 0
     saved = json.loads((run / "config.json").read_text())
     assert saved["rvq"]["layers"] == 3 and saved["steps"] == 4
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 4

@@ -6,18 +6,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from codec.cli import main
-from codec.nets.hifigan import HiFiGANConfig, phase_imbalance
-from codec.train.vocoder import (
+from strata.cli import main
+from strata.export.vocoder import export_vocoder
+from strata.train.data import load_audio, split_heldout
+from strata.train.nets.hifigan_model import HiFiGANConfig, phase_imbalance
+from strata.train.vocoder import (
     RandomSegments,
     VocoderTrainConfig,
     build_discriminators,
-    export_vocoder,
-    load_audio,
     load_generator,
     selection_score,
-    split_heldout,
     train,
 )
 
@@ -147,24 +145,23 @@ def test_train_both_phases_then_resume(audio_root, tmp_path):
 
     # Resume through the CLI: same config, continues at step 4.
     saved = (run / "config.json").read_text()
-    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "4", "--stft-weight", "3",
-                 "--phase-weight", "2"]) == 0
+    data = ["--data", json.loads(saved)["data"]]
+    assert main(["train", "vocoder", *data, "--run", str(run), "--resume", "--steps", "4", "--stft-weight", "3"]) == 0
     resumed = VocoderTrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    assert resumed == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 4, "stft_weight": 3.0,
-                                                    "phase_weight": 2.0})
+    assert resumed == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 4, "stft_weight": 3.0})
     new = _log(run)[len(log):]
     assert [r["step"] for r in new if r["kind"] == "train"] == [4]
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
     # A resumed run keeps its generator's layout.
-    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "5", "--balanced-upsampling"]) == 1
-    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "5", "--d-width", "0.5"]) == 1
+    assert main(["train", "vocoder", *data, "--run", str(run), "--resume", "--steps", "5",
+                 "--balanced-upsampling"]) == 1
+    assert main(["train", "vocoder", *data, "--run", str(run), "--resume", "--steps", "5", "--d-width", "0.5"]) == 1
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
     # Without config.json, --resume takes the config saved in last.pt (not the defaults).
     (run / "config.json").unlink()
-    assert main(["train", "vocoder", "--run", str(run), "--resume", "--steps", "5"]) == 0
+    assert main(["train", "vocoder", *data, "--run", str(run), "--resume", "--steps", "5"]) == 0
     again = VocoderTrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    assert again == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 5, "stft_weight": 3.0,
-                                                  "phase_weight": 2.0})
+    assert again == VocoderTrainConfig.from_dict({**json.loads(saved), "steps": 5, "stft_weight": 3.0})
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 5
 
 
@@ -277,39 +274,42 @@ def test_export_matches_the_torch_generator(audio_root, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["image", "--recon-steps", "5"], "vocoder"),
-        (["audio", "--stft-weight", "5"], "vocoder"),
         (["vocoder", "--stft-weight", "-1"], "--stft-weight"),
-        (["image", "--d-warmup", "5"], "vocoder"),
-        (["vocoder", "--d-warmup", "-1"], "--d-warmup"),
-        (["audio", "--balanced-upsampling"], "vocoder"),
-        (["image", "--frame-weight", "1"], "vocoder"),
-        (["vocoder", "--frame-weight", "-1"], "--frame-weight"),
-        (["audio", "--phase-weight", "1"], "vocoder"),
-        (["vocoder", "--phase-weight", "-1"], "--phase-weight"),
-        (["image", "--d-width", "0.5"], "vocoder"),
         (["vocoder", "--d-width", "0"], "--d-width"),
         (["vocoder", "--d-width", "2"], "--d-width"),
         (["vocoder", "--stft-resolutions", "512:50"], "--stft-resolutions"),
         (["vocoder", "--stft-resolutions", "512:50:1024"], "stft_resolutions"),
-        (["vocoder", "--decay-start", "0.5"], "image"),
+        (["vocoder", "--config", "{tmp}/cfg.json"], "d_warmup must be >= 0"),
         (["vocoder", "--data", "{tmp}/none"], "no audio folder"),
     ],
 )
 def test_cli_rejects_bad_training_flags(tmp_path, capsys, args, message):
-    argv = ["train", args[0], "--run", str(tmp_path), *(a.format(tmp=tmp_path) for a in args[1:])]
+    (tmp_path / "cfg.json").write_text('{"d_warmup": -1}')
+    data = [] if "--data" in args else ["--data", str(tmp_path)]
+    argv = ["train", args[0], "--run", str(tmp_path / "run"), *data, *(a.format(tmp=tmp_path) for a in args[1:])]
     assert main(argv) == 1
     assert message in capsys.readouterr().err
 
 
+def test_experiment_settings_come_from_a_config_file(tmp_path, audio_root):
+    """--frame-weight, --phase-weight and --d-warmup are not flags: a --config file sets them for a new run."""
+    settings = {k: v for k, v in _cfg(audio_root, recon_steps=5, pesq_clips=0).to_dict().items() if k != "data"}
+    (tmp_path / "cfg.json").write_text(json.dumps({**settings, "phase_weight": 2.0}))
+    run = tmp_path / "run"
+    assert main(["train", "vocoder", "--data", str(audio_root), "--run", str(run), "--steps", "1",
+                 "--config", str(tmp_path / "cfg.json")]) == 0
+    cfg = VocoderTrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert cfg.phase_weight == 2.0 and cfg.recon_steps == 5 and cfg.steps == 1
+
+
 def test_shipped_generator_is_balanced_and_loads():
-    """models/audio-rvq8/vocoder.pt (run voc-bal, step 65 000): a balanced V3 generator that starts a run
-    (init_from); models/checkpoints/voc-v3-36358.pt, the one shipped before, loads as the plain V3."""
-    models = Path(__file__).parent.parent / "models"
-    path = models / "audio-rvq8" / "vocoder.pt"
+    """checkpoints/audio-rvq8/vocoder.pt (run voc-bal, step 65 000): the served balanced V3 generator, which
+    starts a run (init_from); checkpoints/voc-v3-36358.pt, the one shipped before, loads as the plain V3."""
+    checkpoints = Path(__file__).parent.parent / "checkpoints"
+    path = checkpoints / "audio-rvq8" / "vocoder.pt"
     if not path.exists():
         pytest.skip(f"{path} is not in this checkout")
-    old = models / "checkpoints" / "voc-v3-36358.pt"
+    old = checkpoints / "voc-v3-36358.pt"
     assert load_generator(old).cfg == HiFiGANConfig() and torch.load(old, weights_only=False)["step"] == 36_358
     gen = load_generator(path)
     assert gen.cfg == HiFiGANConfig(balanced_upsampling=True)

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-
-from codec.errors import InputError
-from codec.vocoder.dc import remove_dc
+from strata.errors import InputError
+from strata.vocoder.dc import remove_dc
 
 RATE = 22050
 

@@ -1,4 +1,4 @@
-"""Serving-side HiFi-GAN (``codec.vocoder.hifigan``) and the overlap chunking it rests on (``codec.chunking``)."""
+"""Serving-side HiFi-GAN (``strata.vocoder.hifigan``) and the overlap chunking it rests on (``strata.chunking``)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from codec.chunking import apply_chunked
-from codec.errors import InputError, ModelIntegrityError
-from codec.runtime import CPU
-from codec.vocoder.hifigan import HifiGanVocoder
+from strata.chunking import apply_chunked
+from strata.errors import InputError, ModelIntegrityError
+from strata.runtime import CPU
+from strata.vocoder.hifigan import HifiGanVocoder
 
 ROOT = Path(__file__).resolve().parent.parent
 UNCHUNKED = 10**9  # chunk_frames that never splits
@@ -161,9 +160,8 @@ def vocoder_path(tmp_path_factory) -> Path:
     the receptive field would still pass the 1e-5 equality checks below.
     """
     torch = pytest.importorskip("torch")
+    from strata.train.nets.hifigan_model import Generator, HiFiGANConfig, export_generator
     from torch import nn
-
-    from codec.nets.hifigan import Generator, HiFiGANConfig, export_generator
 
     torch.manual_seed(0)
     gen = Generator(HiFiGANConfig(upsample_initial_channel=32))
@@ -184,7 +182,7 @@ def _mel(frames: int, seed: int = 0) -> np.ndarray:
 
 
 def test_load_reads_the_metadata(vocoder_path):
-    from codec.nets.hifigan import HiFiGANConfig, receptive_field
+    from strata.train.nets.hifigan_model import HiFiGANConfig, receptive_field
 
     voc = _vocoder(vocoder_path)
     assert (voc.receptive_field, voc.n_mels, voc.hop, voc.provider) == (12, 80, 256, "cpu")
@@ -283,8 +281,8 @@ def test_model_without_receptive_field(vocoder_path, tmp_path):
 MEMORY_SCRIPT = """
 import json, re, sys
 import numpy as np
-from codec.runtime import CPU
-from codec.vocoder.hifigan import HifiGanVocoder
+from strata.runtime import CPU
+from strata.vocoder.hifigan import HifiGanVocoder
 
 def peak_kib():  # this process's own high-water mark (ru_maxrss would include the parent's, see the test)
     with open("/proc/self/status") as f:
@@ -335,8 +333,8 @@ def test_refinement_is_on_by_default_and_per_call(vocoder_path):
     """The served vocoder refines (codec.vocoder.refine); refine= per call or per instance; 0 is the raw network."""
     from dataclasses import replace
 
-    from codec.frontend.audio import log_mel
-    from codec.vocoder.refine import DEFAULT_ITERATIONS, refine
+    from strata.frontend.audio import log_mel
+    from strata.vocoder.refine import DEFAULT_ITERATIONS, refine
 
     voc = _vocoder(vocoder_path)
     assert voc.refine == DEFAULT_ITERATIONS > 0 and _vocoder(vocoder_path, refine=3).refine == 3

@@ -31,9 +31,8 @@ from dataclasses import dataclass
 
 import constriction
 import numpy as np
-
-from codec.entropy.prior import CodePrior
-from codec.errors import ChunkCorruptedError
+from strata.entropy.prior import CodePrior
+from strata.errors import ChunkCorruptedError
 
 # constriction's submodules are attributes of the extension module, not importable packages.
 AnsCoder = constriction.stream.stack.AnsCoder
@@ -122,7 +121,7 @@ def decode_layer(prior: CodePrior, layer: int, data: bytes, shape: tuple[int, in
 
     Never trusts ``data``: a length that is not a multiple of 4, words the ANS coder rejects, or
     a coder that does not end exactly in its initial state raise
-    :class:`~codec.errors.ChunkCorruptedError`. Run time is bounded by ``H * W`` symbols whatever
+    :class:`~strata.errors.ChunkCorruptedError`. Run time is bounded by ``H * W`` symbols whatever
     the bytes. (Corruption is caught with high probability but not with certainty; the container
     CRC is the real integrity check.) Bad *arguments* (shape, ``lower``) raise ``ValueError``.
     """

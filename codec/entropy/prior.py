@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from codec.errors import ModelIntegrityError
+from strata.errors import ModelIntegrityError
 
 TOTAL: int = 1 << 16
 """Every row of a frequency table sums to exactly this (16-bit precision)."""
@@ -141,7 +140,7 @@ class LayerPrior:
 
     ``kind``: one of :data:`KINDS`. ``freqs``: uint32 ``[C, K]``, every entry ``>= 1``, every row
     summing to exactly :data:`TOTAL`. The array is copied and made read-only on construction.
-    A malformed table raises :class:`~codec.errors.ModelIntegrityError`. (Whether ``C`` matches
+    A malformed table raises :class:`~strata.errors.ModelIntegrityError`. (Whether ``C`` matches
     ``kind`` is checked by :class:`CodePrior`, which knows the neighbouring layers.)
     """
 

@@ -15,7 +15,7 @@ The log-mel is HiFi-GAN's (``meldataset.mel_spectrogram``), in numpy only so tha
 serving needs neither torch nor librosa: reflect padding of ``(n_fft - hop) / 2`` on
 both sides, ``center=False`` frames, periodic Hann window, magnitude
 ``sqrt(re² + im² + 1e-9)``, librosa's Slaney mel filterbank (rebuilt here, equal to
-``librosa.filters.mel``), ``log(clamp(mel, 1e-5))``. ``codec.nets.mel`` is its torch
+``librosa.filters.mel``), ``log(clamp(mel, 1e-5))``. ``strata.train.nets.mel`` is its torch
 twin for the training losses; the two agree to 1e-4.
 """
 
@@ -24,12 +24,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
-
-from codec.errors import InputError, LimitExceededError, UnsupportedMediaError
+from strata.errors import InputError, LimitExceededError, UnsupportedMediaError
 
 FORMATS = ("WAV", "WAVEX", "FLAC", "OGG")  # libsndfile major formats accepted by read_audio
 MIN_RATE, MAX_RATE = 1000, 384_000  # plausible sample rates (Hz)
@@ -254,3 +254,29 @@ __all__ = [
     "resample",
     "write_wav",
 ]
+
+
+# ------------------------------------------------------------------------- sound files on disk
+
+AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
+
+
+def list_audio(folder: Path) -> list[Path]:
+    """Sound files directly in ``folder``, sorted by name."""
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"no audio folder {folder}")
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {folder}")
+    return files
+
+
+def read_audio_file(path: Path | str, rate: int = DEFAULT_MEL.sample_rate) -> np.ndarray:
+    """A sound file on disk → mono float32 ``[T]`` at ``rate`` (channels averaged, soxr-resampled).
+
+    For trusted training and evaluation files: it decodes the whole file at once and has no size
+    limits. Sounds from users go through :func:`read_audio`.
+    """
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    mono = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
+    return resample(np.ascontiguousarray(mono), sr, rate)

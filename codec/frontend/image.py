@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-from codec.errors import InputError, LimitExceededError, UnsupportedMediaError
+from strata.errors import InputError, LimitExceededError, UnsupportedMediaError
 
 FORMATS = ("PNG", "JPEG", "WEBP")  # the JPEG plugin also opens multi-picture (MPO) camera files
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")

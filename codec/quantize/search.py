@@ -1,7 +1,7 @@
 """Residual VQ at inference time, in numpy (no torch on the serving path).
 
-Shares its codebooks ``[L, K, D]`` with :class:`codec.quantize.rvq.ResidualVQ`
-(exported by ``codec.export``) and implements the common quantizer interface::
+Shares its codebooks ``[L, K, D]`` with :class:`strata.train.quantize.rvq.ResidualVQ`
+(exported by ``strata.export.image``) and implements the common quantizer interface::
 
     encode(latent [B, D, H, W], layers) -> codes [k, B, H, W]   (int64)
     decode(codes [k, B, H, W])          -> latent [B, D, H, W]   (float32)
@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from codec.errors import InputError, LayersError, ModelIntegrityError
+from strata.errors import InputError, LayersError, ModelIntegrityError
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,16 @@
         ─► g_a ─► RVQ (random k per batch: quantizer dropout) ─► g_s ─► MSE of the normalised log-mel
 
 Per-band mean and standard deviation of the training mels are computed once and
-stored in both networks (:mod:`codec.nets.melcodec`). Model selection never sees
+stored in both networks (:mod:`strata.train.nets.melcodec`). Model selection never sees
 a test split: the held-out part of the *training* files (the vocoder's
-name-hash split, :func:`codec.train.vocoder.split_heldout`) is coded whole at
+name-hash split, :func:`strata.train.vocoder.split_heldout`) is coded whole at
 every evaluation, and the mean over layer counts of the normalised-mel RMSE
 selects ``best.pt``. The log records RMSE per layer count, per-layer perplexity
 and the static-entropy bitrate estimate in kbps.
 
 The run directory holds ``config.json``, ``log.jsonl``, ``last.pt`` (resume point),
 ``best.pt`` and ``cache/``. The loop (LR schedule, warm-up, divergence guard, logging,
-checkpoints, resuming) is the image trainer's (:mod:`codec.train.loop`).
+checkpoints, resuming) is the image trainer's (:mod:`strata.train.loop`).
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from strata.frontend.audio import DEFAULT_MEL, list_audio, log_mel
+from strata.train.checkpoint import read_checkpoint as read_torch_checkpoint
+from strata.train.data import load_audio, split_heldout
+from strata.train.loop import Objective, fit, start
+from strata.train.nets.melcodec import MelAnalysis, MelNetConfig, MelSynthesis
+from strata.train.quantize.rvq import ResidualVQ, RVQConfig
 from torch import nn
-
-from codec.frontend.audio import DEFAULT_MEL, log_mel
-from codec.nets.melcodec import MelAnalysis, MelNetConfig, MelSynthesis
-from codec.quantize.rvq import ResidualVQ, RVQConfig
-from codec.train.checkpoint import read_checkpoint as read_torch_checkpoint
-from codec.train.loop import Objective, fit, start
-from codec.train.vocoder import list_audio, load_audio, split_heldout
 
 FRAMES_PER_SECOND = DEFAULT_MEL.sample_rate / DEFAULT_MEL.hop
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
-from codec.errors import InputError, ModelIntegrityError
+from strata.errors import InputError, ModelIntegrityError
 
 
 def read_checkpoint(path: Path | str, required: tuple[str, ...], device: str | torch.device = "cpu") -> dict:

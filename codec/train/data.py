@@ -1,8 +1,9 @@
-"""Training data: images decoded once into memory, random crops cut from them.
+"""Training data: images and sounds decoded once into memory, random crops cut from them, and
+the fixed held-out split of the audio training files.
 
-Decoding PNGs per step costs more than a training step on two cores (DESIGN §9),
-so every image is decoded once to ``uint8`` and kept; a batch is a handful of
-numpy slices. The decoded set is cached as an ``.npz`` beside the run.
+Decoding PNGs per step costs more than a training step on two cores, so every image is
+decoded once to ``uint8`` and kept; a batch is a handful of numpy slices. Sounds are decoded
+once to float32. Both decoded sets are cached as ``.npz`` files beside the run.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from codec.frontend.image import list_images
+from strata.frontend.audio import DEFAULT_MEL, read_audio_file
+from strata.frontend.image import list_images
 
 
 def load_images(folder: Path, cache_dir: Path | None = None) -> list[np.ndarray]:
@@ -75,3 +76,46 @@ def center_crops(images: list[np.ndarray], size: int) -> np.ndarray:
     if not crops:
         raise ValueError(f"no validation image is at least {size}×{size}")
     return np.stack(crops).transpose(0, 3, 1, 2)
+
+
+def heldout_score(name: str) -> float:
+    """A fixed pseudo-random number in [0, 1) from a file name (sha256): < fraction means held out."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2**64
+
+
+def split_heldout(files: list[Path], fraction: float) -> tuple[list[Path], list[Path]]:
+    """``(train, heldout)``: a file is held out iff :func:`heldout_score` of its name is below ``fraction``.
+
+    Deterministic, independent of the folder and of the other files (adding a file moves no
+    other one). With few files at least one is held out and at least one kept.
+    """
+    held = [p for p in files if heldout_score(p.name) < fraction]
+    if not held and len(files) > 1:
+        held = [min(files, key=lambda p: heldout_score(p.name))]
+    if len(held) == len(files) and files:
+        held.remove(max(held, key=lambda p: heldout_score(p.name)))
+    names = {p.name for p in held}
+    return [p for p in files if p.name not in names], held
+
+
+def load_audio(
+    files: list[Path], cache_dir: Path | None = None, rate: int = DEFAULT_MEL.sample_rate
+) -> list[np.ndarray]:
+    """Decode every file once to float32 ``[T]`` at ``rate``; cached as one ``.npz`` per file list."""
+    key = hashlib.sha256(
+        "\n".join([str(rate)] + [f"{p.parent.name}/{p.name}:{p.stat().st_size}" for p in files]).encode()
+    ).hexdigest()[:16]
+    cache = Path(cache_dir) / f"audio-{key}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            samples, offsets = z["samples"], z["offsets"]
+    else:
+        clips = [read_audio_file(p, rate) for p in files]
+        offsets = np.cumsum([0] + [len(c) for c in clips])
+        samples = np.concatenate(clips) if clips else np.zeros(0, np.float32)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.stem + ".tmp.npz")
+            np.savez(tmp, samples=samples, offsets=offsets)
+            tmp.replace(cache)
+    return [samples[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]

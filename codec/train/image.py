@@ -15,7 +15,7 @@ process ramps the LR up linearly over ``warmup`` steps, gradients are clipped to
 global norm of ``grad_clip``, and a step whose loss is not finite or spikes far above its
 running mean is skipped;
 ``max_bad_steps`` skipped steps in a row stop the run with :class:`TrainingDivergedError`
-(:mod:`codec.train.schedule`). The loop itself is shared with the mel codec (:mod:`codec.train.loop`);
+(:mod:`strata.train.schedule`). The loop itself is shared with the mel codec (:mod:`strata.train.loop`);
 this module supplies the data, the networks and the validation.
 """
 
@@ -27,13 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from strata.train.checkpoint import read_checkpoint as read_torch_checkpoint
+from strata.train.data import RandomCrops, center_crops, load_images
+from strata.train.loop import Objective, fit, lr_at, start
+from strata.train.nets.image import Analysis, ImageNetConfig, Synthesis, block_pca
+from strata.train.quantize.rvq import ResidualVQ, RVQConfig
 from torch import nn
-
-from codec.nets.image import Analysis, ImageNetConfig, Synthesis, block_pca
-from codec.quantize.rvq import ResidualVQ, RVQConfig
-from codec.train.checkpoint import read_checkpoint as read_torch_checkpoint
-from codec.train.data import RandomCrops, center_crops, load_images
-from codec.train.loop import Objective, fit, lr_at, start
 
 PCA_BATCHES = 32  # training batches whose 8×8 blocks initialise the linear paths (32 × 8 × 256 blocks)
 

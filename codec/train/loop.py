@@ -6,7 +6,7 @@
                       k uniform in 1..L per step (quantizer dropout); g_a and synthesise under bf16 autocast
 
 Every step sets the LR (:func:`lr_at`: the cosine schedule times the warm-up of this process),
-skips a non-finite loss (:class:`~codec.train.schedule.StepGuard`), clips the gradient norm to
+skips a non-finite loss (:class:`~strata.train.schedule.StepGuard`), clips the gradient norm to
 ``grad_clip`` and steps Adam. Every ``eval_every`` steps (and at the last) it validates, appends a
 record to ``log.jsonl``, writes ``last.pt`` and, when the validation score is the best so far,
 ``best.pt``; then it stops if the run has been going for ``max_minutes``.
@@ -18,7 +18,7 @@ quantizer is initialised by k-means on latents of 8 batches unless the weights a
 
 What differs between the modalities (data, networks, the loss target, validation and the
 console lines) comes in as an :class:`Objective` and the trainer's own functions
-(:mod:`codec.train.image`, :mod:`codec.train.audio`).
+(:mod:`strata.train.image`, :mod:`strata.train.audio`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,9 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from strata.train.quantize.rvq import RVQConfig
+from strata.train.schedule import StepGuard, cosine_lr, warmup_factor
 from torch import nn
-
-from codec.quantize.rvq import RVQConfig
-from codec.train.schedule import StepGuard, cosine_lr, warmup_factor
 
 
 class LoopSettings(Protocol):

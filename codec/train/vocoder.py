@@ -1,80 +1,48 @@
-"""Training loop of the HiFi-GAN vocoder (``strata train vocoder``, issue #4).
+"""Training loop of the HiFi-GAN vocoder (``strata train vocoder``).
 
 ::
 
-    FLAC files ─► decoded once (float32, 22 050 Hz, cached .npz) ─► random segments [B, segment]
+    sound files ─► decoded once (float32, 22 050 Hz, cached .npz) ─► random segments [B, segment]
         segment ─► log_mel_torch (the serving mel) ─► G ─► ŷ
         phase 1, step < recon_steps:  L_G = 45·L1(mel(ŷ), mel(y)) + w·MR-STFT(ŷ, y)            (no discriminators)
         phase 2, step ≥ recon_steps:  L_D = LSGAN(MPD) + LSGAN(MSD)
                                       L_G = LSGAN_G(MPD, MSD) + 2·FM + 45·L1(mel(ŷ), mel(y))   (the paper's)
 
-With ``d_warmup`` > 0 the first adversarial steps train the fresh discriminators alone (the
-generator frozen, no evaluation; the steps count towards ``steps``). From a reconstruction-phase
-generator, the paper's joint updates first cost held-out PESQ-WB: 1.52 → 1.17 in 200 steps from
-step 19 000, and 1.73 → 1.35 (8 clips) 42 steps after step 36 358. A 200-step warm-up did not
-soften that: 42 joint steps after it, PESQ-WB was 1.29 and mel L1 0.413, against 0.355 without it.
-It stays off by default.
+The reconstruction phase without discriminators makes the run affordable on CPUs: a
+generator step with a reconstruction loss costs about 1/30 of an adversarial one. The loss
+mel goes up to Nyquist (``loss_fmax``); the generator's input and the selection metric use
+the serving mel (8 kHz, ``DEFAULT_MEL``). The STFT loss weighs 15 (``stft_weight``), not 1:
+at weight 1 its gradient is about a tenth of the mel term's, and the 80-band mel does not
+see the harmonics.
 
-The warm-up without discriminators is DESIGN §9's recipe for two CPU cores: a generator
-step with a reconstruction loss costs about 1/30 of an adversarial one. The loss mel
-goes up to Nyquist (``loss_fmax``, the reference recipe's ``fmax_for_loss=None``); the
-generator's input and the selection metric use the serving mel (8 kHz, ``DEFAULT_MEL``).
-
-The STFT loss weighs 15 (``stft_weight``), not 1: at weight 1 its gradient is about a tenth of
-the mel term's (45 × 0.35 against 1.3), and the 80-band mel does not see the harmonics.
-Swapping the generator's STFT magnitude for the reference's (keeping the generator's phase)
-lifts held-out PESQ-WB from 1.43 to 2.15, and most of that comes from 0–1 kHz, where the
-harmonics are; the phase alone (reference phase, generator magnitude) gives 1.63. Resumed
-from step 19 000 with weight 15, held-out PESQ-WB went from 1.52 to 1.6–1.7 within 2 500 steps.
-
-The shipped generator's worst defect is a comb at multiples of the 86 Hz frame rate: zero-insertion
-images of DC from its first transposed convolution (``codec.nets.hifigan``, ``bench/balance_upsamplers.py``).
-``gen.balanced_upsampling`` removes them by construction; a run can start from an unbalanced
-checkpoint (``init_from``: same parameters). Held-out evaluations log ``frame_locked``, the share of
-the output repeated every frame (0.48 for the shipped generator, about 0.06 for speech), and
-``dc_offset``. ``frame_weight`` adds :func:`codec.nets.hifigan_loss.frame_pattern_loss` against
-what remains: from a balanced step-44 000 generator, weight 10 held ``frame_locked`` at 0.13
-instead of 0.27 after 3 000 steps, but held-out mel L1 was 0.439 against 0.387. It stays off by default.
-
-``phase_weight`` adds :func:`codec.nets.hifigan_loss.phase_loss` (group delay and instantaneous
-frequency against the reference's; held-out evaluations log it as ``val_phase``). The shipped
-generator's instantaneous frequency is further from the reference's than white noise's
-(``bench/vocoder_phase.py``), but the loss barely trains. Its gradient at weight 1 is about 1/200 of
-the mel term's. From a balanced step-61 000 generator, 1 000 steps at weight 30, 100 or 500 each took
-it from 0.48 only to 0.46–0.47, and held-out mel L1 rose with the weight (0.333, 0.328, 0.376 against
-0.315). It stays off by default.
-
-``d_width`` (``--d-width``, :meth:`VocoderTrainConfig.with_discriminator_width`) scales both
-discriminators' channels, a CPU-budget deviation from the paper: at 0.25 they have 4.4 M parameters
-instead of 71 M. 6 000 adversarial steps at 0.25 from a balanced step-62 000 generator took held-out
-PESQ-WB from 1.75 to 1.38 and the frame-locked share from 0.23 to 0.09, without making the output
-more periodic (README, Training: "Smaller discriminators").
+``gen.balanced_upsampling`` removes the comb at multiples of the frame rate that
+zero-insertion upsampling leaves (``strata.train.nets.hifigan_model``). ``d_width``
+scales both discriminators' channels (:meth:`VocoderTrainConfig.with_discriminator_width`).
+``d_warmup``, ``frame_weight`` and ``phase_weight`` are experiment settings, off by default
+and without a command-line flag (``--config``); docs/notes/vocoder.md records what each did.
 
 Model selection never touches a test split: a fixed ``heldout`` fraction of the
-*training* files, chosen by a hash of the file name (:func:`split_heldout`), is held
-out. Every evaluation runs the generator (eval mode) on those whole clips and logs
-the L1 (and RMSE) between the log-mel of the generated audio and that of the
-reference; that L1 selects ``best.pt`` in the reconstruction phase. When ``pesq`` and
-``pystoi`` are installed, PESQ-WB and STOI (16 kHz) on a few held-out speech clips are logged
-too, and PESQ-WB selects in the adversarial phase (``adv_select``; :func:`selection_score`).
+*training* files, chosen by a hash of the file name (:func:`strata.train.data.split_heldout`),
+is held out. Every evaluation runs the generator (eval mode) on those whole clips and logs
+the L1 (and RMSE) between the log-mel of the generated audio and that of the reference;
+that L1 selects ``best.pt`` in the reconstruction phase. When ``pesq`` and ``pystoi`` are
+installed, PESQ-WB and STOI (16 kHz) on a few held-out speech clips are logged too, and
+PESQ-WB selects in the adversarial phase (``adv_select``; :func:`selection_score`).
 
 ``best.pt`` is selected within a phase: when the adversarial phase begins, the best
-reconstruction-phase generator is kept as ``best_recon.pt`` and selection starts over
-(adversarial training trades a little mel distance for realism, so comparing across
-the phase boundary would keep the warm-up generator for ever).
+reconstruction-phase generator is kept as ``best_recon.pt`` and selection starts over.
 
 The run directory holds ``config.json``, ``log.jsonl`` (``"kind": "train"`` records every
 ``log_every`` steps, ``"kind": "eval"`` records at every evaluation), ``last.pt`` (resume
 point: generator, discriminators once built, both optimisers, step, RNG states),
 ``best.pt`` / ``best_recon.pt`` (generator only) and ``cache/`` (decoded audio).
 The learning rates are a closed form of the step (``lr · lr_decay^⌊step / decay_every⌋``),
-so resuming needs no scheduler state beyond the step. :func:`export_vocoder` turns a
-checkpoint into ``vocoder.onnx`` + ``vocoder.pt``.
+so resuming needs no scheduler state beyond the step. :func:`strata.export.vocoder.export_vocoder`
+turns a checkpoint into ``vocoder.onnx`` + ``vocoder.pt``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -84,20 +52,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
-
-from codec.frontend.audio import DEFAULT_MEL, MelConfig, resample
-from codec.nets.hifigan import (
-    DiscriminatorOutput,
-    Generator,
-    HiFiGANConfig,
-    MultiPeriodDiscriminator,
-    MultiScaleDiscriminator,
-    export_generator,
-)
-from codec.nets.hifigan_loss import (
+from strata.frontend.audio import DEFAULT_MEL, MelConfig, list_audio
+from strata.train.checkpoint import read_checkpoint
+from strata.train.data import load_audio, split_heldout
+from strata.train.nets.hifigan_loss import (
     MEL_WEIGHT,
     PHASE_RESOLUTIONS,
     STFT_RESOLUTIONS,
@@ -109,10 +69,15 @@ from codec.nets.hifigan_loss import (
     multi_resolution_stft_loss,
     phase_loss,
 )
-from codec.nets.mel import log_mel_torch
-from codec.train.checkpoint import read_checkpoint
+from strata.train.nets.hifigan_model import (
+    DiscriminatorOutput,
+    Generator,
+    HiFiGANConfig,
+    MultiPeriodDiscriminator,
+    MultiScaleDiscriminator,
+)
+from strata.train.nets.mel import log_mel_torch
 
-AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
 SAMPLE_RATE = DEFAULT_MEL.sample_rate
 
 
@@ -212,36 +177,6 @@ class VocoderTrainConfig:
 # ----------------------------------------------------------------------------------------------- data
 
 
-def list_audio(folder: Path) -> list[Path]:
-    """Sound files directly in ``folder``, sorted by name."""
-    if not Path(folder).is_dir():
-        raise FileNotFoundError(f"no audio folder {folder}")
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {folder}")
-    return files
-
-
-def heldout_score(name: str) -> float:
-    """A fixed pseudo-random number in [0, 1) from a file name (sha256): < fraction means held out."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2**64
-
-
-def split_heldout(files: list[Path], fraction: float) -> tuple[list[Path], list[Path]]:
-    """``(train, heldout)``: a file is held out iff :func:`heldout_score` of its name is below ``fraction``.
-
-    Deterministic, independent of the folder and of the other files (adding a file moves no
-    other one). With few files at least one is held out and at least one kept.
-    """
-    held = [p for p in files if heldout_score(p.name) < fraction]
-    if not held and len(files) > 1:
-        held = [min(files, key=lambda p: heldout_score(p.name))]
-    if len(held) == len(files) and files:
-        held.remove(max(held, key=lambda p: heldout_score(p.name)))
-    names = {p.name for p in held}
-    return [p for p in files if p.name not in names], held
-
-
 def training_files(cfg: VocoderTrainConfig) -> dict[str, list[Path]]:
     """``{set: files of <data>/<set>/train}`` (never a test split)."""
     out = {}
@@ -250,34 +185,6 @@ def training_files(cfg: VocoderTrainConfig) -> dict[str, list[Path]]:
             raise ValueError(f"set {s!r} names a test split: test data is for evaluation only")
         out[s] = list_audio(Path(cfg.data) / s / "train")
     return out
-
-
-def decode(path: Path, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A sound file → mono float32 ``[T]`` at ``rate`` (channels averaged, soxr-resampled if needed)."""
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
-    return resample(np.ascontiguousarray(mono), sr, rate)
-
-
-def load_audio(files: list[Path], cache_dir: Path | None = None, rate: int = SAMPLE_RATE) -> list[np.ndarray]:
-    """Decode every file once to float32 ``[T]`` at ``rate``; cached as one ``.npz`` per file list."""
-    key = hashlib.sha256(
-        "\n".join([str(rate)] + [f"{p.parent.name}/{p.name}:{p.stat().st_size}" for p in files]).encode()
-    ).hexdigest()[:16]
-    cache = Path(cache_dir) / f"audio-{key}.npz" if cache_dir else None
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            samples, offsets = z["samples"], z["offsets"]
-    else:
-        clips = [decode(p, rate) for p in files]
-        offsets = np.cumsum([0] + [len(c) for c in clips])
-        samples = np.concatenate(clips) if clips else np.zeros(0, np.float32)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.stem + ".tmp.npz")
-            np.savez(tmp, samples=samples, offsets=offsets)
-            tmp.replace(cache)
-    return [samples[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
 class RandomSegments:
@@ -387,7 +294,7 @@ def evaluate(
     ``frame_locked``: mean over clips of RMS(:func:`frame_pattern` of ŷ) / RMS(ŷ), the share of the
     output (DC removed) repeated every mel frame: the frame-rate buzz (speech references: about 0.06).
     ``dc_offset``: mean over clips of |mean(ŷ)| / RMS(ŷ − mean(ŷ)).
-    ``val_phase``: mean over clips of :func:`codec.nets.hifigan_loss.phase_loss` (group delay and
+    ``val_phase``: mean over clips of :func:`strata.train.nets.hifigan_loss.phase_loss` (group delay and
     instantaneous frequency against the reference; 0 is the reference's phase, about 1 an unrelated one).
     """
     was_training = gen.training
@@ -675,78 +582,13 @@ def train(
 # --------------------------------------------------------------------------------------------- export
 
 
-@dataclass(frozen=True)
-class ExportedVocoder:
-    onnx: Path  # vocoder.onnx: mel [B, 80, F] → audio [B, 1, F·256], float16-stored weights
-    checkpoint: Path  # vocoder.pt: generator state (weight-norm form) + config, for init_from / resuming
-    max_abs_diff: float  # ONNX vs the torch generator of vocoder.pt on a random mel
-
-
-def fp16_generator(gen: Generator) -> Generator:
-    """A copy of ``gen`` (weight norm kept) whose folded weights and biases are float16-exact.
-
-    Assigning the rounded folded weight re-derives weight norm's ``g`` and ``v`` (``right_inverse``):
-    ``v`` = the rounded weight, ``g`` = its norm, so folding gives the rounded weight back.
-    """
-    from torch.nn.utils import parametrize
-
-    out = Generator(gen.cfg)
-    out.load_state_dict(gen.state_dict())
-    with torch.no_grad():
-        for m in out.modules():
-            if parametrize.is_parametrized(m, "weight"):
-                m.weight = m.weight.detach().half().float()
-            if getattr(m, "bias", None) is not None:
-                m.bias.copy_(m.bias.half().float())
-    return out.eval()
-
-
-def export_vocoder(checkpoint: Path | str, out_dir: Path | str, frames: int = 32) -> ExportedVocoder:
-    """Write ``vocoder.onnx`` (folded, float16-stored weights) and ``vocoder.pt`` under ``out_dir``.
-
-    The weights are rounded to float16 first (:func:`fp16_generator`), so the ONNX graph and the
-    generator of ``vocoder.pt`` compute the same function; the ONNX output is checked against it.
-    Not registered in any manifest.
-    """
-    import onnxruntime as ort
-
-    from codec.export import _store_fp16
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    src = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    gen = fp16_generator(load_generator(checkpoint))
-    state = {k: v.half() if v.is_floating_point() and torch.equal(v.half().float(), v) else v
-             for k, v in gen.state_dict().items()}
-    torch.save({"generator": state, "config": gen.cfg.to_dict(), "train_config": src.get("train_config"),
-                "step": src.get("step"), "best": src.get("best"), "metrics": src.get("metrics")},
-               out / "vocoder.pt")
-    onnx_path = export_generator(gen, out / "vocoder.onnx")
-    _store_fp16(onnx_path)
-
-    mel = torch.randn(1, gen.cfg.n_mels, frames, generator=torch.Generator().manual_seed(0)) - 4
-    with torch.no_grad():
-        ref = load_generator(out / "vocoder.pt")(mel).numpy()
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"mel": mel.numpy()})[0]
-    diff = float(np.abs(got - ref).max())
-    if diff > 1e-3:
-        raise RuntimeError(f"exported vocoder.onnx differs from the torch generator by {diff}")
-    return ExportedVocoder(onnx_path, out / "vocoder.pt", diff)
-
-
 __all__ = [
-    "ExportedVocoder",
     "RandomSegments",
     "VocoderTrainConfig",
     "build_discriminators",
     "evaluate",
-    "export_vocoder",
-    "fp16_generator",
-    "heldout_score",
     "load_audio",
     "load_generator",
-    "split_heldout",
     "train",
     "training_files",
 ]

@@ -20,8 +20,7 @@ the same result.
 from __future__ import annotations
 
 import numpy as np
-
-from codec.errors import InputError
+from strata.errors import InputError
 
 BLOCK = 1 << 16  # samples corrected per step: the interpolated estimate never exists for the whole signal
 

@@ -14,11 +14,11 @@ but gives spiky spectra that Griffin-Lim turns into worse audio.
 Griffin-Lim is the fast variant (Perraudin et al., 2013) as ``librosa.griffinlim``
 runs it, reimplemented here so that serving does not pull librosa (numba,
 scikit-learn): ``center=False`` frames, the periodic Hann window of
-``codec.frontend.audio.hann_window``, inverse STFT by overlap-add divided by the
+``strata.frontend.audio.hann_window``, inverse STFT by overlap-add divided by the
 summed squared window (librosa's ``istft``), momentum 0.99, and librosa's initial
 phases for a given ``seed``. Each iteration is linear in the number of frames.
 
-Frames follow ``codec.frontend.audio.log_mel``: frame ``t`` covers samples
+Frames follow ``strata.frontend.audio.log_mel``: frame ``t`` covers samples
 ``t·hop − pad … t·hop − pad + n_fft`` of the audio, ``pad = (n_fft − hop) / 2``,
 with no further centring. The inverse STFT of ``F`` frames spans
 ``n_fft + (F − 1)·hop = F·hop + 2·pad`` samples, exactly the padded signal;
@@ -30,9 +30,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-
-from codec.errors import InputError
-from codec.frontend.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank
+from strata.errors import InputError
+from strata.frontend.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank
 
 MOMENTUM = 0.99  # fast Griffin-Lim's momentum (librosa's default)
 _BLOCK_FRAMES = 256  # STFT frames per block (keeps temporaries in cache on long inputs)

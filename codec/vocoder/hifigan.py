@@ -6,20 +6,20 @@
 
 The generator is fully convolutional, so a mel of any length could go through in one call, but its
 activations grow with the length (the last stage alone holds several ``[C, F·256]`` float32 tensors).
-:func:`codec.chunking.apply_chunked` runs it on windows of ``chunk_frames`` frames plus
+:func:`strata.chunking.apply_chunked` runs it on windows of ``chunk_frames`` frames plus
 ``receptive_field`` frames of context on each side and keeps the centres: memory is bounded by the
 window, and the waveform equals the single call's (up to float32 summation order), because no output
-sample depends on a frame further than the receptive field (:func:`codec.nets.hifigan.receptive_field`,
-stored in the model's metadata by :func:`codec.nets.hifigan.export_generator`).
+sample depends on a frame further than the receptive field (:func:`strata.train.nets.hifigan_model.receptive_field`,
+stored in the model's metadata by :func:`strata.train.nets.hifigan_model.export_generator`).
 
 The generator's DC offset (0.13 of the RMS for the shipped V3 on 8 speech clips) is then removed by
-:func:`codec.vocoder.dc.remove_dc` (``remove_dc=False`` keeps the network's raw output), and
-``refine`` iterations of :func:`codec.vocoder.refine.refine` pull the waveform towards the log-mel it
+:func:`strata.vocoder.dc.remove_dc` (``remove_dc=False`` keeps the network's raw output), and
+``refine`` iterations of :func:`strata.vocoder.refine.refine` pull the waveform towards the log-mel it
 was asked for (``refine=0``: the network's output; a per-call argument overrides the instance's)::
 
     log-mel ─► generator (chunked) ─► remove DC ─► refine × k (blocks) ─► clip to [−1, 1]
 
-``HifiGanVocoder(log_mel)`` has the signature of :func:`codec.vocoder.griffinlim.griffin_lim`:
+``HifiGanVocoder(log_mel)`` has the signature of :func:`strata.vocoder.griffinlim.griffin_lim`:
 log-mel ``[n_mels, F]`` → float32 waveform ``[F · hop]``.
 """
 
@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from codec.chunking import apply_chunked
-from codec.errors import InputError, ModelIntegrityError
-from codec.frontend.audio import DEFAULT_MEL
-from codec.runtime import OnnxNet
-from codec.vocoder.dc import remove_dc
-from codec.vocoder.refine import DEFAULT_ITERATIONS, MAX_ITERATIONS
-from codec.vocoder.refine import refine as _refine
+from strata.chunking import apply_chunked
+from strata.errors import InputError, ModelIntegrityError
+from strata.frontend.audio import DEFAULT_MEL
+from strata.runtime import OnnxNet
+from strata.vocoder.dc import remove_dc
+from strata.vocoder.refine import DEFAULT_ITERATIONS, MAX_ITERATIONS
+from strata.vocoder.refine import refine as _refine
 
 CHUNK_FRAMES = 512  # frames kept per network call (≈ 6 s at 22 050 Hz; windows add 2 × receptive field)
 
@@ -77,7 +76,7 @@ class HifiGanVocoder:
     ) -> HifiGanVocoder:
         """Open ``vocoder.onnx``; ``receptive_field`` (frames) defaults to the one in the model's metadata.
 
-        ``providers`` and ``threads`` are :meth:`codec.runtime.OnnxNet.load`'s. Raises
+        ``providers`` and ``threads`` are :meth:`strata.runtime.OnnxNet.load`'s. Raises
         :class:`ModelIntegrityError` when the file cannot be loaded, or carries no (valid)
         ``receptive_field`` and none is given.
         """

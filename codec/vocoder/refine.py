@@ -35,9 +35,8 @@ from functools import lru_cache
 from numbers import Integral, Real
 
 import numpy as np
-
-from codec.errors import InputError
-from codec.frontend.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank
+from strata.errors import InputError
+from strata.frontend.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank
 
 DEFAULT_ITERATIONS = 8  # what the served HiFi-GAN runs (see the module doc for the measurements)
 MAX_ITERATIONS = 32
@@ -48,7 +47,7 @@ MAX_GAIN_LIMIT = 1e6  # max_boost and max_cut at most ±120 dB: gains stay far i
 
 
 def frames_for(samples: int, cfg: MelConfig = DEFAULT_MEL) -> int:
-    """Log-mel frames of ``samples`` samples (:func:`codec.frontend.audio.log_mel`'s count)."""
+    """Log-mel frames of ``samples`` samples (:func:`strata.frontend.audio.log_mel`'s count)."""
     return (samples + 2 * cfg.pad - cfg.n_fft) // cfg.hop + 1
 
 

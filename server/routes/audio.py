@@ -7,14 +7,14 @@
     stream / codes ─►─ AudioCodec.decode_mel ─►─ log-mel [80, frames] ─►─ .npy             (output=mel)
                                              └─►─ HiFi-GAN (+ refine) | Griffin-Lim ─►─ 16-bit WAV @ 22 050 Hz
 
-Conventions as the image routes (:mod:`server.routes.images`): the model named by ``model`` is
+Conventions as the image routes (:mod:`strata.server.routes.images`): the model named by ``model`` is
 looked up before the body is read (404; ``audio:decode`` may name it in a JSON body, so it reads
 first), ``layers`` is checked on the event loop, everything heavy (decoding the file, resampling,
-ONNX, entropy coding, WAV writing) runs in the bounded :class:`~server.pool.InferencePool`, and
+ONNX, entropy coding, WAV writing) runs in the bounded :class:`~strata.server.pool.InferencePool`, and
 every answer carries ``X-Strata-*`` headers. A server whose manifest has no audio model answers
 every route here with 404 ``unknown_model``.
 
-Errors peculiar to sound (statuses follow :mod:`codec.frontend.audio`'s exception classes):
+Errors peculiar to sound (statuses follow :mod:`strata.frontend.audio`'s exception classes):
 not a WAV/FLAC/OGG sound, a sample rate outside 1 000..384 000 Hz or more than
 ``max_audio_channels`` channels → 415 ``unsupported_media``; no samples or NaN/inf samples → 422
 ``invalid_input``; longer than ``max_audio_seconds`` → 413 ``limit_exceeded`` (a stream claiming
@@ -27,15 +27,13 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Response
-
-from codec.audio_pipeline import HOP, SAMPLE_RATE, AudioCodec, AudioCodes, Vocoder
-from codec.bitstream import Modality
-from codec.errors import LimitExceededError
-from codec.frontend.audio import read_audio
-from codec.vocoder.refine import MAX_ITERATIONS
-from server import payloads
-from server.config import Settings
-from server.deps import (
+from strata.audio import HOP, SAMPLE_RATE, AudioCodec, AudioCodes, Vocoder
+from strata.bitstream import Modality
+from strata.errors import LimitExceededError
+from strata.frontend.audio import read_audio
+from strata.server import payloads
+from strata.server.config import Settings
+from strata.server.deps import (
     AUDIO_TYPES,
     CODES_TYPES,
     JSON,
@@ -52,9 +50,9 @@ from server.deps import (
     require_api_key,
     require_audio_model,
 )
-from server.errors import InvalidCodesError, InvalidRequestError, responses
-from server.payloads import MEDIA_TYPES, AudioCodesDocument, AudioOutput, CodesFormat
-from server.routes.common import (
+from strata.server.errors import InvalidCodesError, InvalidRequestError, responses
+from strata.server.payloads import MEDIA_TYPES, AudioCodesDocument, AudioOutput, CodesFormat
+from strata.server.routes.common import (
     BINARY,
     BYTES_HEADER,
     LAYERS_HEADER,
@@ -68,6 +66,7 @@ from server.routes.common import (
     parse_stream,
     strata_headers,
 )
+from strata.vocoder.refine import MAX_ITERATIONS
 
 router = APIRouter(prefix="/v1", tags=["audio"], dependencies=[Depends(require_api_key), Depends(require_audio_model)])
 

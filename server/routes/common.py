@@ -7,13 +7,12 @@ from __future__ import annotations
 from typing import Annotated, Protocol
 
 from fastapi import Query
-
-from codec import bitstream
-from codec.bitstream import Modality
-from codec.errors import LayersError
-from server.config import Settings
-from server.deps import JSON
-from server.errors import WrongModalityError
+from strata import bitstream
+from strata.bitstream import Modality
+from strata.errors import LayersError
+from strata.server.config import Settings
+from strata.server.deps import JSON
+from strata.server.errors import WrongModalityError
 
 LayersQuery = Annotated[int | None, Query(description="number of residual layers, 1..L (default: all)")]
 PartialQuery = Annotated[bool, Query(description="decode the complete layers of a cut stream")]

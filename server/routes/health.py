@@ -7,8 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-
-from server.deps import MetricsDep
+from strata.server.deps import MetricsDep
 
 router = APIRouter(tags=["health"])
 

@@ -2,7 +2,7 @@
 
 Every handler checks what it can cheaply on the event loop (model name, layer range), then runs
 the heavy part (image decoding, ONNX, entropy coding, PNG/WebP encoding) in the bounded
-:class:`~server.pool.InferencePool`.
+:class:`~strata.server.pool.InferencePool`.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-
-from codec.bitstream import Modality
-from codec.frontend.image import read_image
-from codec.pipeline import ImageCodec, ImageCodes
-from server import payloads
-from server.deps import (
+from strata.bitstream import Modality
+from strata.frontend.image import read_image
+from strata.image import ImageCodec, ImageCodes
+from strata.server import payloads
+from strata.server.deps import (
     CODES_TYPES,
     IMAGE_TYPES,
     JSON,
@@ -31,9 +30,9 @@ from server.deps import (
     StreamBody,
     require_api_key,
 )
-from server.errors import InvalidRequestError, responses
-from server.payloads import MEDIA_TYPES, CodesDocument, CodesFormat, ImageFormat
-from server.routes.common import (
+from strata.server.errors import InvalidRequestError, responses
+from strata.server.payloads import MEDIA_TYPES, CodesDocument, CodesFormat, ImageFormat
+from strata.server.routes.common import (
     BINARY,
     BYTES_HEADER,
     LAYERS_HEADER,

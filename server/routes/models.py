@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
-
-from codec.registry import ModelEntry
-from server.deps import CodecsDep, require_api_key
-from server.errors import responses
+from strata.registry import ModelEntry
+from strata.server.deps import CodecsDep, require_api_key
+from strata.server.errors import responses
 
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_api_key)])
 

@@ -10,9 +10,7 @@ import json
 
 import httpx
 import pytest
-
-import client
-from client import (
+from strata.client import (
     AsyncClient,
     AudioCodes,
     Client,
@@ -24,6 +22,8 @@ from client import (
     UnexpectedResponseError,
     UnsupportedMediaError,
 )
+
+import client
 from tests.client.conftest import AUDIO_HEADERS, AUDIO_MODEL, AUDIO_STREAM, MEL, WAV, Recorder, error
 
 URL = "http://strata.test:9000"
@@ -33,7 +33,7 @@ OGG = b"OggS\x00\x02" + b"\x00" * 16
 
 @pytest.fixture
 def no_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("client._base.has_numpy", lambda: False)
+    monkeypatch.setattr("strata.client._base.has_numpy", lambda: False)
 
 
 def sync_client(recorder: Recorder, **kw) -> Client:

@@ -9,9 +9,7 @@ import asyncio
 
 import httpx
 import pytest
-
-import client
-from client import (
+from strata.client import (
     AsyncClient,
     BadRequestError,
     Client,
@@ -31,6 +29,8 @@ from client import (
     UnexpectedResponseError,
     UnsupportedMediaError,
 )
+
+import client
 from tests.client.conftest import HEADERS, PNG, STREAM, Recorder, error
 
 URL = "http://strata.test:9000"
@@ -39,7 +39,7 @@ URL = "http://strata.test:9000"
 @pytest.fixture
 def no_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Behave as in the httpx-only install, whether or not numpy is here."""
-    monkeypatch.setattr("client._base.has_numpy", lambda: False)
+    monkeypatch.setattr("strata.client._base.has_numpy", lambda: False)
 
 
 def sync_client(recorder: Recorder, **kw) -> Client:

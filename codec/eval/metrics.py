@@ -27,8 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.ndimage import correlate1d
-
-from codec.errors import InputError
+from strata.errors import InputError
 
 # MS-SSIM constants (Wang et al. 2003; pytorch_msssim defaults).
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)

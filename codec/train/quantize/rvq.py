@@ -9,7 +9,7 @@ Training follows the recipe of DESIGN §2: k-means initialisation
 current batch, a commitment loss (β = 0.25) on every prefix, and *quantizer
 dropout*: the caller passes a random number of active layers per batch.
 
-Inference lives in :mod:`codec.quantize.search` (numpy, no torch); both sides
+Inference lives in :mod:`strata.quantize.search` (numpy, no torch); both sides
 use the same codebooks, exported with :meth:`ResidualVQ.codebooks`.
 """
 

@@ -9,8 +9,8 @@
 :class:`StreamCodec` holds the parts every model has (manifest entry, ONNX ``g_a``/``g_s``, RVQ
 codebooks, entropy prior, stream limits) and does what does not depend on the modality: the
 layer-count argument, loading, the header checks common to all streams, and the per-layer
-entropy coding. A subclass (:class:`codec.pipeline.ImageCodec`,
-:class:`codec.audio_pipeline.AudioCodec`) names its :class:`~codec.bitstream.Modality` and
+entropy coding. A subclass (:class:`strata.image.ImageCodec`,
+:class:`strata.audio.AudioCodec`) names its :class:`~strata.bitstream.Modality` and
 supplies its geometry: the code grid and padding of a size (:meth:`StreamCodec._geometry`) and
 the checks of a stream header's size (:meth:`StreamCodec._check_geometry`).
 """
@@ -21,12 +21,11 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
-
-from codec import bitstream
-from codec.bitstream import Modality, Stream, StreamHeader, StreamLimits
-from codec.entropy.coder import decode_layer, encode_layer
-from codec.entropy.prior import CodePrior
-from codec.errors import (
+from strata import bitstream
+from strata.bitstream import Modality, Stream, StreamHeader, StreamLimits
+from strata.entropy.coder import decode_layer, encode_layer
+from strata.entropy.prior import CodePrior
+from strata.errors import (
     HeaderError,
     InputError,
     LayersError,
@@ -34,9 +33,9 @@ from codec.errors import (
     StreamModelError,
     WeightsMismatchError,
 )
-from codec.quantize.search import ResidualCodebooks
-from codec.registry import ModelEntry, Registry
-from codec.runtime import OnnxNet
+from strata.quantize.search import ResidualCodebooks
+from strata.registry import ModelEntry, Registry
+from strata.runtime import OnnxNet
 
 Geometry = tuple[tuple[int, int], tuple[int, int]]  # (grid, padding) of a stream header
 

@@ -6,7 +6,7 @@ The multi-resolution STFT loss (Parallel WaveGAN, Yamamoto et al. 2020) is an
 optional reconstruction term for a warm-up without discriminators.
 
 Audio tensors are ``[B, 1, T]`` (or ``[B, T]``); scores and feature maps are the
-lists in :class:`codec.nets.hifigan.DiscriminatorOutput`.
+lists in :class:`strata.train.nets.hifigan_model.DiscriminatorOutput`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from codec.errors import InputError
-from codec.frontend.audio import DEFAULT_MEL, MelConfig
-from codec.nets.mel import log_mel_torch
+from strata.errors import InputError
+from strata.frontend.audio import DEFAULT_MEL, MelConfig
+from strata.train.nets.mel import log_mel_torch
 
 MEL_WEIGHT = 45.0
 FM_WEIGHT = 2.0

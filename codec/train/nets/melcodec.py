@@ -22,9 +22,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from strata.train.nets.image import ResBlock
 from torch import nn
-
-from codec.nets.image import ResBlock
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ All convolutions carry weight normalisation (torch parametrizations) for trainin
 :meth:`Generator.remove_weight_norm` folds it into plain weights, and
 :func:`export_generator` exports a folded copy to ONNX with dynamic batch and frames.
 :func:`receptive_field` bounds how many mel frames on either side an output sample depends on.
-The losses are in :mod:`codec.nets.hifigan_loss`.
+The losses are in :mod:`strata.train.nets.hifigan_loss`.
 """
 
 from __future__ import annotations
@@ -40,11 +40,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from strata.errors import InputError
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
-
-from codec.errors import InputError
 
 LRELU_SLOPE = 0.1  # inside the generator and the discriminators
 OPSET = 17
@@ -251,7 +250,7 @@ def receptive_field(cfg: HiFiGANConfig) -> int:
     - ``conv_post`` (kernel 7, at the hop rate): 3 / hop frames.
 
     An input frame further than this from output sample ``n``'s position cannot change it, so it is the
-    context that :func:`codec.chunking.apply_chunked` needs. The bound is tight: on the V1–V3 layouts
+    context that :func:`strata.chunking.apply_chunked` needs. The bound is tight: on the V1–V3 layouts
     the reach measured on a network (``tests/test_hifigan.py``) equals ``left`` and ``right`` to the
     sample (V3: 11.08 and 10.09 frames → 12; V1, V2: 13.72 and 12.73 → 14).
     """
@@ -413,7 +412,7 @@ def export_generator(gen: Generator, path: Path | str, example_frames: int = 8) 
 
     Batch and frame axes are dynamic; ``gen`` itself is left unchanged. The model's metadata records
     ``n_mels``, ``hop`` and ``receptive_field`` (frames, :func:`receptive_field`) for the serving-side
-    :class:`codec.vocoder.hifigan.HifiGanVocoder`, which needs the last to chunk long mels.
+    :class:`strata.vocoder.hifigan.HifiGanVocoder`, which needs the last to chunk long mels.
     """
     import onnx
 

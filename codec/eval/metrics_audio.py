@@ -9,13 +9,13 @@
     log_spectral_distance(ref, deg, rate) LSD in dB over STFT frames (n_fft 1024, hop 256)
 
 Waveforms are mono float ``[T]`` at ``rate`` Hz; log-mels are ``[n_mels, frames]`` as
-:func:`codec.frontend.audio.log_mel` returns them (natural log of the mel magnitude clamped at
+:func:`strata.frontend.audio.log_mel` returns them (natural log of the mel magnitude clamped at
 1e-5). Every function trims its two inputs to their common length (samples or frames), so a
 decoder that returns a few samples more or less than the input can be scored directly, and
-is deterministic. Invalid inputs raise :class:`codec.errors.InputError`.
+is deterministic. Invalid inputs raise :class:`strata.errors.InputError`.
 
 PESQ and STOI follow DESIGN §7: both signals are resampled to 16 kHz with soxr
-(:func:`codec.frontend.audio.resample`) and scored by the ``pesq`` (``"wb"`` mode) and
+(:func:`strata.frontend.audio.resample`) and scored by the ``pesq`` (``"wb"`` mode) and
 ``pystoi`` (classic, non-extended STOI) packages, installed with the ``audio-eval`` extra
 (``pip install 'strata-codec[audio-eval]'``; ``pesq`` compiles a C extension).
 """
@@ -26,9 +26,8 @@ import math
 import warnings
 
 import numpy as np
-
-from codec.errors import InputError
-from codec.frontend.audio import MAX_RATE, MIN_RATE, hann_window, resample
+from strata.errors import InputError
+from strata.frontend.audio import MAX_RATE, MIN_RATE, hann_window, resample
 
 #: PESQ-WB and STOI are computed at this rate (DESIGN §7).
 EVAL_RATE = 16000
@@ -226,7 +225,7 @@ def log_mel_rmse(ref_mel: np.ndarray, deg_mel: np.ndarray, std: np.ndarray | flo
     or standard deviation is mentioned anywhere; the "normalisation" is that dynamic range
     compression, which Liu et al.'s code (taken from HiFi-GAN) calls ``spectral_normalize``
     and trains on directly with an MSE loss. It is exactly what
-    :func:`codec.frontend.audio.log_mel` computes (same STFT, 80 bands, ``log(clamp(·, 1e-5))``),
+    :func:`strata.frontend.audio.log_mel` computes (same STFT, 80 bands, ``log(clamp(·, 1e-5))``),
     so by default this is ``sqrt(mean((ref_mel − deg_mel)²))`` over all bands and frames.
 
     The paper does not say how per-clip errors are pooled over the test set; average the

@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, features
-
-from codec.errors import InputError
+from strata.errors import InputError
 
 #: JPEG qualities for a rate-distortion sweep: on Kodak about 0.18 bpp at 2 (the floor: qualities 1 and 2
 #: give the same all-255 baseline tables), 0.34 at 10, 0.92 at 50, 1.4 at 75, 1.9 at 85 and 3.4 at 95.

@@ -1,4 +1,4 @@
-"""Torch twin of :func:`codec.frontend.audio.log_mel`, for training losses (differentiable).
+"""Torch twin of :func:`strata.frontend.audio.log_mel`, for training losses (differentiable).
 
 Same settings and the same librosa filterbank as the numpy version: reflect padding
 of ``(n_fft − hop) / 2``, ``torch.stft(center=False)`` with a periodic Hann window,
@@ -12,9 +12,8 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
-
-from codec.errors import InputError
-from codec.frontend.audio import DEFAULT_MEL, MelConfig, mel_filterbank
+from strata.errors import InputError
+from strata.frontend.audio import DEFAULT_MEL, MelConfig, mel_filterbank
 
 
 @lru_cache(maxsize=8)

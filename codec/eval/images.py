@@ -20,15 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from codec import baselines
-from codec.bitstream import parse, truncate
-from codec.entropy.prior import CodePrior
-from codec.errors import InputError
-from codec.frontend.image import list_images, read_image
-from codec.metrics import bd_psnr, bd_rate, interp_psnr_at, ms_ssim, psnr
-from codec.pipeline import ImageCodec
-from codec.registry import Registry
+from strata.bitstream import parse, truncate
+from strata.entropy.prior import CodePrior
+from strata.errors import InputError
+from strata.eval import baselines
+from strata.eval.metrics import bd_psnr, bd_rate, interp_psnr_at, ms_ssim, psnr
+from strata.frontend.image import list_images, read_image
+from strata.image import ImageCodec
+from strata.registry import Registry
 
 
 @dataclass
@@ -155,7 +154,7 @@ def record_in_manifest(registry: Registry, report: ImageReport) -> Path:
     """Store the measured mean coded bits per layer and bpp per layer count in the model's manifest entry."""
     from dataclasses import replace
 
-    from codec.registry import write_manifest
+    from strata.registry import write_manifest
 
     entry = registry.entry(report.model)
     entries = dict(registry.entries)

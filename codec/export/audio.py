@@ -1,16 +1,19 @@
 """Export a trained mel codec (and a vocoder) for serving (``strata export audio``).
 
-From a mel codec checkpoint and an exported vocoder it writes, under ``models/<name>/``:
+From a mel codec checkpoint and an exported vocoder it writes, under ``<models>/<name>/``:
 
 - ``analysis.onnx``: raw log-mel ``"mel"`` ``[B, 80, F]`` (F a multiple of 4) → ``"latent"``
   ``[B, D, 10, F/4]``; ``synthesis.onnx``: ``"latent"`` → ``"mel"``. float16-stored weights,
   the torch networks rounded the same way first (as the image export).
-- ``codebooks.npz``, ``prior.npz`` (contexts chosen on the held-out training clips),
-  ``prior_static.npz`` and ``checkpoint.pt``, as the image export.
-- ``vocoder.onnx`` (+ ``vocoder.pt``): copied from a :func:`codec.train.vocoder.export_vocoder`
-  folder. The vocoder is verified by sha256 at load time but is *not* part of the weights hash
-  that streams carry: the codes do not depend on it, so a better vocoder ships without
+- ``codebooks.npz``, ``prior.npz`` (contexts chosen on the held-out training clips) and
+  ``prior_static.npz``, as the image export.
+- ``vocoder.onnx``: copied from a :func:`strata.export.vocoder.export_vocoder` folder. The
+  vocoder is verified by sha256 at load time but is *not* part of the weights hash that
+  streams carry: the codes do not depend on it, so a better vocoder ships without
   invalidating streams.
+
+With ``checkpoints_dir``, the compact codec checkpoint and the vocoder's ``vocoder.pt`` go to
+``<checkpoints_dir>/<name>/`` (to resume training from; not served).
 
 The receptive fields of both transforms (in mel frames, measured on the exported graphs by
 perturbing one frame) go into the manifest entry, for the chunked processing of long inputs.
@@ -25,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from codec.export import (
+from strata.export.common import (
     BASE_FILES,
     export_onnx,
     file_refs,
@@ -34,11 +36,13 @@ from codec.export import (
     keep_layers,
     register,
     round_to_fp16,
-    save_codebooks_and_checkpoint,
+    save_codebooks,
+    save_compact_checkpoint,
 )
-from codec.registry import SERVING_ROLES, ModelEntry, Registry, weights_hash
-from codec.train.audio import AudioTrainConfig, MelAutoencoder, clip_mels, read_checkpoint
-from codec.train.vocoder import list_audio, split_heldout
+from strata.frontend.audio import list_audio
+from strata.registry import SERVING_ROLES, ModelEntry, Registry, weights_hash
+from strata.train.audio import AudioTrainConfig, MelAutoencoder, clip_mels, read_checkpoint
+from strata.train.data import split_heldout
 
 
 def load_audio_checkpoint(path: Path) -> tuple[MelAutoencoder, AudioTrainConfig, dict]:
@@ -86,14 +90,16 @@ def export_audio_model(
     cache: Path | None = None,
     make_default: bool = True,
     layers: int | None = None,
+    checkpoints_dir: Path | None = None,
 ) -> ModelEntry:
     """Export ``checkpoint`` (+ the vocoder in ``vocoder_dir``) as audio model ``name`` and register it.
 
-    ``layers`` keeps only the first that many residual layers (default: all that were trained).
+    ``layers`` keeps only the first that many residual layers (default: all that were trained);
+    ``checkpoints_dir`` receives ``<name>/checkpoint.pt`` and the vocoder's ``<name>/vocoder.pt``.
     """
-    from codec.audio_pipeline import AudioCodec, analyse_mel
-    from codec.quantize.search import ResidualCodebooks
-    from codec.runtime import CPU, OnnxNet
+    from strata.audio import AudioCodec, analyse_mel
+    from strata.quantize.search import ResidualCodebooks
+    from strata.runtime import CPU, OnnxNet
 
     vocoder_dir = Path(vocoder_dir)
     if not (vocoder_dir / "vocoder.onnx").is_file():
@@ -110,10 +116,12 @@ def export_audio_model(
                 axes=({0: "batch", 2: "frames"}, {0: "batch", 3: "columns"}))
     export_onnx(model.g_s, torch.randn(1, D, net.rows, 4), out / "synthesis.onnx", "latent", "mel",
                 axes=({0: "batch", 3: "columns"}, {0: "batch", 2: "frames"}))
-    codebooks = save_codebooks_and_checkpoint(model, cfg.to_dict(), ckpt, out)
-    for fn in ("vocoder.onnx", "vocoder.pt"):
-        if (vocoder_dir / fn).is_file() and (vocoder_dir / fn).resolve() != (out / fn).resolve():
-            shutil.copyfile(vocoder_dir / fn, out / fn)
+    codebooks = save_codebooks(model, out)
+    if (vocoder_dir / "vocoder.onnx").resolve() != (out / "vocoder.onnx").resolve():
+        shutil.copyfile(vocoder_dir / "vocoder.onnx", out / "vocoder.onnx")
+    if checkpoints_dir is not None:
+        kept = save_compact_checkpoint(model, cfg.to_dict(), ckpt, Path(checkpoints_dir) / name / "checkpoint.pt")
+        _keep_vocoder_checkpoint(vocoder_dir, kept.parent)
 
     analysis = OnnxNet.load(out / "analysis.onnx", [CPU])
     synthesis = OnnxNet.load(out / "synthesis.onnx", [CPU])
@@ -135,10 +143,7 @@ def export_audio_model(
     held_codes = [analyse_mel(analysis, quantizer, m, tf) for m in clip_mels(held_files, cache)]
     kinds = fit_priors(train_codes, held_codes, [K] * L, out)
 
-    roles = [*BASE_FILES, ("vocoder", "vocoder.onnx")]
-    if (out / "vocoder.pt").is_file():
-        roles.append(("vocoder_checkpoint", "vocoder.pt"))
-    files = file_refs(models_dir, out, roles)
+    files = file_refs(models_dir, out, [*BASE_FILES, ("vocoder", "vocoder.onnx")])
     entry = ModelEntry(
         name=name,
         modality="audio",
@@ -162,17 +167,29 @@ def export_audio_model(
     return entry
 
 
-def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description: str | None = None) -> ModelEntry:
+def _keep_vocoder_checkpoint(vocoder_dir: Path, dest: Path) -> None:
+    """Copy ``vocoder.pt`` of an exported vocoder folder to ``dest`` (a stale one there is removed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    src = Path(vocoder_dir) / "vocoder.pt"
+    if not src.is_file():
+        (dest / "vocoder.pt").unlink(missing_ok=True)  # it would describe another generator
+    elif src.resolve() != (dest / "vocoder.pt").resolve():
+        shutil.copyfile(src, dest / "vocoder.pt")
+
+
+def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description: str | None = None,
+                    checkpoints_dir: Path | None = None) -> ModelEntry:
     """Give the registered audio model ``name`` the vocoder in ``vocoder_dir`` (from ``strata export vocoder``).
 
-    Only ``vocoder.onnx`` (and ``vocoder.pt`` when the folder has one) and their sha256 pins change:
+    Only ``vocoder.onnx`` and its sha256 pin change (with ``checkpoints_dir``, the vocoder's
+    ``vocoder.pt`` is kept in ``<checkpoints_dir>/<name>/``):
     the codec's files and its weights hash stay as they are, so every stream the model wrote still
     decodes (the codes do not depend on the vocoder). ``description`` replaces the entry's when given.
     The swapped model must load and decode a short sound, or the error says why.
     """
-    from codec.audio_pipeline import AudioCodec
-    from codec.runtime import CPU
-    from codec.vocoder.hifigan import HifiGanVocoder
+    from strata.audio import AudioCodec
+    from strata.runtime import CPU
+    from strata.vocoder.hifigan import HifiGanVocoder
 
     models_dir, vocoder_dir = Path(models_dir), Path(vocoder_dir)
     reg = Registry(models_dir)
@@ -187,17 +204,12 @@ def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description:
         raise ValueError(f"{vocoder_dir / 'vocoder.onnx'} takes {trial.n_mels} mels at hop {trial.hop}; "
                          f"{name!r} needs {entry.extra.get('n_mels', 80)} at hop {entry.extra.get('hop', 256)}")
     out = (models_dir / entry.files["vocoder"].path).parent
-    roles = [("vocoder", "vocoder.onnx")]
-    if (vocoder_dir / "vocoder.pt").is_file():
-        roles.append(("vocoder_checkpoint", "vocoder.pt"))
-    for _, fn in roles:
-        if (vocoder_dir / fn).resolve() != (out / fn).resolve():
-            shutil.copyfile(vocoder_dir / fn, out / fn)
+    if (vocoder_dir / "vocoder.onnx").resolve() != (out / "vocoder.onnx").resolve():
+        shutil.copyfile(vocoder_dir / "vocoder.onnx", out / "vocoder.onnx")
+    if checkpoints_dir is not None:
+        _keep_vocoder_checkpoint(vocoder_dir, Path(checkpoints_dir) / name)
     files = dict(entry.files)
-    if len(roles) == 1:  # a vocoder.pt left from the old vocoder would describe another generator
-        files.pop("vocoder_checkpoint", None)
-        (out / "vocoder.pt").unlink(missing_ok=True)
-    files.update(file_refs(models_dir, out, roles))
+    files.update(file_refs(models_dir, out, [("vocoder", "vocoder.onnx")]))
     new = dataclasses.replace(entry, files=files, description=entry.description if description is None else description)
     register(models_dir, new, make_default=False)
     codec = AudioCodec.load(Registry(models_dir), name)

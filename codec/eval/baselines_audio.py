@@ -25,7 +25,7 @@ When ``opusenc``/``opusdec`` are not on ``PATH``, ``ffmpeg`` with the ``libopus`
 does the same (``-c:a libopus -b:a K -vbr on|constrained|off``; decoded by ffmpeg's own Opus
 decoder). Its container overhead differs (no reserved padding, other tags), so compare
 bitrates measured with one backend (``OpusResult.backend`` says which). Neither present:
-:class:`codec.errors.BaselineUnavailableError`.
+:class:`strata.errors.BaselineUnavailableError`.
 """
 
 from __future__ import annotations
@@ -43,9 +43,8 @@ from typing import Literal
 
 import numpy as np
 import soundfile as sf
-
-from codec.errors import BaselineError, BaselineUnavailableError, InputError
-from codec.frontend.audio import MAX_RATE, MIN_RATE, resample
+from strata.errors import BaselineError, BaselineUnavailableError, InputError
+from strata.frontend.audio import MAX_RATE, MIN_RATE, resample
 
 #: Target bitrates (kbit/s) for an Opus rate sweep; DESIGN §7 quotes 6, 8 and 12 on the speech test split.
 OPUS_KBPS = (6, 8, 12, 16, 24, 32)

@@ -10,7 +10,7 @@
                       └─► Opus hard-cbr | vbr at 6, 8, 12 kbps and at the codec's own bitrates ─► ŷ
 
 HiFi-GAN is the served vocoder: the generator, then ``refine`` mel-consistency iterations
-(:mod:`codec.vocoder.refine`; ``refine``, by default the library's, is recorded in the report); the ``hifigan-raw``
+(:mod:`strata.vocoder.refine`; ``refine``, by default the library's, is recorded in the report); the ``hifigan-raw``
 row is the generator's own output.
 
 On every clip of the test splits ``<data>/speech/test`` and ``<data>/environment/test``
@@ -18,7 +18,7 @@ On every clip of the test splits ``<data>/speech/test`` and ``<data>/environment
 
 - ``kbps``: the whole stream (header included; Opus: the whole Ogg file) × 8 / the clip's
   seconds, averaged over clips; ``kbps_pooled``: total bytes × 8 / total seconds.
-- ``mel_rmse``: RMSE of the normalised log-mel (:func:`codec.metrics_audio.log_mel_rmse`, the
+- ``mel_rmse``: RMSE of the normalised log-mel (:func:`strata.eval.metrics_audio.log_mel_rmse`, the
   HQ-VAE Table 2 number) of the codec's decoded mel against the clip's, before any vocoder.
   Per-clip values averaged. Only the codec rows have it.
 - ``mel_distance``: mean |Δ log-mel| between the clip and the decoded waveform; ``lsd``: the
@@ -32,7 +32,7 @@ On every clip of the test splits ``<data>/speech/test`` and ``<data>/environment
   those of the ``opusenc`` / ``opusdec`` processes (process start included).
 
 Each point is reported for ``speech``, ``environment`` and ``all`` clips (``all`` has no PESQ
-or STOI). Opus runs in both rate controls of :mod:`codec.baselines_audio` (``hard-cbr``
+or STOI). Opus runs in both rate controls of :mod:`strata.eval.baselines_audio` (``hard-cbr``
 reproduces DESIGN's reference numbers, ``vbr`` is the stronger baseline) at 6, 8 and 12 kbps,
 and at the targets that a line through those three predicts to match the codec's mean bitrate
 at each layer count (where that is within Opus's range).
@@ -54,18 +54,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-
-from codec import baselines_audio
-from codec.audio_pipeline import SAMPLE_RATE, AudioCodec
-from codec.bitstream import parse, truncate
-from codec.entropy.prior import CodePrior
-from codec.errors import BaselineError, BaselineUnavailableError, InputError
-from codec.frontend.audio import log_mel, read_audio
-from codec.metrics_audio import log_mel_rmse, log_spectral_distance, mel_distance, pesq_wb, stoi
-from codec.registry import Registry, write_manifest
-from codec.runtime import choose_providers
-from codec.vocoder.griffinlim import griffin_lim
-from codec.vocoder.refine import DEFAULT_ITERATIONS
+from strata.audio import SAMPLE_RATE, AudioCodec
+from strata.bitstream import parse, truncate
+from strata.entropy.prior import CodePrior
+from strata.errors import BaselineError, BaselineUnavailableError, InputError
+from strata.eval import baselines_audio
+from strata.eval.metrics_audio import log_mel_rmse, log_spectral_distance, mel_distance, pesq_wb, stoi
+from strata.frontend.audio import log_mel, read_audio
+from strata.registry import Registry, write_manifest
+from strata.runtime import choose_providers
+from strata.vocoder.griffinlim import griffin_lim
+from strata.vocoder.refine import DEFAULT_ITERATIONS
 
 SPLITS = ("speech", "environment")
 ALL = "all"

@@ -16,14 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from codec.bitstream import Modality, StreamHeader, StreamLimits
-from codec.codec_base import Geometry, StreamCodec
-from codec.errors import HeaderError, InputError, LimitExceededError
-from codec.frontend.image import pad, unpad
-from codec.quantize.search import ResidualCodebooks
-from codec.registry import Registry
-from codec.runtime import OnnxNet
+from strata.base import Geometry, StreamCodec
+from strata.bitstream import Modality, StreamHeader, StreamLimits
+from strata.errors import HeaderError, InputError, LimitExceededError
+from strata.frontend.image import pad, unpad
+from strata.quantize.search import ResidualCodebooks
+from strata.registry import Registry
+from strata.runtime import OnnxNet
 
 MAX_GRID = 2**16 - 1  # the v1 header stores each side of the code grid in 16 bits
 

@@ -8,7 +8,7 @@
 The waveform is zero-padded at its end to a whole number of code columns (1 024 samples:
 4 mel frames of 256), at least one; the header keeps the true sample count, and decoding
 crops back to it. ``g_a``, ``g_s`` and the vocoder are fully convolutional and run on
-overlapping windows (:func:`codec.chunking.apply_chunked`) whose context covers their
+overlapping windows (:func:`strata.chunking.apply_chunked`) whose context covers their
 receptive field (measured at export, stored in the manifest), and so does the log-mel
 frontend (context: its STFT padding), so a long input takes memory proportional to the
 sound itself plus a bound set by the window, and decodes to the same result as one call
@@ -26,19 +26,18 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-
-from codec.bitstream import Modality, StreamHeader, StreamLimits
-from codec.chunking import apply_chunked
-from codec.codec_base import Geometry, StreamCodec
-from codec.entropy.prior import CodePrior
-from codec.errors import HeaderError, InputError, LimitExceededError, ModelIntegrityError
-from codec.frontend.audio import DEFAULT_MEL, log_mel
-from codec.quantize.search import ResidualCodebooks
-from codec.registry import ModelEntry, Registry
-from codec.runtime import OnnxNet
-from codec.vocoder.griffinlim import griffin_lim
-from codec.vocoder.hifigan import HifiGanVocoder
-from codec.vocoder.refine import DEFAULT_ITERATIONS
+from strata.base import Geometry, StreamCodec
+from strata.bitstream import Modality, StreamHeader, StreamLimits
+from strata.chunking import apply_chunked
+from strata.entropy.prior import CodePrior
+from strata.errors import HeaderError, InputError, LimitExceededError, ModelIntegrityError
+from strata.frontend.audio import DEFAULT_MEL, log_mel
+from strata.quantize.search import ResidualCodebooks
+from strata.registry import ModelEntry, Registry
+from strata.runtime import OnnxNet
+from strata.vocoder.griffinlim import griffin_lim
+from strata.vocoder.hifigan import HifiGanVocoder
+from strata.vocoder.refine import DEFAULT_ITERATIONS
 
 SAMPLE_RATE = DEFAULT_MEL.sample_rate
 HOP = DEFAULT_MEL.hop
@@ -181,7 +180,7 @@ class AudioCodec(StreamCodec):
     def encode(self, samples: np.ndarray, layers: int | None = None) -> AudioCodes:
         """Codes of mono float ``[T]`` samples at 22 050 Hz, first ``layers`` layers (default all).
 
-        Resample other rates first (:func:`codec.frontend.audio.resample`).
+        Resample other rates first (:func:`strata.frontend.audio.resample`).
         """
         k = self._layers(layers)
         x = np.asarray(samples)
@@ -230,7 +229,7 @@ class AudioCodec(StreamCodec):
                vocoder: Vocoder | str = Vocoder.HIFIGAN, refine: int | None = None) -> np.ndarray:
         """Float32 ``[samples]`` at 22 050 Hz from (the first ``layers`` layers of) ``codes``.
 
-        ``refine``: HiFi-GAN's mel-consistency iterations (:mod:`codec.vocoder.refine`; default: the
+        ``refine``: HiFi-GAN's mel-consistency iterations (:mod:`strata.vocoder.refine`; default: the
         vocoder's, ``self.vocoder.refine``; 0: the network's output). Griffin-Lim takes none.
         """
         try:

@@ -1,0 +1,113 @@
+"""``strata export image | audio | vocoder``: trained checkpoints to served ONNX models
+(needs the ``train`` extra).
+
+``export image`` and ``export audio`` write ``<models>/<name>/`` (ONNX graphs, codebooks, priors)
+and register the model in ``<models>/manifest.json``; ``--checkpoints DIR`` also keeps a compact
+training checkpoint in ``DIR/<name>/`` (not served). ``export vocoder`` writes ``vocoder.onnx``
+and ``vocoder.pt`` to a folder that ``export audio --vocoder`` takes; ``export audio`` without
+``--checkpoint`` gives a registered model that new vocoder and leaves its streams valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from strata.cli.common import MODEL_NAME, CliError, positive
+
+
+def _models(args: argparse.Namespace) -> Path:
+    from strata.registry import default_models_dir
+
+    return Path(args.models) if args.models else default_models_dir()
+
+
+def _check_name(name: str) -> None:
+    if not MODEL_NAME.fullmatch(name):
+        raise CliError(f"--name must be 1 to 64 letters, digits, '.', '_' or '-' (a folder name and the "
+                       f"model name in its streams), starting with a letter or digit; got {name!r}")
+
+
+def cmd_export_image(args: argparse.Namespace) -> int:
+    _check_name(args.name)
+    positive("--layers", args.layers)
+    from strata.export.image import export_image_model
+
+    models = _models(args)
+    try:
+        entry = export_image_model(Path(args.checkpoint), args.name, Path(args.data), models, args.description,
+                                   layers=args.layers, checkpoints_dir=args.checkpoints)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    print(f"exported {entry.name} ({entry.weights_sha256[:16]}) to {models}")
+    return 0
+
+
+def cmd_export_audio(args: argparse.Namespace) -> int:
+    _check_name(args.name)
+    positive("--layers", args.layers)
+    from strata.export.audio import export_audio_model, replace_vocoder
+
+    models = _models(args)
+    if args.checkpoint is None:  # only the vocoder changes; streams of the model stay valid
+        if args.layers is not None or args.data is not None:
+            raise CliError("--layers and --data need --checkpoint (replacing a vocoder keeps the model's codec)")
+        try:
+            entry = replace_vocoder(models, args.name, Path(args.vocoder), args.description or None,
+                                    checkpoints_dir=args.checkpoints)
+        except (FileNotFoundError, ValueError) as e:
+            raise CliError(str(e)) from None
+        print(f"replaced the vocoder of {entry.name} in {models}; its weights hash and streams are unchanged")
+        return 0
+    if args.data is None:
+        raise CliError("strata export audio --checkpoint needs --data (the training sounds the priors are fitted on)")
+    try:
+        entry = export_audio_model(Path(args.checkpoint), Path(args.vocoder), args.name, Path(args.data), models,
+                                   args.description, layers=args.layers, checkpoints_dir=args.checkpoints)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    print(f"exported {entry.name} ({entry.weights_sha256[:16]}) to {models}")
+    return 0
+
+
+def cmd_export_vocoder(args: argparse.Namespace) -> int:
+    from strata.export.vocoder import export_vocoder
+
+    out = Path(args.out)
+    try:
+        export_vocoder(Path(args.checkpoint), out)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    print(f"exported vocoder.onnx and vocoder.pt to {out}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    x = sub.add_parser("export", help="export a checkpoint to ONNX + priors + manifest entry (torch)")
+    kinds = x.add_subparsers(dest="exporter", required=True, metavar="{image,audio,vocoder}")
+
+    im = kinds.add_parser("image", help="an image codec checkpoint → <models>/<name>/")
+    im.add_argument("--checkpoint", required=True, help="training checkpoint (a run's best.pt)")
+    im.add_argument("--name", required=True, help="model name in the manifest and in its streams")
+    im.add_argument("--data", required=True, help="folder with train/ and val/ images, for fitting the priors")
+    im.add_argument("--layers", type=int, help="ship only the first N residual layers (default: all)")
+    im.add_argument("--checkpoints", type=Path, help="also keep a compact training checkpoint in DIR/<name>/")
+    im.add_argument("--description", default="")
+    im.set_defaults(func=cmd_export_image, command_name="export image")
+
+    au = kinds.add_parser("audio", help="a mel codec checkpoint + an exported vocoder → <models>/<name>/")
+    au.add_argument("--vocoder", required=True, help="folder holding vocoder.onnx (from strata export vocoder)")
+    au.add_argument("--name", required=True, help="model name in the manifest and in its streams")
+    au.add_argument("--checkpoint", help="mel codec training checkpoint; without it, only the vocoder of the "
+                    "registered model NAME is replaced")
+    au.add_argument("--data", help="folder with <set>/train/ sounds, for fitting the priors (with --checkpoint)")
+    au.add_argument("--layers", type=int, help="ship only the first N residual layers (default: all)")
+    au.add_argument("--checkpoints", type=Path,
+                    help="also keep the compact codec checkpoint and vocoder.pt in DIR/<name>/")
+    au.add_argument("--description", default="")
+    au.set_defaults(func=cmd_export_audio, command_name="export audio")
+
+    vo = kinds.add_parser("vocoder", help="a vocoder checkpoint → vocoder.onnx + vocoder.pt")
+    vo.add_argument("--checkpoint", required=True, help="vocoder training checkpoint (a run's best.pt)")
+    vo.add_argument("--out", required=True, help="output folder")
+    vo.set_defaults(func=cmd_export_vocoder, command_name="export vocoder")

@@ -1,0 +1,239 @@
+"""``strata train image | audio | vocoder``: resumable training runs (needs the ``train`` extra).
+
+Each trainer has its own flags. A run folder holds ``config.json``, ``last.pt``, ``best.pt`` and a
+log; ``--resume`` continues it. Settings without a flag (the loss weights of experiments, network
+widths) come from ``--config FILE``: a JSON object of the trainer's config fields, applied to a new
+run (a resumed run keeps its own ``config.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from strata.cli.common import CliError, positive
+
+
+def _config_overrides(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        overrides = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise CliError(f"cannot read --config {path}: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise CliError(f"--config {path} is not valid JSON: {e}") from None
+    if not isinstance(overrides, dict):
+        raise CliError(f"--config {path} must hold a JSON object of config fields")
+    return overrides
+
+
+def _apply(config_cls: type, cfg: Any, overrides: dict[str, Any], path: str | None) -> Any:
+    """``cfg`` with the fields of ``overrides`` replaced (nested configs merged), validated."""
+    if not overrides:
+        return cfg
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise CliError(f"--config {path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    merged = cfg.to_dict()
+    for key, value in overrides.items():
+        if isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    try:
+        return config_cls.from_dict(merged)
+    except (TypeError, ValueError) as e:
+        raise CliError(f"--config {path}: {e}") from None
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    """Numbers no run can use, refused before anything loads."""
+    for flag, value, low in (("--steps", args.steps, 1), ("--threads", args.threads, 1)):
+        positive(flag, value, low)
+    for flag, value in (("--lr", args.lr), ("--max-minutes", args.max_minutes)):
+        if value is not None and not value > 0:
+            raise CliError(f"{flag} must be > 0, got {value}")
+    if getattr(args, "eval_every", None) is not None:
+        positive("--eval-every", args.eval_every)
+    decay = getattr(args, "decay_start", None)
+    if decay is not None and not 0 <= decay <= 1:
+        raise CliError(f"--decay-start must be in [0, 1], got {decay}")
+    sets = getattr(args, "sets", None)
+    if sets is not None and not [s for s in sets.split(",") if s.strip()]:
+        raise CliError(f"--sets names no set: {sets!r}")
+
+
+def _codec_config(args: argparse.Namespace, trainer: Any, config_cls: type) -> Any:
+    """The config of an image or mel codec run: the run's own when resuming, else the defaults (or those
+    of ``--init-from``'s checkpoint) with ``--config`` and the flags applied."""
+    run = Path(args.run)
+    cfg_path = run / "config.json"
+    if args.resume and cfg_path.exists():
+        cfg = config_cls.from_dict(json.loads(cfg_path.read_text()))
+    elif args.resume and (run / "last.pt").exists():  # config.json lost: last.pt carries the run's config
+        cfg = config_cls.from_dict(trainer.read_checkpoint(run / "last.pt")["config"])
+    else:
+        if args.init_from:
+            cfg = config_cls.from_dict(trainer.read_checkpoint(Path(args.init_from))["config"])
+        else:
+            cfg = config_cls()
+        cfg = _apply(config_cls, cfg, _config_overrides(args.config), args.config)
+    cfg.data = args.data
+    if getattr(args, "sets", None):
+        cfg.sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+    for attr in ("steps", "decay_start", "lr", "threads", "eval_every"):
+        if getattr(args, attr, None) is not None:
+            setattr(cfg, attr, getattr(args, attr))
+    return cfg
+
+
+def cmd_train_image(args: argparse.Namespace) -> int:
+    _check_common(args)
+    from strata.train import image as trainer
+
+    try:
+        cfg = _codec_config(args, trainer, trainer.ImageTrainConfig)
+        trainer.train(cfg, Path(args.run), resume=args.resume, max_minutes=args.max_minutes,
+                      init_from=Path(args.init_from) if args.init_from else None)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
+def cmd_train_audio(args: argparse.Namespace) -> int:
+    _check_common(args)
+    from strata.train import audio as trainer
+
+    try:
+        cfg = _codec_config(args, trainer, trainer.AudioTrainConfig)
+        trainer.train(cfg, Path(args.run), resume=args.resume, max_minutes=args.max_minutes,
+                      init_from=Path(args.init_from) if args.init_from else None)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
+def _stft_resolutions(text: str) -> tuple[tuple[int, int, int], ...]:
+    """``"512:50:240,1024:120:600"`` → ``((512, 50, 240), (1024, 120, 600))`` (n_fft:hop:win)."""
+    out = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            out.append(tuple(int(v) for v in parts))
+        except ValueError:
+            raise CliError(f"--stft-resolutions takes n_fft:hop:win triples, comma-separated; got {item!r}") from None
+    return tuple(out)
+
+
+def cmd_train_vocoder(args: argparse.Namespace) -> int:
+    _check_common(args)
+    positive("--recon-steps", args.recon_steps, 0)
+    from strata.train.checkpoint import read_checkpoint
+    from strata.train.nets.hifigan_model import HiFiGANConfig
+    from strata.train.vocoder import VocoderTrainConfig, train
+
+    run = Path(args.run)
+    cfg_path = run / "config.json"
+    resuming = args.resume and (cfg_path.exists() or (run / "last.pt").exists())
+    if resuming:  # the run's own config; last.pt carries a copy should config.json be missing
+        saved = (json.loads(cfg_path.read_text()) if cfg_path.exists()
+                 else read_checkpoint(run / "last.pt", ("train_config",))["train_config"])
+        cfg = VocoderTrainConfig.from_dict(saved)
+    else:
+        if args.init_from:
+            ckpt = read_checkpoint(args.init_from, ("config", "generator"))
+            cfg = VocoderTrainConfig(gen=HiFiGANConfig.from_dict(ckpt["config"]))
+        else:
+            cfg = VocoderTrainConfig()
+        cfg = _apply(VocoderTrainConfig, cfg, _config_overrides(args.config), args.config)
+    cfg.data = args.data
+    if args.sets:
+        cfg.sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+    if args.steps:
+        cfg.steps = args.steps
+    if args.recon_steps is not None:
+        cfg.recon_steps = args.recon_steps
+    if args.stft_weight is not None:
+        if args.stft_weight < 0:
+            raise CliError(f"--stft-weight must be >= 0, got {args.stft_weight}")
+        cfg.stft_weight = args.stft_weight
+    if args.balanced_upsampling:
+        if resuming and not cfg.gen.balanced_upsampling:
+            raise CliError("--balanced-upsampling cannot change a run being resumed; start a new run with --init-from")
+        cfg.gen = dataclasses.replace(cfg.gen, balanced_upsampling=True)
+    if args.stft_resolutions is not None:
+        cfg.stft_resolutions = _stft_resolutions(args.stft_resolutions)
+    if args.d_width is not None:
+        if not 0 < args.d_width <= 1:
+            raise CliError(f"--d-width must be in (0, 1], got {args.d_width}")
+        narrowed = cfg.with_discriminator_width(args.d_width)
+        if resuming and (narrowed.mpd_channels, narrowed.msd_channels) != (cfg.mpd_channels, cfg.msd_channels):
+            raise CliError("--d-width cannot change a run being resumed; start a new run with --init-from")
+        cfg = narrowed
+    if args.lr is not None:
+        cfg.lr = args.lr
+    if args.threads:
+        cfg.threads = args.threads
+    if args.amp:
+        cfg.amp = True
+    try:
+        cfg = dataclasses.replace(cfg)  # validates the overrides above (__post_init__)
+        train(cfg, run, resume=args.resume, max_minutes=args.max_minutes,
+              init_from=Path(args.init_from) if args.init_from else None)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
+def _common_flags(p: argparse.ArgumentParser, data_help: str) -> None:
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--run", required=True, help="run folder (config.json, last.pt, best.pt, log)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run with its own config")
+    p.add_argument("--init-from", help="start a new run from the weights of a checkpoint (a run's best.pt, "
+                   "or a compact checkpoints/<name>/checkpoint.pt)")
+    p.add_argument("--config", help="JSON object of config fields for a new run (settings without a flag)")
+    p.add_argument("--steps", type=int, help="total steps of the schedule")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--threads", type=int, help="torch threads (default 2)")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser("train", help="train a model (torch; resumable)")
+    kinds = tr.add_subparsers(dest="trainer", required=True, metavar="{image,audio,vocoder}")
+
+    im = kinds.add_parser("image", help="the image codec: transforms and quantizer")
+    _common_flags(im, "folder with train/ and val/ image sub-folders (val chooses the checkpoint)")
+    im.add_argument("--decay-start", type=float, help="fraction of --steps after which the LR decays (cosine)")
+    im.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
+    im.set_defaults(func=cmd_train_image, command_name="train image")
+
+    au = kinds.add_parser("audio", help="the mel codec (a held-out part of the training clips chooses the checkpoint)")
+    _common_flags(au, "folder with <set>/train/ sound folders")
+    au.add_argument("--sets", help="comma-separated sets under --data (default speech,environment)")
+    au.add_argument("--decay-start", type=float, help="fraction of --steps after which the LR decays (cosine)")
+    au.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
+    au.set_defaults(func=cmd_train_audio, command_name="train audio")
+
+    vo = kinds.add_parser("vocoder", help="the HiFi-GAN vocoder (reconstruction phase, then adversarial)")
+    _common_flags(vo, "folder with <set>/train/ sound folders")
+    vo.add_argument("--sets", help="comma-separated sets under --data (default speech)")
+    vo.add_argument("--recon-steps", type=int,
+                    help="generator-only reconstruction steps before the discriminators join")
+    vo.add_argument("--stft-weight", type=float,
+                    help="weight of the multi-resolution STFT loss in the reconstruction phase (default 15)")
+    vo.add_argument("--stft-resolutions",
+                    help="n_fft:hop:win,... of the STFT loss (default 512:50:240,1024:120:600,2048:240:1200)")
+    vo.add_argument("--balanced-upsampling", action="store_true",
+                    help="balance the transposed convolutions' phases (no frame-rate comb)")
+    vo.add_argument("--d-width", type=float,
+                    help="discriminator channels as a fraction of the paper's (default 1; 0.25 costs ~1/10)")
+    vo.add_argument("--amp", action="store_true", help="bf16 autocast of the networks (default off)")
+    vo.set_defaults(func=cmd_train_vocoder, command_name="train vocoder")

@@ -1,0 +1,88 @@
+"""Start the HTTP service under uvicorn: ``python -m strata.server`` and ``strata serve``.
+
+Settings come from ``STRATA_*`` variables (:mod:`strata.server.config`); ``--host``, ``--port``,
+``--workers`` and ``--models`` override them. Problems that would stop the service (bad
+settings, an address that cannot be listened on) are found before the models load and raised
+as :class:`ServeError`, a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+
+class ServeError(Exception):
+    """The service cannot start; the message says why in one line."""
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let go, so that an unknown host or a port in use is said before the models
+    load (uvicorn binds only after its startup, and then exits with its own message)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise ServeError(f"--host {host!r} is not an address to listen on: {reason}") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="listen address (default: $STRATA_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: $STRATA_PORT or 8000)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the models)")
+    p.add_argument("--models", default=argparse.SUPPRESS, help="models folder (default: $STRATA_MODELS_DIR, "
+                   "$STRATA_MODELS or the shipped models)")
+
+
+def serve(host: str | None = None, port: int | None = None, workers: int = 1, models: str | None = None) -> None:
+    """Run the service until it is stopped (blocks)."""
+    if port is not None and not 1 <= port <= 65535:
+        raise ServeError(f"--port must be in 1..65535, got {port}")
+    if workers < 1:
+        raise ServeError(f"--workers must be >= 1, got {workers}")
+    import uvicorn
+    from pydantic import ValidationError
+    from strata.server.config import Settings
+
+    if models:  # the app factory reads its settings from the environment (one per uvicorn worker)
+        os.environ["STRATA_MODELS_DIR"] = str(Path(models).resolve())
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        problems = "; ".join(f"STRATA_{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
+        raise ServeError(f"invalid settings: {problems}") from None
+    host, port = host or settings.host, port if port is not None else settings.port
+    check_listen(host, port)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        "strata.server.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level,
+        access_log=False,  # the app logs one line per request itself
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m strata.server", description="Run the Strata HTTP service.")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        serve(args.host, args.port, args.workers, getattr(args, "models", None))
+    except ServeError as e:
+        print(f"strata: error: {e}", file=sys.stderr)
+        return 1
+    return 0
