@@ -47,30 +47,30 @@ class AsyncClient:
             response = await self._http.send(call.request)
         return call.parse(response)
 
-    async def compress(self, image: ImageInput, model: str | None = None, layers: int | None = None) -> Compressed:
+    async def compress(self, image: ImageInput, *, layers: int | None = None, model: str | None = None) -> Compressed:
         """See :meth:`client.Client.compress`."""
         return await self._send(self._requests.compress(image, model, layers))
 
-    async def decompress(self, stream: StreamInput, layers: int | None = None, format: str = "png",
+    async def decompress(self, stream: StreamInput, *, layers: int | None = None, format: str = "png",
                          partial: bool = False) -> DecodedImage:
         """See :meth:`client.Client.decompress`."""
         return await self._send(self._requests.decompress(stream, layers, format, partial))
 
-    async def encode(self, image: ImageInput, model: str | None = None, layers: int | None = None,
+    async def encode(self, image: ImageInput, *, layers: int | None = None, model: str | None = None,
                      format: str | None = None) -> Codes:
         """See :meth:`client.Client.encode`."""
         return await self._send(self._requests.encode(image, model, layers, format))
 
-    async def decode(self, codes: Codes, layers: int | None = None, format: str = "png") -> DecodedImage:
+    async def decode(self, codes: Codes, *, layers: int | None = None, format: str = "png") -> DecodedImage:
         """See :meth:`client.Client.decode`."""
         return await self._send(self._requests.decode(codes, layers, format))
 
-    async def progressive(self, stream: StreamInput, format: str = "png") -> AsyncIterator[DecodedImage]:
+    async def progressive(self, stream: StreamInput, *, format: str = "png") -> AsyncIterator[DecodedImage]:
         """See :meth:`client.Client.progressive`."""
-        first = await self.decompress(stream, 1, format)
+        first = await self.decompress(stream, layers=1, format=format)
         yield first
         for k in progressive_layers(first):
-            yield await self.decompress(stream, k, format)
+            yield await self.decompress(stream, layers=k, format=format)
 
     async def compress_audio(self, data: AudioInput, *, layers: int | None = None,
                              model: str | None = None) -> CompressedAudio:

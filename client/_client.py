@@ -50,30 +50,30 @@ class Client:
             response = self._http.send(call.request)
         return call.parse(response)
 
-    def compress(self, image: ImageInput, model: str | None = None, layers: int | None = None) -> Compressed:
+    def compress(self, image: ImageInput, *, layers: int | None = None, model: str | None = None) -> Compressed:
         """Compress an image (bytes, path or numpy ``uint8 [H, W, 3]``) into a stream of ``layers`` layers."""
         return self._send(self._requests.compress(image, model, layers))
 
-    def decompress(self, stream: StreamInput, layers: int | None = None, format: str = "png",
+    def decompress(self, stream: StreamInput, *, layers: int | None = None, format: str = "png",
                    partial: bool = False) -> DecodedImage:
         """Decode a stream (all its layers, or the first ``layers``) into a PNG, WebP or ``.npy`` image."""
         return self._send(self._requests.decompress(stream, layers, format, partial))
 
-    def encode(self, image: ImageInput, model: str | None = None, layers: int | None = None,
+    def encode(self, image: ImageInput, *, layers: int | None = None, model: str | None = None,
                format: str | None = None) -> Codes:
         """The code stack of an image (``.npy`` transfer when numpy is installed, else JSON)."""
         return self._send(self._requests.encode(image, model, layers, format))
 
-    def decode(self, codes: Codes, layers: int | None = None, format: str = "png") -> DecodedImage:
+    def decode(self, codes: Codes, *, layers: int | None = None, format: str = "png") -> DecodedImage:
         """Decode a code stack (or its first ``layers`` layers) into an image."""
         return self._send(self._requests.decode(codes, layers, format))
 
-    def progressive(self, stream: StreamInput, format: str = "png") -> Iterator[DecodedImage]:
+    def progressive(self, stream: StreamInput, *, format: str = "png") -> Iterator[DecodedImage]:
         """The stream decoded with 1, 2, … L layers (L = layers in the stream), one image per step."""
-        first = self.decompress(stream, 1, format)
+        first = self.decompress(stream, layers=1, format=format)
         yield first
         for k in progressive_layers(first):
-            yield self.decompress(stream, k, format)
+            yield self.decompress(stream, layers=k, format=format)
 
     def compress_audio(self, data: AudioInput, *, layers: int | None = None,
                        model: str | None = None) -> CompressedAudio:

@@ -36,7 +36,7 @@ class Codecs:
     audio: Mapping[str, AudioCodec] = field(default_factory=dict)
     default_audio: str | None = None
 
-    def get(self, name: str | None) -> ImageCodec:
+    def image_codec(self, name: str | None) -> ImageCodec:
         """The image codec ``name`` (default model when ``None``); :class:`UnknownModelError` (404) if absent."""
         name = name or self.default_image
         try:
@@ -45,7 +45,7 @@ class Codecs:
             other = " (an audio model: use the /v1/audio routes)" if name in self.audio else ""
             raise UnknownModelError(f"unknown model {name!r}{other}; image models: {_names(self.image)}") from None
 
-    def get_audio(self, name: str | None) -> AudioCodec:
+    def audio_codec(self, name: str | None) -> AudioCodec:
         """The audio codec ``name`` (default audio model when ``None``); :class:`UnknownModelError` (404) if absent."""
         if not self.audio:
             raise UnknownModelError("this server has no audio model loaded (its manifest lists none)")
@@ -66,11 +66,11 @@ class Codecs:
     def is_default(self, entry: ModelEntry) -> bool:
         return entry.name == (self.default_image if entry.modality == "image" else self.default_audio)
 
-    def for_stream(self, name: str) -> ImageCodec:
+    def image_for_stream(self, name: str) -> ImageCodec:
         """The image codec a stream names; :class:`StreamModelError` (422) if that model is not loaded."""
         return self._for_stream(self.image, name)
 
-    def for_audio_stream(self, name: str) -> AudioCodec:
+    def audio_for_stream(self, name: str) -> AudioCodec:
         """The audio codec a stream names; :class:`StreamModelError` (422) if that model is not loaded."""
         return self._for_stream(self.audio, name)
 

@@ -1,7 +1,7 @@
 """Request dependencies, as ``Annotated`` aliases the routes declare in their signatures.
 
 ``SettingsDep`` / ``CodecsDep`` / ``PoolDep`` / ``MetricsDep`` give the app's state (set in the
-lifespan, see :mod:`strata.server.main`); ``CodecDep`` / ``AudioCodecDep`` are the image / audio codec
+lifespan, see :mod:`strata.server.main`); ``ImageCodecDep`` / ``AudioCodecDep`` are the image / audio codec
 named by the ``model`` query parameter (404 before the body is read when unknown, or when the
 server has no audio model); ``ImageBody``, ``AudioBody``, ``StreamBody`` and ``CodesBody``
 check the Content-Type and read the body under the size limit.
@@ -69,25 +69,26 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PoolDep = Annotated[InferencePool, Depends(get_pool)]
 CodecsDep = Annotated[Codecs, Depends(get_codecs)]
-ModelQuery = Annotated[str | None, Query(max_length=64, description="model name (default: the default image model)")]
+ImageModelQuery = Annotated[str | None, Query(max_length=64,
+                                               description="model name (default: the default image model)")]
 
 
-def get_codec(codecs: CodecsDep, model: ModelQuery = None) -> ImageCodec:
-    return codecs.get(model)
+def get_image_codec(codecs: CodecsDep, model: ImageModelQuery = None) -> ImageCodec:
+    return codecs.image_codec(model)
 
 
-CodecDep = Annotated[ImageCodec, Depends(get_codec)]
+ImageCodecDep = Annotated[ImageCodec, Depends(get_image_codec)]
 AudioModelQuery = Annotated[str | None, Query(max_length=64, description="model name (default: the default audio "
                                                                          "model)")]
 
 
 def get_audio_codec(codecs: CodecsDep, model: AudioModelQuery = None) -> AudioCodec:
-    return codecs.get_audio(model)
+    return codecs.audio_codec(model)
 
 
 def require_audio_model(codecs: CodecsDep) -> None:
     """Router dependency of the audio routes: 404 ``unknown_model`` when no audio model is loaded."""
-    codecs.get_audio(None)
+    codecs.audio_codec(None)
 
 
 AudioCodecDep = Annotated[AudioCodec, Depends(get_audio_codec)]

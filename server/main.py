@@ -12,7 +12,7 @@
 
 The models are loaded (sha256-verified) in the app's lifespan, not at import, and live in
 ``app.state`` with the settings, the metrics (a private Prometheus registry) and the pool: two
-apps in one process share nothing. Run it with ``strata serve`` or ``python -m server``
+apps in one process share nothing. Run it with ``strata serve`` or ``python -m strata.server``
 (uvicorn with ``strata.server.main:create_app`` as a factory).
 """
 
@@ -25,7 +25,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from strata import __version__
-from strata.server import errors
+from strata.server import docs, errors
 from strata.server.codecs import load_codecs
 from strata.server.config import Settings
 from strata.server.metrics import Metrics, MetricsMiddleware
@@ -65,7 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.codecs = None
 
-    app = FastAPI(title="Strata", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served from local assets (strata.server.docs): FastAPI's default pages load a CDN.
+    app = FastAPI(title="Strata", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.pool = InferencePool(settings.workers, settings.max_queue, metrics)
@@ -84,4 +86,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(images.router)
     app.include_router(audio.router)
+    docs.install(app)
     return app

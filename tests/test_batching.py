@@ -157,7 +157,7 @@ def test_server_with_batching_forced_on(tiny_registry, tiny_codec) -> None:
 
     with running_server(app) as url:
         results = asyncio.run(main(url))
-        analysis = app.state.codecs.get(None).analysis
+        analysis = app.state.codecs.image_codec(None).analysis
         assert isinstance(analysis, MicroBatcher) and analysis.items == 12
         calls = analysis.calls
     assert calls < 12  # requests did share onnxruntime calls

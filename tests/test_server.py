@@ -225,3 +225,18 @@ def test_openapi_documents_routes_bodies_and_errors(live_server) -> None:
         "type": "apiKey", "in": "header", "name": "X-API-Key",
         "description": "Required on /v1 routes only when the server is started with STRATA_API_KEYS."}
     json.dumps(spec)  # serialisable as served
+
+
+def test_docs_page_works_offline(live_server) -> None:
+    """/docs is Swagger UI whose scripts and styles the service serves itself (no CDN)."""
+    import re
+
+    page = httpx.get(f"{live_server}/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+    assert assets and all(a.startswith("/docs/assets/") for a in assets), assets
+    for asset in assets:
+        r = httpx.get(f"{live_server}{asset}")
+        assert r.status_code == 200 and len(r.content) > 100, asset
+    assert "/openapi.json" in page.text and httpx.get(f"{live_server}/openapi.json").status_code == 200
+    assert httpx.get(f"{live_server}/redoc").status_code == 404  # its page would load a CDN

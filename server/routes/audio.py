@@ -216,7 +216,7 @@ async def decompress(
 ) -> Response:
     def work() -> tuple[AudioCodes, int, tuple[bytes, dict[str, str]]]:
         stream = parse_stream(body.data, settings, Modality.AUDIO, partial)
-        codec = codecs.for_audio_stream(stream.header.model)
+        codec = codecs.audio_for_stream(stream.header.model)
         codes = codec.decompress_codes(body.data, layers, partial=partial)
         return codes, stream.layers, _render(codec, codes, None, vocoder, refine, output)
 
@@ -305,7 +305,7 @@ async def decode(
             if samples is None:
                 raise InvalidRequestError("the samples query parameter is required with .npy codes")
             array, name, length, rate = payloads.load_npy(body.data), model, samples, sample_rate or SAMPLE_RATE
-        codec = codecs.get_audio(name)
+        codec = codecs.audio_codec(name)
         if rate != SAMPLE_RATE:
             raise InvalidCodesError(f"codes at {rate} Hz; model {codec.name!r} works at {SAMPLE_RATE} Hz")
         if length > settings.max_audio_samples:

@@ -20,11 +20,11 @@ from strata.server.deps import (
     JSON,
     OCTET,
     STREAM_TYPES,
-    CodecDep,
     CodecsDep,
     CodesBody,
     ImageBody,
-    ModelQuery,
+    ImageCodecDep,
+    ImageModelQuery,
     PoolDep,
     SettingsDep,
     StreamBody,
@@ -83,7 +83,7 @@ def _image_response(image_bytes: bytes, fmt: ImageFormat, model: str, layers: in
     },
     openapi_extra=body_doc(IMAGE_TYPES, "the image: PNG, JPEG or WebP bytes"),
 )
-async def compress(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: SettingsDep,
+async def compress(codec: ImageCodecDep, body: ImageBody, pool: PoolDep, settings: SettingsDep,
                    layers: LayersQuery = None) -> Response:
     check_layers(layers, codec)
 
@@ -115,7 +115,7 @@ async def decompress(body: StreamBody, codecs: CodecsDep, pool: PoolDep, setting
                      partial: PartialQuery = False) -> Response:
     def work() -> tuple[ImageCodes, int, bytes]:
         stream = parse_stream(body.data, settings, Modality.IMAGE, partial)
-        codec = codecs.for_stream(stream.header.model)
+        codec = codecs.image_for_stream(stream.header.model)
         codes = codec.decompress_codes(body.data, layers, partial=partial)
         return codes, stream.layers, payloads.image_payload(codec.decode(codes), format)
 
@@ -137,7 +137,7 @@ async def decompress(body: StreamBody, codecs: CodecsDep, pool: PoolDep, setting
     },
     openapi_extra=body_doc(IMAGE_TYPES, "the image: PNG, JPEG or WebP bytes"),
 )
-async def encode(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: SettingsDep,
+async def encode(codec: ImageCodecDep, body: ImageBody, pool: PoolDep, settings: SettingsDep,
                  layers: LayersQuery = None,
                  format: Annotated[CodesFormat, Query(description="codes format")] = "npy") -> Response:
     check_layers(layers, codec)
@@ -168,7 +168,7 @@ async def encode(codec: CodecDep, body: ImageBody, pool: PoolDep, settings: Sett
     ),
 )
 async def decode(body: CodesBody, codecs: CodecsDep, pool: PoolDep,
-                 model: ModelQuery = None, height: SizeQuery = None, width: SizeQuery = None,
+                 model: ImageModelQuery = None, height: SizeQuery = None, width: SizeQuery = None,
                  layers: LayersQuery = None, format: ImageFormatQuery = "png") -> Response:
     def parse() -> tuple[ImageCodec, ImageCodes]:
         if body.media_type == JSON:
@@ -179,7 +179,7 @@ async def decode(body: CodesBody, codecs: CodecsDep, pool: PoolDep,
             if height is None or width is None:
                 raise InvalidRequestError("height and width query parameters are required with .npy codes")
             array, name, size = payloads.load_npy(body.data), model, (height, width)
-        codec = codecs.get(name)
+        codec = codecs.image_codec(name)
         return codec, ImageCodes(payloads.check_codes(array, codec.entry.codebook_sizes, codec.grid(size)), size,
                                  codec.name)
 

@@ -10,6 +10,7 @@ import json
 
 import httpx
 import pytest
+import strata.client as client
 from strata.client import (
     AsyncClient,
     AudioCodes,
@@ -23,7 +24,6 @@ from strata.client import (
     UnsupportedMediaError,
 )
 
-import client
 from tests.client.conftest import AUDIO_HEADERS, AUDIO_MODEL, AUDIO_STREAM, MEL, WAV, Recorder, error
 
 URL = "http://strata.test:9000"

@@ -9,6 +9,7 @@ import asyncio
 
 import httpx
 import pytest
+import strata.client as client
 from strata.client import (
     AsyncClient,
     BadRequestError,
@@ -30,7 +31,6 @@ from strata.client import (
     UnsupportedMediaError,
 )
 
-import client
 from tests.client.conftest import HEADERS, PNG, STREAM, Recorder, error
 
 URL = "http://strata.test:9000"
