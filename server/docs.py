@@ -1,9 +1,11 @@
-"""Interactive API documentation served by the service itself, with no external network access.
+"""The API's documentation: the OpenAPI document and the interactive page that shows it.
 
 FastAPI's default ``/docs`` and ``/redoc`` pages load their JavaScript and CSS from a CDN, so
 they are blank on a machine without internet access. Here ``/docs`` is Swagger UI with its
 assets from the ``swagger-ui-bundle`` package, served under ``/docs/assets``; ``/redoc`` is
-off. The OpenAPI document stays at ``/openapi.json``.
+off. The OpenAPI document stays at ``/openapi.json``; it declares the ``X-API-Key`` security
+scheme only when the server has keys (:func:`install` with ``keyed``), since without keys no
+route needs one.
 """
 
 from __future__ import annotations
@@ -18,8 +20,19 @@ DOCS = "/docs"
 ASSETS = "/docs/assets"
 
 
-def install(app: FastAPI) -> None:
-    """Serve Swagger UI at ``/docs`` from local assets (call on an app made with ``docs_url=None``)."""
+def install(app: FastAPI, keyed: bool) -> None:
+    """Serve Swagger UI at ``/docs`` from local assets (call on an app made with ``docs_url=None``), and
+    drop the API-key security declarations from the OpenAPI document unless ``keyed``."""
+    make_schema = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = make_schema()  # FastAPI's, cached in app.openapi_schema
+            if not keyed:
+                _drop_security(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.mount(ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
     redirect = f"{DOCS}/oauth2-redirect"
@@ -38,3 +51,15 @@ def install(app: FastAPI) -> None:
     @app.get(redirect, include_in_schema=False)
     def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
+
+
+def _drop_security(schema: dict) -> None:
+    """Remove every operation's ``security`` and the security schemes (in place)."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                operation.pop("security", None)
+    components = schema.get("components", {})
+    components.pop("securitySchemes", None)
+    if not components:
+        schema.pop("components", None)

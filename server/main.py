@@ -86,5 +86,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(images.router)
     app.include_router(audio.router)
-    docs.install(app)
+    docs.install(app, keyed=settings.auth_enabled)
     return app

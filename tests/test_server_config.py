@@ -81,3 +81,18 @@ def test_two_apps_share_no_state(tiny_registry) -> None:
     b = create_app(Settings(models_dir=tiny_registry.root, workers=2))
     assert a.state.metrics.registry is not b.state.metrics.registry
     assert a.state.pool is not b.state.pool and a.state.pool.workers == 1 and b.state.pool.workers == 2
+
+
+@pytest.mark.parametrize("keys", [(), (GOOD_KEY,)])
+def test_openapi_declares_the_api_key_only_when_keys_are_configured(keys, tiny_registry) -> None:
+    """Without STRATA_API_KEYS no route needs X-API-Key, so the document must not say it does."""
+    schema = create_app(Settings(api_keys=keys, models_dir=tiny_registry.root)).openapi()
+    v1 = [op for path, ops in schema["paths"].items() if path.startswith("/v1") for op in ops.values()]
+    assert v1
+    if keys:
+        assert all(op.get("security") == [{"APIKeyHeader": []}] for op in v1)
+        assert "APIKeyHeader" in schema["components"]["securitySchemes"]
+    else:
+        assert not any("security" in op for ops in schema["paths"].values() for op in ops.values())
+        assert "securitySchemes" not in schema.get("components", {})
+    assert "/healthz" in schema["paths"]
