@@ -1,6 +1,6 @@
-"""Server latency (p50/p95/p99) and throughput under a bounded concurrent load on loopback (DESIGN §7).
+"""Server latency (p50/p95/p99) and throughput under a bounded concurrent load on loopback (docs/design.md §7 (evaluation protocol)).
 
-By default starts the service itself (``python -m server`` on 127.0.0.1, a free port, the shipped
+By default starts the service itself (``python -m strata.server`` on 127.0.0.1, a free port, the shipped
 models), waits for ``/readyz``, runs the load and stops the server again (also on Ctrl-C or an
 error). ``--url`` targets a server that is already running instead; only loopback addresses
 (127.0.0.0/8, ``localhost``, ``::1``) are accepted.
@@ -216,9 +216,9 @@ def stop_server(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
 
 @contextmanager
 def spawned_server(args: argparse.Namespace, env: dict[str, str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Run ``python -m server`` on a free loopback port; yields (URL, /readyz JSON); always stops it."""
+    """Run ``python -m strata.server`` on a free loopback port; yields (URL, /readyz JSON); always stops it."""
     port = free_port()
-    cmd = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "strata.server", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(args.processes)]
     log_file = tempfile.NamedTemporaryFile(prefix="strata-load-server-", suffix=".log", delete=False)  # noqa: SIM115
     log = Path(log_file.name)

@@ -6,7 +6,7 @@ one thread and all threads. Prints a table and the share of codes on which both 
 can differ at near-ties: the two paths sum the distances in a different float order, and a
 different code at one layer changes the residual the next layers see).
 
-    python bench/search_placement.py --checkpoint models/<name>/checkpoint.pt
+    python bench/search_placement.py --checkpoint checkpoints/<name>/checkpoint.pt
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ variable                    default                      meaning
 STRATA_MODELS_DIR           $STRATA_MODELS or models/    models folder (``manifest.json``); every image
                                                          model and the default audio model are loaded
                                                          at start (audio routes answer 404 without one)
-STRATA_HOST / STRATA_PORT   127.0.0.1 / 8000             where ``strata serve`` / ``python -m server`` listen
+STRATA_HOST / STRATA_PORT   127.0.0.1 / 8000             where ``strata serve`` / ``python -m strata.server`` listen
 STRATA_MAX_BODY_BYTES       33554432 (32 MiB)            request body limit, enforced while reading (413)
 STRATA_MAX_PIXELS           16777216 (4096²)             image size limit, checked from the header (413)
 STRATA_MAX_AUDIO_SECONDS    600 (10 minutes)             sound length limit, checked from the header (413);

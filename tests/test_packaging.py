@@ -87,9 +87,17 @@ def test_public_api_is_lazy_and_complete():
 
 
 def _wheel(tmp_path: Path) -> Path:
-    out = tmp_path / "dist"
+    """Build the wheel from a copy of the sources (the build leaves build/ and *.egg-info behind)."""
+    import shutil
+
+    src, out = tmp_path / "src", tmp_path / "dist"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("codec", "server", "client", "models"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
-                    str(ROOT)], check=True, capture_output=True, timeout=300)
+                    str(src)], check=True, capture_output=True, timeout=300)
     (wheel,) = out.glob("strata_codec-*.whl")
     return wheel
 

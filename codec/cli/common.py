@@ -27,7 +27,6 @@ EXTRA_OF_MODULE = {
     "scipy": "eval", "matplotlib": "eval",
     "torch": "train", "onnx": "train", "tqdm": "train",
     "pesq": "audio-eval", "pystoi": "audio-eval",
-    "ray": "ray", "pyarrow": "ray",
 }
 
 

@@ -1,4 +1,4 @@
-"""Evaluation of an audio model (``strata eval audio``), DESIGN §7.
+"""Evaluation of an audio model (``strata eval audio``), docs/design.md §7 (evaluation protocol).
 
 ::
 
@@ -33,7 +33,7 @@ On every clip of the test splits ``<data>/speech/test`` and ``<data>/environment
 
 Each point is reported for ``speech``, ``environment`` and ``all`` clips (``all`` has no PESQ
 or STOI). Opus runs in both rate controls of :mod:`strata.eval.baselines_audio` (``hard-cbr``
-reproduces DESIGN's reference numbers, ``vbr`` is the stronger baseline) at 6, 8 and 12 kbps,
+reproduces the reference numbers of docs/design.md §7, ``vbr`` is the stronger baseline) at 6, 8 and 12 kbps,
 and at the targets that a line through those three predicts to match the codec's mean bitrate
 at each layer count (where that is within Opus's range).
 
@@ -69,7 +69,7 @@ from strata.vocoder.refine import DEFAULT_ITERATIONS
 SPLITS = ("speech", "environment")
 ALL = "all"
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg")
-OPUS_TARGETS = (6.0, 8.0, 12.0)  # kbit/s: DESIGN §7's reference points
+OPUS_TARGETS = (6.0, 8.0, 12.0)  # kbit/s: the docs/design.md §7 (evaluation protocol) reference points
 OPUS_MODES = ("hard-cbr", "vbr")
 GRIFFIN_LIM_ITERS = 32
 MATCH_TOLERANCE_KBPS = 0.5  # a matched Opus target this close to one already run is not run again
@@ -80,8 +80,8 @@ HIFIGAN_RAW = "hifigan-raw"  # the generator alone (refine=0): what training alo
 TRUE_MEL_SYSTEMS = (HIFIGAN, HIFIGAN_RAW, GRIFFINLIM)
 TRUE_MEL = "true mel"
 
-# DESIGN §7: Opus hard-cbr on the whole speech test split, target → (kbps, PESQ-WB, STOI); drawn for context.
-DESIGN_OPUS = {6: (8.3, 1.91, 0.859), 8: (10.3, 2.85, 0.941), 12: (14.4, 3.69, 0.964)}
+# docs/design.md §7 (evaluation protocol): Opus hard-cbr on the whole speech test split, target → (kbps, PESQ-WB, STOI); drawn for context.
+REFERENCE_OPUS = {6: (8.3, 1.91, 0.859), 8: (10.3, 2.85, 0.941), 12: (14.4, 3.69, 0.964)}
 
 
 @dataclass
@@ -577,11 +577,11 @@ def plot_pesq_kbps(report: AudioReport, path: Path) -> None:
         if metric in ("pesq", "stoi") and Path(report.data).name == "audio":
             i = 1 if metric == "pesq" else 2
             ax.plot(
-                [v[0] for v in DESIGN_OPUS.values()],
-                [v[i] for v in DESIGN_OPUS.values()],
+                [v[0] for v in REFERENCE_OPUS.values()],
+                [v[i] for v in REFERENCE_OPUS.values()],
                 "x",
                 color="gray",
-                label="Opus hard-CBR, DESIGN §7 (40 clips)",
+                label="Opus hard-CBR, docs/design.md §7 (evaluation protocol) (40 clips)",
             )
         if not drawn:
             note = next((n for n in report.notes if n.startswith(title.split()[0])), "no values")
@@ -658,8 +658,8 @@ def format_report(r: AudioReport) -> str:
         "decoded log-mel (HQ-VAE Table 2), mean over clips; mel distance and LSD over all clips, on the decoded "
         "waveform; PESQ-WB and STOI on speech at 16 kHz; × RT: seconds of audio per second (codec decode "
         "includes the vocoder; Opus: opusenc / opusdec processes).",
-        "DESIGN §7 (Opus hard-CBR, whole speech split): "
-        + "; ".join(f"{t} → {v[0]} kbps {v[1]:.2f} / {v[2]:.3f}" for t, v in DESIGN_OPUS.items()),
+        "docs/design.md §7 (evaluation protocol) (Opus hard-CBR, whole speech split): "
+        + "; ".join(f"{t} → {v[0]} kbps {v[1]:.2f} / {v[2]:.3f}" for t, v in REFERENCE_OPUS.items()),
         "",
         "| layer | context | raw log2 K (kbps) | static prior | conditional prior | coded | stream 1..k | pooled |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",

@@ -11,11 +11,11 @@
 padding; rate control ``mode``: VBR by default) and decodes it with ``opusdec`` at 48 kHz,
 which removes the pre-skip and cuts the end at the granule position, so the decoded sound is
 aligned with the input sample for sample. The bitrate is computed from the size of the whole
-Ogg file, container included, as DESIGN §7 states its reference points ("Opus at a 6 kbps
+Ogg file, container included, as docs/design.md §7 (evaluation protocol) states its reference points ("Opus at a 6 kbps
 target (8.3 kbps with its Ogg container)"). On short clips the container is a large share:
 a 2.7 s speech file at a 6 kbps target takes 2 586 bytes (7.6 kbit/s), 0.5 kB of them padding.
 
-DESIGN §7's reference points on the speech test split (6 → 8.3 kbit/s, 1.91 / 0.859; 8 →
+the docs/design.md §7 (evaluation protocol) reference points on the speech test split (6 → 8.3 kbit/s, 1.91 / 0.859; 8 →
 10.3, 2.85 / 0.941; 12 → 14.4, 3.69 / 0.964) are reproduced by ``mode="hard-cbr"`` (8.33,
 1.90 / 0.859; 10.34, 2.79 / 0.941; 14.35, 3.69 / 0.964 with opus-tools 0.2 and libopus
 1.3.1), not by the default VBR, which is smaller and better at every target (7.80, 2.22 /
@@ -46,7 +46,7 @@ import soundfile as sf
 from strata.errors import BaselineError, BaselineUnavailableError, InputError
 from strata.frontend.audio import MAX_RATE, MIN_RATE, resample
 
-#: Target bitrates (kbit/s) for an Opus rate sweep; DESIGN §7 quotes 6, 8 and 12 on the speech test split.
+#: Target bitrates (kbit/s) for an Opus rate sweep; docs/design.md §7 (evaluation protocol) quotes 6, 8 and 12 on the speech test split.
 OPUS_KBPS = (6, 8, 12, 16, 24, 32)
 #: The bitrate range opusenc accepts for one channel (kbit/s).
 MIN_KBPS, MAX_KBPS = 6.0, 256.0
@@ -198,7 +198,7 @@ def opus_roundtrip(
         rate: their sample rate, Hz (any rate: opusenc resamples to 48 kHz internally).
         kbps: target bitrate, 6..256 kbit/s (with VBR the actual rate depends on the signal).
         mode: ``"vbr"`` (opusenc's default, the strongest baseline), ``"cvbr"``, or ``"hard-cbr"``
-            (what reproduces DESIGN §7's reference points, see the module docstring).
+            (what reproduces the docs/design.md §7 (evaluation protocol) reference points, see the module docstring).
         backend: ``"opusenc"`` or ``"ffmpeg"`` to force one; ``None`` picks :func:`opus_backend`.
         timeout: wall-clock limit of each subprocess, seconds.
 

@@ -1,6 +1,6 @@
-"""Rate-distortion evaluation of an image model (``strata eval images``), DESIGN §7.
+"""Rate-distortion evaluation of an image model (``strata eval images``), docs/design.md §7 (evaluation protocol).
 
-On every image of a folder (the 24 Kodak images for the README), for every layer
+On every image of a folder (the 24 Kodak images for docs/results.md), for every layer
 count k = 1…L: bpp of the whole stream (header included), PSNR on 8-bit RGB,
 MS-SSIM on RGB, compress and decompress seconds. Pillow JPEG and WebP quality
 sweeps are measured in the same run; the summaries are the BD-rate against both,
@@ -186,7 +186,7 @@ def _margin(p: RDPoint, jpeg: list[RDPoint]) -> float | None:
     return None if ref is None else p.psnr - ref
 
 
-# Published Kodak results (CompressAI), bpp → PSNR, quoted in DESIGN §7; drawn for context only.
+# Published Kodak results (CompressAI), bpp → PSNR, quoted in docs/design.md §7 (evaluation protocol); drawn for context only.
 REFERENCE_POINTS = {
     "BPG (published)": [(0.161, 28.68), (0.352, 31.59)],
     "bmshj2018-factorized (published)": [(0.123, 26.91), (0.288, 29.62)],

@@ -14,7 +14,7 @@ Waveforms are mono float ``[T]`` at ``rate`` Hz; log-mels are ``[n_mels, frames]
 decoder that returns a few samples more or less than the input can be scored directly, and
 is deterministic. Invalid inputs raise :class:`strata.errors.InputError`.
 
-PESQ and STOI follow DESIGN §7: both signals are resampled to 16 kHz with soxr
+PESQ and STOI follow docs/design.md §7 (evaluation protocol): both signals are resampled to 16 kHz with soxr
 (:func:`strata.frontend.audio.resample`) and scored by the ``pesq`` (``"wb"`` mode) and
 ``pystoi`` (classic, non-extended STOI) packages, installed with the ``audio-eval`` extra
 (``pip install 'strata-codec[audio-eval]'``; ``pesq`` compiles a C extension).
@@ -29,7 +29,7 @@ import numpy as np
 from strata.errors import InputError
 from strata.frontend.audio import MAX_RATE, MIN_RATE, hann_window, resample
 
-#: PESQ-WB and STOI are computed at this rate (DESIGN §7).
+#: PESQ-WB and STOI are computed at this rate (docs/design.md §7 (evaluation protocol)).
 EVAL_RATE = 16000
 #: pystoi needs 30 frames of 256 samples at 10 kHz (hop 128) of non-silent speech: 0.3968 s.
 STOI_MIN_SECONDS = 0.4
@@ -229,7 +229,7 @@ def log_mel_rmse(ref_mel: np.ndarray, deg_mel: np.ndarray, std: np.ndarray | flo
     so by default this is ``sqrt(mean((ref_mel − deg_mel)²))`` over all bands and frames.
 
     The paper does not say how per-clip errors are pooled over the test set; average the
-    per-clip values (as DESIGN §7 averages per-image PSNR) and say so when reporting.
+    per-clip values (as docs/design.md §7 (evaluation protocol) averages per-image PSNR) and say so when reporting.
 
     Args:
         ref_mel: reference log-mel ``[n_mels, frames]`` (natural log, as ``log_mel`` returns it).

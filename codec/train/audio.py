@@ -9,7 +9,7 @@
 Per-band mean and standard deviation of the training mels are computed once and
 stored in both networks (:mod:`strata.train.nets.melcodec`). Model selection never sees
 a test split: the held-out part of the *training* files (the vocoder's
-name-hash split, :func:`strata.train.vocoder.split_heldout`) is coded whole at
+name-hash split, :func:`strata.train.data.split_heldout`) is coded whole at
 every evaluation, and the mean over layer counts of the normalised-mel RMSE
 selects ``best.pt``. The log records RMSE per layer count, per-layer perplexity
 and the static-entropy bitrate estimate in kbps.

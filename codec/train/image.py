@@ -139,8 +139,8 @@ def train(
     """Train (or resume) in ``run_dir``; returns the path of ``best.pt``.
 
     ``resume`` continues from ``run_dir/last.pt`` (weights, optimiser, RNG). ``init_from`` starts a
-    new run from the weights of another checkpoint, e.g. the float16 ``checkpoint.pt`` committed
-    under ``models/`` (its step count is kept, the optimiser starts afresh).
+    new run from the weights of another checkpoint, e.g. the float16 ``checkpoint.pt`` that
+    ``strata export image --checkpoints DIR`` keeps (its step count is kept, the optimiser starts afresh).
     """
     run_dir, device = start(run_dir, cfg.threads, cfg.seed)
     data = Path(cfg.data)

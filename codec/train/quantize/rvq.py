@@ -4,7 +4,7 @@ Layer ``l`` quantizes the residual left by layers ``< l`` with its own codebook 
 ``K`` vectors; the decoded latent is the sum of the first ``k`` code vectors, so
 any prefix of layers decodes.
 
-Training follows the recipe of DESIGN §2: k-means initialisation
+Training follows the recipe of docs/design.md §2 (quantizer): k-means initialisation
 (:meth:`ResidualVQ.init_kmeans`), EMA codebook updates, dead-code reset from the
 current batch, a commitment loss (β = 0.25) on every prefix, and *quantizer
 dropout*: the caller passes a random number of active layers per batch.
