@@ -1,4 +1,4 @@
-"""Server latency (p50/p95/p99) and throughput under a bounded concurrent load on loopback (docs/design.md §7 (evaluation protocol)).
+"""Server latency (p50/p95/p99) and throughput under a bounded concurrent load on loopback (docs/design.md §7).
 
 By default starts the service itself (``python -m strata.server`` on 127.0.0.1, a free port, the shipped
 models), waits for ``/readyz``, runs the load and stops the server again (also on Ctrl-C or an

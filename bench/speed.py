@@ -1,4 +1,4 @@
-"""Encode/decode throughput of the shipped image model beside Pillow JPEG and WebP (docs/design.md §7 (evaluation protocol)).
+"""Encode/decode throughput of the shipped image model beside Pillow JPEG and WebP (docs/design.md §7).
 
 For each thread setting (onnxruntime intra-op threads: 1 and all cores) and each layer count asked
 for, times ``compress`` (frontend + g_a + RVQ search + entropy coding) and ``decompress`` (entropy

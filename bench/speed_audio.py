@@ -1,4 +1,4 @@
-"""Encode/decode speed of the shipped audio model, × real time (docs/design.md §7 (evaluation protocol)), beside Griffin-Lim and Opus.
+"""Encode/decode speed of the shipped audio model, × real time (docs/design.md §7), beside Griffin-Lim and Opus.
 
 For each thread setting (onnxruntime intra-op threads: 1 and all cores) times, on the given clips
 joined into one sound: ``compress`` (resample-free frontend: log-mel + g_a + RVQ search + entropy

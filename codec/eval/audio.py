@@ -80,7 +80,7 @@ HIFIGAN_RAW = "hifigan-raw"  # the generator alone (refine=0): what training alo
 TRUE_MEL_SYSTEMS = (HIFIGAN, HIFIGAN_RAW, GRIFFINLIM)
 TRUE_MEL = "true mel"
 
-# docs/design.md §7 (evaluation protocol): Opus hard-cbr on the whole speech test split, target → (kbps, PESQ-WB, STOI); drawn for context.
+# docs/design.md §7: Opus hard-cbr on the whole speech test split, target → (kbps, PESQ-WB, STOI); drawn for context.
 REFERENCE_OPUS = {6: (8.3, 1.91, 0.859), 8: (10.3, 2.85, 0.941), 12: (14.4, 3.69, 0.964)}
 
 

@@ -46,7 +46,7 @@ import soundfile as sf
 from strata.errors import BaselineError, BaselineUnavailableError, InputError
 from strata.frontend.audio import MAX_RATE, MIN_RATE, resample
 
-#: Target bitrates (kbit/s) for an Opus rate sweep; docs/design.md §7 (evaluation protocol) quotes 6, 8 and 12 on the speech test split.
+#: Target bitrates (kbit/s) for an Opus rate sweep; docs/design.md §7 quotes 6, 8 and 12 on the speech test split.
 OPUS_KBPS = (6, 8, 12, 16, 24, 32)
 #: The bitrate range opusenc accepts for one channel (kbit/s).
 MIN_KBPS, MAX_KBPS = 6.0, 256.0

@@ -186,7 +186,7 @@ def _margin(p: RDPoint, jpeg: list[RDPoint]) -> float | None:
     return None if ref is None else p.psnr - ref
 
 
-# Published Kodak results (CompressAI), bpp → PSNR, quoted in docs/design.md §7 (evaluation protocol); drawn for context only.
+# Published Kodak results (CompressAI), bpp → PSNR, quoted in docs/design.md §7; drawn for context only.
 REFERENCE_POINTS = {
     "BPG (published)": [(0.161, 28.68), (0.352, 31.59)],
     "bmshj2018-factorized (published)": [(0.123, 26.91), (0.288, 29.62)],
