@@ -1,4 +1,4 @@
-"""Overlap-chunked application of a convolutional function along the last axis.
+"""Overlap-chunked application of a convolutional function along the last axis (or the last two).
 
 ::
 
@@ -118,4 +118,56 @@ def apply_chunked(
     return out
 
 
-__all__ = ["apply_chunked"]
+def apply_tiled(
+    fn: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    *,
+    tile: int,
+    context: int,
+    scale: Fraction | int | float = 1,
+    align: int = 1,
+) -> np.ndarray:
+    """``fn(x)`` computed on overlapping 2-D tiles of ``x``'s last two axes ``[..., H, W]``.
+
+    :func:`apply_chunked` along the columns, and inside each column window along the rows, so ``fn``
+    never sees more than ``(tile + 2 · context)²`` positions: the memory of an image network is bounded by
+    the tile, not the image. ``scale``, ``align`` and ``context`` apply to both axes as in
+    :func:`apply_chunked`, and so does why the result equals ``fn(x)`` (up to floating-point summation
+    order) when ``context`` covers the network's receptive field. An input that fits one tile with its
+    context is passed to ``fn`` whole.
+    """
+
+    def swapped(z: np.ndarray) -> np.ndarray:  # fn on a [..., W, H] view
+        return np.swapaxes(fn(np.swapaxes(z, -1, -2)), -1, -2)
+
+    def column(xw: np.ndarray) -> np.ndarray:  # fn on a column window [..., H, w], chunked along H
+        if xw.ndim < 2:
+            raise InputError(f"x must have at least two axes [..., H, W], got shape {xw.shape}")
+        y = apply_chunked(swapped, np.swapaxes(xw, -1, -2), chunk=tile, context=context, scale=scale, align=align)
+        return np.swapaxes(y, -1, -2)
+
+    return apply_chunked(column, x, chunk=tile, context=context, scale=scale, align=align)
+
+
+def receptive_field(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, scale: Fraction | int | float = 1) -> int:
+    """One-sided receptive field of ``fn`` along ``x``'s last axis, in input positions, by perturbing the middle
+    input position of ``x`` and seeing which outputs move (``scale``: outputs per input position).
+
+    Only the last axis is perturbed and measured; pass a square input to measure an image network, whose
+    receptive field is the same along both axes. A value at least this large makes :func:`apply_chunked`
+    and :func:`apply_tiled` exact (up to summation order).
+    """
+    s = _fraction(scale)
+    mid = x.shape[-1] // 2
+    y0 = np.asarray(fn(x))
+    bumped = x.copy()
+    bumped[..., mid] += 1.0
+    moved = np.abs(np.asarray(fn(bumped)) - y0).reshape(-1, y0.shape[-1]).max(axis=0) > 0
+    changed = np.nonzero(moved)[0]
+    if not len(changed):
+        return 0
+    lo, hi = changed.min() / s, (changed.max() + 1) / s  # the input span of the outputs that moved
+    return int(math.ceil(max(mid - lo, hi - (mid + 1), 0)))
+
+
+__all__ = ["apply_chunked", "apply_tiled", "receptive_field"]

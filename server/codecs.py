@@ -7,6 +7,7 @@ A manifest without audio models still serves images; the audio routes then answe
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,9 +107,9 @@ def batched(codec: ImageCodec, settings: Settings) -> ImageCodec:
     def wrap(net: object) -> MicroBatcher:
         return MicroBatcher(net, settings.batch_max_size, settings.batch_max_wait_ms)  # type: ignore[arg-type]
 
-    return ImageCodec(
-        codec.entry, wrap(codec.analysis), wrap(codec.synthesis), codec.quantizer, codec.prior, codec.limits
-    )
+    out = copy.copy(codec)  # its tiles and contexts too, without measuring the networks again
+    out.analysis, out.synthesis = wrap(codec.analysis), wrap(codec.synthesis)
+    return out
 
 
 def load_codecs(settings: Settings) -> Codecs:

@@ -96,7 +96,7 @@ AudioCodecDep = Annotated[AudioCodec, Depends(get_audio_codec)]
 api_key_header = APIKeyHeader(
     name="X-API-Key",
     auto_error=False,
-    description="Required on /v1 routes only when the server is started with STRATA_API_KEYS.",
+    description="One of the server's API keys (STRATA_API_KEYS); declared only when the server has keys.",
 )
 
 

@@ -103,7 +103,10 @@ class NotReadyError(ServiceError):
 
 
 class OverloadedError(ServiceError):
+    """The server is at capacity; ``retry_after`` (seconds) goes into the ``Retry-After`` header."""
+
     code, status = "overloaded", 503
+    retry_after: int = 1
 
 
 # Most specific first: the first class in an exception's MRO found here gives the status.
@@ -143,7 +146,7 @@ async def strata_error_handler(request: Request, exc: Exception) -> JSONResponse
         log.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
     headers = {"WWW-Authenticate": "ApiKey"} if isinstance(exc, UnauthorizedError) else None
     if isinstance(exc, OverloadedError):
-        headers = {"Retry-After": "1"}
+        headers = {"Retry-After": str(exc.retry_after)}
     return error_response(status, exc.code, str(exc) or type(exc).__name__, headers)
 
 

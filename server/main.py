@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.pool = InferencePool(settings.workers, settings.max_queue, metrics)
+    app.state.pool = InferencePool(settings.workers, settings.max_queue, metrics, settings.max_work_seconds)
     app.state.codecs = None
     errors.install(app)
     if settings.cors_origins:

@@ -6,6 +6,11 @@ more wait for a free worker; beyond that a call is refused at once with
 refusals instead of an ever-growing queue and timeouts. The event loop stays free for health
 checks and for reading and writing other requests' bodies.
 
+Each call also carries an estimate of its work (:class:`~strata.server.cost.Work`, seconds of
+compute); the pool admits it only while the work admitted (running and waiting) stays within
+``max_work`` seconds: over that, 503 ``overloaded`` with a ``Retry-After``; a call whose own
+estimate is over ``max_work`` gets 413 ``limit_exceeded`` (see :mod:`strata.server.cost`).
+
 All bookkeeping happens on the event loop thread, so it needs no lock.
 """
 
@@ -16,6 +21,8 @@ from typing import TypeVar
 
 import anyio
 import anyio.to_thread
+from strata.errors import LimitExceededError
+from strata.server.cost import NOTHING, Work, retry_after
 from strata.server.errors import OverloadedError
 from strata.server.metrics import Metrics
 
@@ -25,10 +32,13 @@ T = TypeVar("T")
 class InferencePool:
     """Run blocking callables in at most ``workers`` threads with a bounded wait queue."""
 
-    def __init__(self, workers: int, max_queue: int, metrics: Metrics | None = None) -> None:
-        if workers < 1 or max_queue < 0:
-            raise ValueError(f"need workers >= 1 and max_queue >= 0, got {workers} and {max_queue}")
-        self.workers, self.max_queue = workers, max_queue
+    def __init__(self, workers: int, max_queue: int, metrics: Metrics | None = None,
+                 max_work: float = float("inf")) -> None:
+        if workers < 1 or max_queue < 0 or not max_work > 0:
+            raise ValueError(f"need workers >= 1, max_queue >= 0 and max_work > 0, got {workers}, {max_queue} "
+                             f"and {max_work}")
+        self.workers, self.max_queue, self.max_work = workers, max_queue, max_work
+        self.admitted_work = 0.0  # estimated seconds of the calls inside run()
         self.metrics = metrics
         if metrics is not None:  # read at scrape time, so the gauges are never stale
             metrics.queue_depth.set_function(lambda: self.waiting)
@@ -52,17 +62,37 @@ class InferencePool:
         """Calls waiting for a worker now."""
         return max(0, self._pending - self.running)
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """``fn(*args)`` in a worker thread; raises :class:`OverloadedError` when the queue is full."""
+    async def run(self, fn: Callable[..., T], *args: object, work: Work = NOTHING) -> T:
+        """``fn(*args)`` in a worker thread. Raises :class:`OverloadedError` when the queue is full or ``work``
+        does not fit the work budget now, :class:`LimitExceededError` when it never would."""
+        if work.seconds > self.max_work:
+            raise LimitExceededError(
+                f"{work.what} needs about {work.seconds:.0f} s of compute, over this server's budget of "
+                f"{self.max_work:.0f} s (STRATA_MAX_WORK_SECONDS); send a smaller one"
+            )
         if self._pending >= self.workers + self.max_queue:
-            if self.metrics is not None:
-                self.metrics.rejected.inc()
+            self._reject()
             raise OverloadedError(
                 f"server is busy: {self.running} requests running and {self.waiting} waiting "
                 f"(limit {self.max_queue}); retry later"
             )
+        excess = self.admitted_work + work.seconds - self.max_work
+        if excess > 0:
+            self._reject()
+            error = OverloadedError(
+                f"server is busy: {self.admitted_work:.0f} s of work admitted, {work.what} needs about "
+                f"{work.seconds:.0f} s more (budget {self.max_work:.0f} s); retry later"
+            )
+            error.retry_after = retry_after(excess, self.workers)
+            raise error
         self._pending += 1
+        self.admitted_work += work.seconds
         try:
             return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
         finally:
             self._pending -= 1
+            self.admitted_work = max(0.0, self.admitted_work - work.seconds)
+
+    def _reject(self) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected.inc()

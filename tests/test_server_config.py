@@ -91,7 +91,7 @@ def test_openapi_declares_the_api_key_only_when_keys_are_configured(keys, tiny_r
     assert v1
     if keys:
         assert all(op.get("security") == [{"APIKeyHeader": []}] for op in v1)
-        assert "APIKeyHeader" in schema["components"]["securitySchemes"]
+        assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
     else:
         assert not any("security" in op for ops in schema["paths"].values() for op in ops.values())
         assert "securitySchemes" not in schema.get("components", {})

@@ -63,7 +63,7 @@ def export_image_model(
     ``layers`` keeps only the first that many residual layers (default: all that were trained);
     ``checkpoints_dir`` receives the compact training checkpoint ``<name>/checkpoint.pt``.
     """
-    from strata.image import ImageCodec, analyse  # serving-side classes, no torch
+    from strata.image import ImageCodec, analyse, contexts, receptive_fields  # serving-side, no torch
     from strata.quantize.search import ResidualCodebooks
     from strata.runtime import CPU, OnnxNet
 
@@ -84,10 +84,14 @@ def export_image_model(
     # Codes through the exact serving path (ONNX g_a + numpy search) to fit the prior on.
     L, K = cfg.rvq.layers, cfg.rvq.codebook_size
     analysis = OnnxNet.load(out / "analysis.onnx", [CPU])
+    synthesis = OnnxNet.load(out / "synthesis.onnx", [CPU])
+    rf = receptive_fields(analysis, synthesis, cfg.net.latent_dim, f)  # for tiled inference of large images
     quantizer = ResidualCodebooks(codebooks)
+    context = contexts(rf, f)[0]
     val_images = load_images(Path(data) / "val", cache)
-    train_codes = [analyse(analysis, quantizer, im, f).codes for im in load_images(Path(data) / "train", cache)]
-    val_codes = [analyse(analysis, quantizer, im, f).codes for im in val_images]
+    train_codes = [analyse(analysis, quantizer, im, f, context=context).codes
+                   for im in load_images(Path(data) / "train", cache)]
+    val_codes = [analyse(analysis, quantizer, im, f, context=context).codes for im in val_images]
     kinds = fit_priors(train_codes, val_codes, [K] * L, out)
 
     files = file_refs(models_dir, out, BASE_FILES)
@@ -101,7 +105,7 @@ def export_image_model(
         files=files,
         weights_sha256=weights_hash(files, SERVING_ROLES["image"]),
         description=description,
-        extra={"contexts": kinds, "train_step": ckpt.get("step"), "config": cfg.to_dict()},
+        extra={"contexts": kinds, "train_step": ckpt.get("step"), "config": cfg.to_dict(), "receptive_field": rf},
     )
     register(models_dir, entry, make_default)
     # The registered model must load (sha256 verified) and round-trip a validation image.

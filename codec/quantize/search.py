@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from strata.errors import InputError, LayersError, ModelIntegrityError
 
+SEARCH_BLOCK = 16384  # latent vectors searched at a time (a 1-MP image has 16 384 at ×8)
+
 
 @dataclass(frozen=True)
 class ResidualCodebooks:
@@ -56,11 +58,15 @@ class ResidualCodebooks:
         residual = np.ascontiguousarray(latent.transpose(0, 2, 3, 1).reshape(-1, D), dtype=np.float32)
         codes = np.empty((k, B * H * W), dtype=np.int64)
         norms = self._norms  # type: ignore[attr-defined]
-        for layer in range(k):
-            book = self.codebooks[layer]
-            idx = (norms[layer][None, :] - 2.0 * (residual @ book.T)).argmin(1)
-            codes[layer] = idx
-            residual -= book[idx]
+        # In blocks of SEARCH_BLOCK vectors: the distance matrix of a block is SEARCH_BLOCK × K floats, where
+        # one of the whole latent of a 4096² image would be 268 MB per layer.
+        for lo in range(0, residual.shape[0], SEARCH_BLOCK):
+            r = residual[lo : lo + SEARCH_BLOCK]
+            for layer in range(k):
+                book = self.codebooks[layer]
+                idx = (norms[layer][None, :] - 2.0 * (r @ book.T)).argmin(1)
+                codes[layer, lo : lo + SEARCH_BLOCK] = idx
+                r -= book[idx]
         return codes.reshape(k, B, H, W)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from strata.errors import LimitExceededError
 from strata.frontend.audio import read_audio
 from strata.server import payloads
 from strata.server.config import Settings
+from strata.server.cost import NOTHING, Work, sound_seconds
 from strata.server.deps import (
     AUDIO_TYPES,
     CODES_TYPES,
@@ -133,6 +134,12 @@ def _read_sound(data: bytes, settings: Settings) -> np.ndarray:
     return read_audio(data, settings.max_audio_seconds, settings.max_audio_channels, rate=SAMPLE_RATE).samples
 
 
+def _sound_work(data: bytes) -> Work:
+    """The work of encoding the sound in ``data`` (its length from the file header; see ``image_work``)."""
+    seconds = sound_seconds(data)
+    return NOTHING if seconds is None else Work.audio(seconds, decode=False)
+
+
 def _render(codec: AudioCodec, codes: AudioCodes, layers: int | None, vocoder: Vocoder, refine: int | None,
             output: AudioOutput) -> tuple[bytes, dict[str, str]]:
     """The body and its extra headers (``X-Strata-Refine``: the iterations HiFi-GAN's output had)."""
@@ -175,7 +182,7 @@ async def compress(
         codes = codec.encode(_read_sound(body.data, settings), layers)
         return codes, codec.compress_codes(codes)
 
-    codes, data = await pool.run(work)
+    codes, data = await pool.run(work, work=_sound_work(body.data))
     kbps = 8 * len(data) / codes.seconds / 1000
     headers = _sound_headers(
         codec.name, codes.layers, codes, {"X-Strata-Bytes": str(len(data)), "X-Strata-Kbps": f"{kbps:.4f}"}
@@ -214,13 +221,16 @@ async def decompress(
     refine: RefineQuery = None,
     output: OutputQuery = "wav",
 ) -> Response:
-    def work() -> tuple[AudioCodes, int, tuple[bytes, dict[str, str]]]:
-        stream = parse_stream(body.data, settings, Modality.AUDIO, partial)
-        codec = codecs.audio_for_stream(stream.header.model)
-        codes = codec.decompress_codes(body.data, layers, partial=partial)
-        return codes, stream.layers, _render(codec, codes, None, vocoder, refine, output)
+    stream = await pool.run(parse_stream, body.data, settings, Modality.AUDIO, partial)  # the header: the work
+    codec = codecs.audio_for_stream(stream.header.model)
+    samples, rate = stream.header.size
 
-    codes, present, (data, extra) = await pool.run(work)
+    def work() -> tuple[AudioCodes, tuple[bytes, dict[str, str]]]:
+        codes = codec.decompress_codes(body.data, layers, partial=partial)
+        return codes, _render(codec, codes, None, vocoder, refine, output)
+
+    codes, (data, extra) = await pool.run(work, work=Work.audio(samples / rate, True, output == "wav"))
+    present = stream.layers
     headers = _sound_headers(codes.model, codes.layers, codes, {"X-Strata-Stream-Layers": str(present), **extra})
     return Response(data, media_type=MEDIA_TYPES[output], headers=headers)
 
@@ -254,7 +264,7 @@ async def encode(
         codes = codec.encode(_read_sound(body.data, settings), layers)
         return codes, payloads.codes_payload(codes, format, max(codec.entry.codebook_sizes))
 
-    codes, data = await pool.run(work)
+    codes, data = await pool.run(work, work=_sound_work(body.data))
     return Response(data, media_type=MEDIA_TYPES[format], headers=_sound_headers(codes.model, codes.layers, codes))
 
 
@@ -315,10 +325,11 @@ async def decode(
         checked = payloads.check_codes(array, codec.entry.codebook_sizes, codec.grid(length), "sound")
         return codec, AudioCodes(checked, length, rate, codec.name)
 
-    def work() -> tuple[AudioCodec, AudioCodes, tuple[bytes, dict[str, str]]]:
-        codec, codes = parse()
-        return codec, codes, _render(codec, codes, layers, vocoder, refine, output)
+    codec, codes = await pool.run(parse)  # the sound's length: the work
 
-    codec, codes, (data, extra) = await pool.run(work)
+    def work() -> tuple[bytes, dict[str, str]]:
+        return _render(codec, codes, layers, vocoder, refine, output)
+
+    data, extra = await pool.run(work, work=Work.audio(codes.seconds, True, output == "wav"))
     headers = _sound_headers(codec.name, layers or codes.layers, codes, extra)
     return Response(data, media_type=MEDIA_TYPES[output], headers=headers)

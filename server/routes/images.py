@@ -14,6 +14,7 @@ from strata.bitstream import Modality
 from strata.frontend.image import read_image
 from strata.image import ImageCodec, ImageCodes
 from strata.server import payloads
+from strata.server.cost import NOTHING, Work, image_size
 from strata.server.deps import (
     CODES_TYPES,
     IMAGE_TYPES,
@@ -69,6 +70,13 @@ def _image_response(image_bytes: bytes, fmt: ImageFormat, model: str, layers: in
     return Response(image_bytes, media_type=MEDIA_TYPES[fmt], headers=_strata_headers(model, layers, size, extra))
 
 
+def image_work(data: bytes) -> Work:
+    """The work of encoding the image in ``data`` (read from its header; a file that does not open costs
+    little: it fails when it runs)."""
+    size = image_size(data)
+    return NOTHING if size is None else Work.image(size, decode=False)
+
+
 @router.post(
     "/images:compress",
     summary="Compress an image into a Strata stream",
@@ -91,7 +99,7 @@ async def compress(codec: ImageCodecDep, body: ImageBody, pool: PoolDep, setting
         image = read_image(body.data, settings.max_pixels)
         return (image.shape[0], image.shape[1]), codec.compress(image, layers)
 
-    (h, w), data = await pool.run(work)
+    (h, w), data = await pool.run(work, work=image_work(body.data))
     headers = _strata_headers(codec.name, layers or codec.layers, (h, w),
                               {"X-Strata-Bytes": str(len(data)), "X-Strata-Bpp": f"{8 * len(data) / (h * w):.4f}"})
     return Response(data, media_type=OCTET, headers=headers)
@@ -113,13 +121,15 @@ async def compress(codec: ImageCodecDep, body: ImageBody, pool: PoolDep, setting
 async def decompress(body: StreamBody, codecs: CodecsDep, pool: PoolDep, settings: SettingsDep,
                      layers: LayersQuery = None, format: ImageFormatQuery = "png",
                      partial: PartialQuery = False) -> Response:
-    def work() -> tuple[ImageCodes, int, bytes]:
-        stream = parse_stream(body.data, settings, Modality.IMAGE, partial)
-        codec = codecs.image_for_stream(stream.header.model)
-        codes = codec.decompress_codes(body.data, layers, partial=partial)
-        return codes, stream.layers, payloads.image_payload(codec.decode(codes), format)
+    stream = await pool.run(parse_stream, body.data, settings, Modality.IMAGE, partial)  # the header: the work
+    codec = codecs.image_for_stream(stream.header.model)
 
-    codes, present, data = await pool.run(work)
+    def work() -> tuple[ImageCodes, bytes]:
+        codes = codec.decompress_codes(body.data, layers, partial=partial)
+        return codes, payloads.image_payload(codec.decode(codes), format)
+
+    codes, data = await pool.run(work, work=Work.image(stream.header.size, decode=True))
+    present = stream.layers
     return _image_response(data, format, codes.model, codes.layers, codes.size,
                            {"X-Strata-Stream-Layers": str(present)})
 
@@ -146,7 +156,7 @@ async def encode(codec: ImageCodecDep, body: ImageBody, pool: PoolDep, settings:
         codes = codec.encode(read_image(body.data, settings.max_pixels), layers)
         return codes, payloads.codes_payload(codes, format, max(codec.entry.codebook_sizes))
 
-    codes, data = await pool.run(work)
+    codes, data = await pool.run(work, work=image_work(body.data))
     headers = _strata_headers(codes.model, codes.layers, codes.size)
     return Response(data, media_type=MEDIA_TYPES[format], headers=headers)
 
@@ -183,9 +193,10 @@ async def decode(body: CodesBody, codecs: CodecsDep, pool: PoolDep,
         return codec, ImageCodes(payloads.check_codes(array, codec.entry.codebook_sizes, codec.grid(size)), size,
                                  codec.name)
 
-    def work() -> tuple[ImageCodec, ImageCodes, bytes]:
-        codec, codes = parse()
-        return codec, codes, payloads.image_payload(codec.decode(codes, layers), format)
+    codec, codes = await pool.run(parse)  # the codes' size: the work
 
-    codec, codes, data = await pool.run(work)
+    def work() -> bytes:
+        return payloads.image_payload(codec.decode(codes, layers), format)
+
+    data = await pool.run(work, work=Work.image(codes.size, decode=True))
     return _image_response(data, format, codec.name, layers or codes.layers, codes.size)
