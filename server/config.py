@@ -18,6 +18,9 @@ STRATA_MAX_AUDIO_SECONDS    600 (10 minutes)             sound length limit, che
 STRATA_MAX_AUDIO_CHANNELS   8                            more channels is refused (415, like the frontend)
 STRATA_WORKERS              CPU count                    inference threads (bounded pool)
 STRATA_MAX_QUEUE            64                           requests waiting for a worker before 503
+STRATA_READ_TIMEOUT         30                           seconds to send the headers, and again the body,
+                                                         before 408 and the connection closes
+STRATA_MAX_CONNECTIONS      256                          open connections per worker process before 503
 STRATA_MAX_WORK_SECONDS     120                          estimated compute (seconds on 2 cores) admitted,
                                                          running and waiting, before 503 + Retry-After;
                                                          one request over it: 413 (server.cost)
@@ -81,6 +84,10 @@ class Settings(BaseSettings):
     max_audio_channels: int = Field(8, ge=1, le=256, description="most channels an input sound may have")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256, description="inference threads")
     max_queue: int = Field(64, ge=0, le=100_000, description="requests waiting for a worker before 503")
+    read_timeout: float = Field(30.0, gt=0, le=3600, description="seconds a request may take to send its headers, "
+                                "and again its body, before 408 and the connection closes (slow clients)")
+    max_connections: int = Field(256, ge=1, le=100_000, description="open connections (and running requests) per "
+                                 "worker process before new ones get 503")
     max_work_seconds: float = Field(120.0, gt=0, le=86_400, description="estimated seconds of compute admitted "
                                     "(running + waiting) before 503; one request over it gets 413")
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field((), description="accepted X-API-Key values")

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from starlette.requests import ClientDisconnect
@@ -30,6 +31,7 @@ from strata.server.errors import (
     ClientDisconnectedError,
     EmptyBodyError,
     NotReadyError,
+    RequestTimeoutError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
 )
@@ -127,8 +129,9 @@ def media_type(request: Request) -> str:
     return value.split(";", 1)[0].strip().lower() or OCTET
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, read chunk by chunk; stops and raises 413 as soon as it passes ``limit`` bytes.
+async def read_body(request: Request, limit: int, timeout: float = float("inf")) -> bytes:
+    """The body, read chunk by chunk; stops and raises 413 as soon as it passes ``limit`` bytes, and 408 when it
+    is not complete within ``timeout`` seconds (a client trickling its body would hold a connection forever).
 
     ``Content-Length`` is used only to refuse early; the count of bytes really received decides.
     """
@@ -137,13 +140,16 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise BodyTooLargeError(f"request body of {int(declared)} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLargeError(f"request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLargeError(f"request body is over the limit of {limit} bytes")
+                chunks.append(chunk)
     except ClientDisconnect:
         raise ClientDisconnectedError("client disconnected while sending the body") from None
+    except TimeoutError:
+        raise RequestTimeoutError(f"the request body did not arrive within {timeout:g} s ({size} bytes came)") from None
     return b"".join(chunks)
 
 
@@ -155,7 +161,7 @@ def body_reader(accepted: tuple[str, ...], what: str) -> Callable[[Request, Sett
         if kind not in accepted:
             raise UnsupportedMediaTypeError(f"Content-Type {kind!r} is not accepted here; send {what} as one of "
                                             f"{', '.join(accepted)}")
-        data = await read_body(request, settings.max_body_bytes)
+        data = await read_body(request, settings.max_body_bytes, settings.read_timeout)
         if not data:
             raise EmptyBodyError(f"the request body is empty; send {what}")
         return RawBody(data, kind)

@@ -14,8 +14,9 @@ the service adds a few of its own::
         ├── InvalidCodesError       422  invalid_codes           a codes body that is not an integer [L, h, w] array
         ├── WrongModalityError      422  wrong_modality          an audio stream sent to an image route or vice versa
         ├── ClientDisconnectedError 400  client_disconnected     the client went away mid-upload
+        ├── RequestTimeoutError     408  request_timeout         headers or body not sent within STRATA_READ_TIMEOUT
         ├── NotReadyError           503  not_ready               models are not loaded (yet)
-        └── OverloadedError         503  overloaded              the inference queue is full
+        └── OverloadedError         503  overloaded              the queue or the work budget is full (Retry-After)
 
 Status of the codec's errors (most specific class wins, see :data:`STATUS`)::
 
@@ -98,6 +99,12 @@ class ClientDisconnectedError(ServiceError):
     code, status = "client_disconnected", 400
 
 
+class RequestTimeoutError(ServiceError):
+    """The client did not send its request in time; the connection is closed after the answer."""
+
+    code, status = "request_timeout", 408
+
+
 class NotReadyError(ServiceError):
     code, status = "not_ready", 503
 
@@ -147,6 +154,8 @@ async def strata_error_handler(request: Request, exc: Exception) -> JSONResponse
     headers = {"WWW-Authenticate": "ApiKey"} if isinstance(exc, UnauthorizedError) else None
     if isinstance(exc, OverloadedError):
         headers = {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, RequestTimeoutError):
+        headers = {"Connection": "close"}
     return error_response(status, exc.code, str(exc) or type(exc).__name__, headers)
 
 

@@ -30,6 +30,7 @@ from strata.server.codecs import load_codecs
 from strata.server.config import Settings
 from strata.server.metrics import Metrics, MetricsMiddleware
 from strata.server.pool import InferencePool
+from strata.server.protocol import READ_TIMEOUT_KEY
 from strata.server.routes import audio, health, images, models
 
 DESCRIPTION = """\
@@ -58,10 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict]:
         app.state.codecs = await anyio.to_thread.run_sync(load_codecs, settings)
         try:
-            yield
+            yield {READ_TIMEOUT_KEY: settings.read_timeout}  # the connections' header deadline (server.protocol)
         finally:
             app.state.codecs = None
 

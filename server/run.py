@@ -14,6 +14,10 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from strata.server.config import Settings
 
 
 class ServeError(Exception):
@@ -73,7 +77,18 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1, mo
         workers=workers,
         log_level=settings.log_level,
         access_log=False,  # the app logs one line per request itself
+        **uvicorn_options(settings),
     )
+
+
+def uvicorn_options(settings: Settings) -> dict:
+    """The uvicorn settings that protect the service from slow and numerous clients (tests use them too): the
+    header deadline of :mod:`strata.server.protocol` and a cap on open connections (503 beyond it)."""
+    return {
+        "http": "strata.server.protocol:GuardedHTTPProtocol",
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": 5,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,3 +134,14 @@ def test_a_large_image_fits_in_bounded_memory(shipped_registry, tmp_path):
 
     tiled = grown(1 << 20)
     assert tiled < 900, f"peak RSS grew by {tiled:.0f} MiB"  # 0.45 GiB measured; one call: 2.1 GiB
+
+
+def test_search_leaves_a_channels_last_latent_alone():
+    from strata.quantize.search import ResidualCodebooks
+
+    rng = np.random.default_rng(5)
+    books = ResidualCodebooks(rng.standard_normal((2, 8, 4)).astype(np.float32))
+    latent = np.ascontiguousarray(rng.standard_normal((1, 6, 5, 4)).astype(np.float32)).transpose(0, 3, 1, 2)
+    before = latent.copy()
+    books.encode(latent)
+    np.testing.assert_array_equal(latent, before)

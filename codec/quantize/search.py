@@ -55,7 +55,8 @@ class ResidualCodebooks:
             raise InputError(f"latent must be [B, {self.dim}, H, W], got {latent.shape}")
         k = self._check_layers(layers, self.layers)
         B, D, H, W = latent.shape
-        residual = np.ascontiguousarray(latent.transpose(0, 2, 3, 1).reshape(-1, D), dtype=np.float32)
+        # A copy: the search subtracts in place, and a channels-last latent would give a view of the caller's array.
+        residual = np.array(latent.transpose(0, 2, 3, 1).reshape(-1, D), dtype=np.float32, order="C", copy=True)
         codes = np.empty((k, B * H * W), dtype=np.int64)
         norms = self._norms  # type: ignore[attr-defined]
         # In blocks of SEARCH_BLOCK vectors: the distance matrix of a block is SEARCH_BLOCK × K floats, where
