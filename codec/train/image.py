@@ -1,6 +1,7 @@
 """Training loop of the image codec (``strata train image``).
 
-Trains ``g_a``, ``g_s`` and the residual VQ end to end on random crops of
+Trains ``g_a``, ``g_s`` and the quantizer (the residual VQ, or the family named by
+``ImageTrainConfig.quantizer``: :mod:`codec.quantize.families`) end to end on random crops of
 ``images/train`` with MSE, selects on centre crops of ``images/val`` (mean PSNR
 over all layer counts) and never reads Kodak. Every ``eval_every`` steps it
 logs PSNR per layer count, per-layer perplexity and the static-entropy bpp
