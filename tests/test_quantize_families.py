@@ -66,6 +66,16 @@ def test_hrvq_numpy_tree_search_matches_torch(hrvq):
     np.testing.assert_allclose(hrvq.decode(out.codes).detach().numpy(), books.decode(codes), atol=1e-6)
 
 
+def test_tree_encode_leaves_a_channels_last_latent_alone(hrvq):
+    books = inference_codebooks(hrvq)
+    nhwc = np.random.default_rng(4).normal(size=(2, 5, 7, 6)).astype(np.float32)
+    latent = nhwc.transpose(0, 3, 1, 2)  # [B, D, H, W] view of channels-last memory
+    before = latent.copy()
+    codes = books.encode(latent)
+    np.testing.assert_array_equal(latent, before)
+    np.testing.assert_array_equal(codes, books.encode(before))
+
+
 def test_hrvq_search_equals_brute_force_per_parent_search():
     rng = np.random.default_rng(3)
     K, D = 5, 3

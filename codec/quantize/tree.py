@@ -74,7 +74,8 @@ class TreeCodebooks:
             raise InputError(f"latent must hold finite floating-point values, got {latent.dtype}")
         k = self._check_layers(layers, self.layers)
         B, D, H, W = latent.shape
-        residual = np.ascontiguousarray(latent.transpose(0, 2, 3, 1).reshape(-1, D), dtype=np.float32)
+        # always a copy: for a channels-last latent the reshape is a view, and the search subtracts in place
+        residual = np.array(latent.transpose(0, 2, 3, 1).reshape(-1, D), dtype=np.float32, order="C", copy=True)
         N, K = len(residual), self.root.shape[0]
         codes = np.empty((k, N), dtype=np.int64)
         idx = (self._root_norms[None, :] - 2.0 * (residual @ self.root.T)).argmin(1)  # type: ignore[attr-defined]
