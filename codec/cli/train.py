@@ -92,12 +92,19 @@ def _codec_config(args: argparse.Namespace, trainer: Any, config_cls: type) -> A
     return cfg
 
 
+QUANTIZERS = ("rvq", "hrvq", "rsq")  # strata.train.quantize.families.FAMILIES (not imported: it needs torch)
+
+
 def cmd_train_image(args: argparse.Namespace) -> int:
     _check_common(args)
     from strata.train import image as trainer
 
     try:
         cfg = _codec_config(args, trainer, trainer.ImageTrainConfig)
+        if args.quantizer is not None and args.quantizer != cfg.quantizer:
+            if args.resume and (Path(args.run) / "last.pt").exists():
+                raise CliError(f"--quantizer {args.quantizer} cannot change a run being resumed ({cfg.quantizer})")
+            cfg = dataclasses.replace(cfg, quantizer=args.quantizer)
         trainer.train(cfg, Path(args.run), resume=args.resume, max_minutes=args.max_minutes,
                       init_from=Path(args.init_from) if args.init_from else None)
     except (FileNotFoundError, ValueError) as e:
@@ -213,6 +220,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _common_flags(im, "folder with train/ and val/ image sub-folders (val chooses the checkpoint)")
     im.add_argument("--decay-start", type=float, help="fraction of --steps after which the LR decays (cosine)")
     im.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
+    im.add_argument("--quantizer", choices=QUANTIZERS, help="quantizer family of a new run: rvq (residual VQ, the "
+                    "default), hrvq (HR-VQVAE codebook tree) or rsq (HQ-VAE stochastic residual quantization)")
     im.set_defaults(func=cmd_train_image, command_name="train image")
 
     au = kinds.add_parser("audio", help="the mel codec (a held-out part of the training clips chooses the checkpoint)")

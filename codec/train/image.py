@@ -1,6 +1,7 @@
 """Training loop of the image codec (``strata train image``).
 
-Trains ``g_a``, ``g_s`` and the residual VQ end to end on random crops of
+Trains ``g_a``, ``g_s`` and the quantizer (the residual VQ, or the family named by
+``ImageTrainConfig.quantizer``: :mod:`strata.train.quantize.families`) end to end on random crops of
 ``images/train`` with MSE, selects on centre crops of ``images/val`` (mean PSNR
 over all layer counts) and never reads Kodak. Every ``eval_every`` steps it
 logs PSNR per layer count, per-layer perplexity and the static-entropy bpp
@@ -31,7 +32,10 @@ from strata.train.checkpoint import read_checkpoint as read_torch_checkpoint
 from strata.train.data import RandomCrops, center_crops, load_images
 from strata.train.loop import Objective, fit, lr_at, start
 from strata.train.nets.image import Analysis, ImageNetConfig, Synthesis, block_pca
-from strata.train.quantize.rvq import ResidualVQ, RVQConfig
+from strata.train.quantize.families import FAMILIES, QuantizerConfig, build_quantizer, decode_codes
+from strata.train.quantize.hrvq import HRVQConfig
+from strata.train.quantize.rsq import RSQConfig
+from strata.train.quantize.rvq import RVQConfig
 from torch import nn
 
 PCA_BATCHES = 32  # training batches whose 8×8 blocks initialise the linear paths (32 × 8 × 256 blocks)
@@ -58,30 +62,45 @@ class ImageTrainConfig:
     seed: int = 0
     net: ImageNetConfig = field(default_factory=ImageNetConfig)
     rvq: RVQConfig = field(default_factory=RVQConfig)
+    quantizer: str = "rvq"  # family: "rvq", "hrvq" or "rsq" (strata.train.quantize.families); its config below
+    hrvq: HRVQConfig = field(default_factory=HRVQConfig)
+    rsq: RSQConfig = field(default_factory=RSQConfig)
+
+    def __post_init__(self) -> None:
+        if self.quantizer not in FAMILIES:
+            raise ValueError(f"quantizer must be one of {', '.join(FAMILIES)}, got {self.quantizer!r}")
+
+    @property
+    def quantizer_config(self) -> QuantizerConfig:
+        """The config of the quantizer family this run trains."""
+        return getattr(self, self.quantizer)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ImageTrainConfig:
-        d = dict(d)
+        d = dict(d)  # configs saved before the families existed have no quantizer key: RVQ
         net = ImageNetConfig.from_dict(d.pop("net"))
         rvq = RVQConfig(**d.pop("rvq"))
-        return cls(net=net, rvq=rvq, **d)
+        hrvq = HRVQConfig(**d.pop("hrvq", {}))
+        rsq = RSQConfig(**d.pop("rsq", {}))
+        return cls(net=net, rvq=rvq, hrvq=hrvq, rsq=rsq, **d)
 
 
 class ImageAutoencoder(nn.Module):
-    """``x ─►─┤g_a├─►─┤RVQ├─►─┤g_s├─► x̂`` assembled from its parts (training only)."""
+    """``x ─►─┤g_a├─►─┤quantizer├─►─┤g_s├─► x̂`` assembled from its parts (training only)."""
 
-    def __init__(self, g_a: nn.Module, quantizer: ResidualVQ, g_s: nn.Module) -> None:
+    def __init__(self, g_a: nn.Module, quantizer: nn.Module, g_s: nn.Module) -> None:
         super().__init__()
         self.g_a, self.quantizer, self.g_s = g_a, quantizer, g_s
 
     @classmethod
-    def from_config(cls, net: ImageNetConfig, rvq: RVQConfig) -> ImageAutoencoder:
+    def from_config(cls, net: ImageNetConfig, rvq: QuantizerConfig) -> ImageAutoencoder:
+        """The autoencoder with the quantizer of ``rvq``'s family (RVQConfig, HRVQConfig or RSQConfig)."""
         if rvq.dim != net.latent_dim:
-            raise ValueError(f"RVQ dim {rvq.dim} must equal the latent dim {net.latent_dim}")
-        return cls(Analysis(net), ResidualVQ(rvq), Synthesis(net))
+            raise ValueError(f"quantizer dim {rvq.dim} must equal the latent dim {net.latent_dim}")
+        return cls(Analysis(net), build_quantizer(rvq), Synthesis(net))
 
 
 def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
@@ -97,7 +116,7 @@ def psnr(mse: float) -> float:
 def validate(model: ImageAutoencoder, val: np.ndarray, device: torch.device, amp: bool) -> dict:
     """PSNR (8-bit rounding) per layer count, perplexity and static bits per layer."""
     model.eval()
-    L, K = model.quantizer.layers, model.quantizer.cfg.codebook_size
+    L = model.quantizer.layers
     x = torch.from_numpy(val).to(device).float() / 255
     psnrs, codes_all = [], []
     for chunk in x.split(8):
@@ -105,12 +124,11 @@ def validate(model: ImageAutoencoder, val: np.ndarray, device: torch.device, amp
             y = model.g_a(chunk)
         codes_all.append(model.quantizer(y.float(), L).codes)
     codes = torch.cat(codes_all, dim=1)  # [L, N, h, w]
-    embed = model.quantizer.embed
     for k in range(1, L + 1):
         se = 0.0
         for i, chunk in enumerate(x.split(8)):
             c = codes[:k, i * 8 : i * 8 + len(chunk)]
-            yq = sum(embed[layer][c[layer]] for layer in range(k)).permute(0, 3, 1, 2)
+            yq = decode_codes(model.quantizer, c)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 xh = model.g_s(yq)
             xh = (xh.float().clamp(0, 1) * 255).round() / 255
@@ -118,7 +136,7 @@ def validate(model: ImageAutoencoder, val: np.ndarray, device: torch.device, amp
         psnrs.append(psnr(se / x.numel()))
     bits, ppl = [], []
     for layer in range(L):
-        p = torch.bincount(codes[layer].flatten(), minlength=K).double()
+        p = torch.bincount(codes[layer].flatten(), minlength=model.quantizer.codebook_size(layer)).double()
         p = p[p > 0] / p.sum()
         h = float(-(p * p.log2()).sum())
         bits.append(h)
@@ -148,7 +166,7 @@ def train(
         if "kodak" in str((data / sub).resolve()).lower():
             raise ValueError("Kodak is for evaluation only and is never used for training")
 
-    model = ImageAutoencoder.from_config(cfg.net, cfg.rvq).to(device)
+    model = ImageAutoencoder.from_config(cfg.net, cfg.quantizer_config).to(device)
     crops = RandomCrops(load_images(data / "train", run_dir / "cache"), cfg.crop, seed=cfg.seed)
     val = center_crops(load_images(data / "val", run_dir / "cache"), cfg.val_crop)
 

@@ -33,6 +33,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from strata.train.quantize.families import quantizer_loss
 from strata.train.quantize.rvq import RVQConfig
 from strata.train.schedule import StepGuard, cosine_lr, warmup_factor
 from torch import nn
@@ -143,7 +144,7 @@ def fit(
             lat = torch.cat([model.g_a(batch()) for _ in range(8)])
         model.quantizer.init_kmeans(lat.permute(0, 2, 3, 1).reshape(-1, lat.shape[1]).float())
 
-    L = cfg.rvq.layers
+    L = model.quantizer.layers  # cfg.rvq.layers for RVQ; the trained family's layers in general
     first_step = step
     guard = StepGuard(cfg.max_bad_steps, f"restart from {run_dir / 'best.pt'} with --init-from and a lower --lr")
     better = (lambda a, b: a > b) if objective.higher_is_better else (lambda a, b: a < b)
@@ -163,8 +164,9 @@ def fit(
             q = model.quantizer(y.float(), k)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
                 xh = objective.synthesise(q.quantized)
-            mse = torch.mean((xh.float() - objective.target(x)) ** 2)
-            loss = mse + q.commit_loss
+            target = objective.target(x)
+            mse = torch.mean((xh.float() - target) ** 2)
+            loss = mse + quantizer_loss(q, mse, target.numel() / q.codes[0].numel())
             opt.zero_grad(set_to_none=True)
             if not guard.ok(loss, step):
                 continue
