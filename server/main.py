@@ -31,7 +31,7 @@ from strata.server.config import Settings
 from strata.server.metrics import Metrics, MetricsMiddleware
 from strata.server.pool import InferencePool
 from strata.server.protocol import READ_TIMEOUT_KEY
-from strata.server.routes import audio, health, images, models
+from strata.server.routes import audio, health, images, models, web
 
 DESCRIPTION = """\
 Learned image and audio compression with residual vector quantization.
@@ -87,5 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(images.router)
     app.include_router(audio.router)
+    app.include_router(web.router)  # the demo page at / (not in the OpenAPI document)
     docs.install(app, keyed=settings.auth_enabled)
     return app

@@ -1,0 +1,1 @@
+"""The demo page's assets (HTML, JavaScript, CSS), served by :mod:`strata.server.routes.web`."""
