@@ -267,6 +267,10 @@ def test_sound(browser, server, tmp_path, artifacts):
                       headers={"Content-Type": "application/octet-stream"}).headers["X-Strata-Kbps"]
     caption = players.nth(1).locator("figcaption").text_content()  # "8 of 8 layers · 13.50 kbps"
     assert abs(float(caption.split("·")[1].split()[0]) - float(kbps)) <= 0.005, (caption, kbps)
+    # The original's log-mel (audio:mel) is drawn beside the decoded ones: a canvas with content.
+    drawn = page.eval_on_selector("#sound-original-mel", """c => c.width > 0 && c.height > 0 &&
+        c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 !== 3 && v > 0)""")
+    assert drawn
     page.locator("#sound-title").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "6-sound.png"), full_page=True)
     assert errors == []

@@ -632,3 +632,16 @@ def test_unsupported_media_maps_in_the_sdk(api) -> None:
     with pytest.raises(UnsupportedMediaError) as e:
         api.compress_audio(b"definitely not a sound")
     assert (e.value.status, e.value.code) == (415, "unsupported_media")
+
+
+def test_mel_of_the_original_is_the_frontends(live_av_server, samples) -> None:
+    """``audio:mel`` gives the log-mel the codec's frontend computes from the sound (what ``output=mel`` of a
+    decoded stream is compared with), and refuses what is not a sound."""
+    from strata.frontend.audio import log_mel
+
+    r = post(live_av_server, "audio:mel", WAV, "audio/wav")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-npy"
+    mel = np.load(io.BytesIO(r.content))
+    np.testing.assert_array_equal(mel, log_mel(samples).astype(np.float32))
+    assert r.headers["X-Strata-Samples"] == str(samples.size) and r.headers["X-Strata-Sample-Rate"] == "22050"
+    assert_error(post(live_av_server, "audio:mel", b"not a sound", "audio/wav"), 415, "unsupported_media")

@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from strata.audio import HOP, SAMPLE_RATE, AudioCodec, AudioCodes, Vocoder
 from strata.bitstream import Modality
 from strata.errors import LimitExceededError
-from strata.frontend.audio import read_audio
+from strata.frontend.audio import log_mel, read_audio
 from strata.server import payloads
 from strata.server.config import Settings
 from strata.server.cost import NOTHING, Work, sound_seconds
@@ -233,6 +233,32 @@ async def decompress(
     present = stream.layers
     headers = _sound_headers(codes.model, codes.layers, codes, {"X-Strata-Stream-Layers": str(present), **extra})
     return Response(data, media_type=MEDIA_TYPES[output], headers=headers)
+
+
+@router.post(
+    "/audio:mel",
+    summary="The log-mel spectrogram of a sound, as the codec sees it (to compare with a decoded one)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "log-mel float32 [80, frames] as `.npy`: the sound mono at 22 050 Hz, hop 256 (the "
+            "frontend of `audio:encode`; `audio:decompress?output=mel` gives the decoded one)",
+            "content": {MEDIA_TYPES["mel"]: BINARY},
+            "headers": {"X-Strata-Model": MODEL_HEADER, **SOUND_HEADERS},
+        },
+        **responses(401, 404, 413, 415, 422, 503),
+    },
+    openapi_extra=body_doc(AUDIO_TYPES, AUDIO_BODY),
+)
+async def mel(codec: AudioCodecDep, body: AudioBody, pool: PoolDep, settings: SettingsDep) -> Response:
+    def work() -> tuple[int, bytes]:
+        samples = _read_sound(body.data, settings)
+        return len(samples), payloads.audio_payload(log_mel(samples), "mel", SAMPLE_RATE)
+
+    length, data = await pool.run(work, work=_sound_work(body.data))
+    headers = {"X-Strata-Model": codec.name, "X-Strata-Seconds": f"{length / SAMPLE_RATE:.4f}",
+               "X-Strata-Samples": str(length), "X-Strata-Sample-Rate": str(SAMPLE_RATE)}
+    return Response(data, media_type=MEDIA_TYPES["mel"], headers=headers)
 
 
 @router.post(

@@ -589,7 +589,10 @@ async function runSound(file) {
   if (original.src) URL.revokeObjectURL(original.src);
   original.src = URL.createObjectURL(file);
   $("#sound-results").hidden = false;
-  const mels = [];
+  const originalMel = await api("/v1/audio:mel", {
+    method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" },
+  }).then((r) => r.arrayBuffer()).then(parseNpy);
+  const mels = [{ canvas: $("#sound-original-mel"), mel: originalMel }];
   for (const k of counts) {
     setStatus("sound", `Decoding ${k} of ${header.layers} layers…`);
     const kbps = (streamBytesFor(header, k) * 8) / seconds / 1000;
@@ -617,8 +620,8 @@ async function runSound(file) {
     $("#sound-players").append(figure);
     mels.push({ canvas, mel });
   }
-  // One colour scale for every picture: that of the most complete decode.
-  const ref = mels[mels.length - 1].mel.data;
+  // One colour scale for every picture: that of the original.
+  const ref = originalMel.data;
   let lo = Infinity, hi = -Infinity;
   for (const v of ref) {
     if (v < lo) lo = v;
