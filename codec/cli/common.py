@@ -27,6 +27,7 @@ EXTRA_OF_MODULE = {
     "scipy": "eval", "matplotlib": "eval",
     "torch": "train", "onnx": "train", "tqdm": "train",
     "pesq": "audio-eval", "pystoi": "audio-eval",
+    "ray": "ray", "pyarrow": "ray",
 }
 
 

@@ -10,7 +10,8 @@
     strata eval images|audio --data DIR --out DIR                        (strata.cli.evaluate)
     strata train image|audio|vocoder --data DIR --run DIR [--resume]     (strata.cli.train)
     strata export image|audio|vocoder ...                                (strata.cli.export)
-    strata serve [--host H] [--port P] [--workers N]                     (strata.cli.serve)
+    strata serve [--host H] [--port P] [--workers N] [--ray [--replicas N]] (strata.cli.serve)
+    strata tokenize DIR_OR_GLOB --out DIR [--layers K] [--ray [--workers N]] (strata.cli.tokenize)
 
 ``main(argv)`` returns the exit status (0 success, 1 error, 2 usage) and is what the tests call.
 Errors print one line to stderr, never a traceback; a command whose extra is not installed says
@@ -23,7 +24,7 @@ import argparse
 import sys
 
 from strata import __version__
-from strata.cli import evaluate, export, serve, stream, train
+from strata.cli import evaluate, export, serve, stream, tokenize, train
 from strata.cli.common import CliError, missing_extra
 from strata.errors import StrataError
 
@@ -33,7 +34,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"strata {__version__}")
     p.add_argument("--models", help="models folder (default: $STRATA_MODELS or the shipped models)")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (stream, evaluate, train, export, serve):
+    for group in (stream, evaluate, train, export, serve, tokenize):
         group.add_parsers(sub)
     return p
 
