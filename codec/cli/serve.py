@@ -11,7 +11,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from strata.server.run import ServeError, serve
 
     try:
-        serve(args.host, args.port, args.workers, getattr(args, "models", None))
+        serve(args.host, args.port, args.workers, getattr(args, "models", None), args.ray, args.replicas)
     except ServeError as e:
         raise CliError(str(e)) from None
     return 0
