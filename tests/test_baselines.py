@@ -81,3 +81,26 @@ def test_quality_tables() -> None:
     for table, lo in ((JPEG_QUALITIES, 1), (WEBP_QUALITIES, 0)):
         assert list(table) == sorted(set(table))
         assert all(isinstance(q, int) and lo <= q <= 100 for q in table)
+
+
+def test_avif_and_jpeg2000_reach_their_settings():
+    from strata.eval.baselines import AVIF_QUALITIES, JPEG2000_BPP, avif, jpeg2000
+    from strata.eval.metrics import psnr
+
+    from tests.conftest import synthetic_image
+
+    image = synthetic_image(256, 384, 2)
+    try:
+        low, high = avif(image, AVIF_QUALITIES[2]), avif(image, AVIF_QUALITIES[-1])
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    assert low.codec == "avif" and low.bpp < high.bpp and psnr(image, low.decoded) < psnr(image, high.decoded)
+    rates = [r for r in JPEG2000_BPP if r >= 0.2]  # below, the codestream's own header is a large share
+    points = [jpeg2000(image, r) for r in rates]
+    for r, p in zip(rates, points, strict=True):
+        assert p.codec == "jpeg2000" and p.quality == r and p.bpp <= r * 1.05 + 0.02, (r, p.bpp)  # a rate target
+    assert [p.bpp for p in points] == sorted(p.bpp for p in points)
+    with pytest.raises(InputError, match="bpp"):
+        jpeg2000(image, 0)
+    with pytest.raises(InputError, match="quality"):
+        avif(image, 101)

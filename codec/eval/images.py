@@ -2,8 +2,9 @@
 
 On every image of a folder (the 24 Kodak images for docs/results.md), for every layer
 count k = 1…L: bpp of the whole stream (header included), PSNR on 8-bit RGB,
-MS-SSIM on RGB, compress and decompress seconds. Pillow JPEG and WebP quality
-sweeps are measured in the same run; the summaries are the BD-rate against both,
+MS-SSIM on RGB, compress and decompress seconds. Pillow JPEG, WebP and AVIF quality
+sweeps and JPEG 2000 rate sweeps are measured in the same run (AVIF and JPEG 2000 where
+the Pillow build has them); the summaries are the BD-rate and BD-PSNR against each,
 the PSNR margin over JPEG at each layer count (JPEG interpolated in log-bpp),
 and the entropy-coding account: raw log2 K, static prior, conditional prior
 (cross-entropy) and actual coded bits per layer.
@@ -71,6 +72,12 @@ class ImageReport:
     header_bytes: float
     threads: int
     extra: dict = field(default_factory=dict)
+    avif: list[RDPoint] = field(default_factory=list)  # Pillow/libavif, speed 6 (empty without AVIF support)
+    jpeg2000: list[RDPoint] = field(default_factory=list)  # Pillow/OpenJPEG at target rates
+    bd_rate_vs_avif: float | None = None
+    bd_rate_vs_jpeg2000: float | None = None
+    bd_psnr_vs_avif: float | None = None
+    bd_psnr_vs_jpeg2000: float | None = None
 
 
 def _mean_points(rows: list[list[tuple]], labels: list[str]) -> list[RDPoint]:
@@ -94,6 +101,8 @@ def evaluate_images(
     files = list_images(data)[:limit]
     L = codec.layers
     codec_rows, jpeg_rows, webp_rows, ent_rows, header = [], [], [], [], []
+    anchors = _anchors()
+    anchor_rows: dict[str, list] = {name: [] for name in anchors}
     for path in files:
         image = read_image(path.read_bytes())
         pixels = image.shape[0] * image.shape[1]
@@ -117,7 +126,8 @@ def evaluate_images(
         ent_rows.append([(codes[0].size * math.log2(codec.entry.codebook_sizes[i]), stat[i], cond[i], 8 * chunks[i][0])
                          for i in range(L)])
         for fn, qualities, sink in ((baselines.jpeg, baselines.JPEG_QUALITIES, jpeg_rows),
-                                    (baselines.webp, baselines.WEBP_QUALITIES, webp_rows)):
+                                    (baselines.webp, baselines.WEBP_QUALITIES, webp_rows),
+                                    *((fn, settings, anchor_rows[name]) for name, (fn, settings) in anchors.items())):
             pts = [fn(image, q) for q in qualities]
             sink.append([(p.bpp, psnr(image, p.decoded), ms_ssim(image, p.decoded), p.encode_s, p.decode_s)
                          for p in pts])
@@ -126,6 +136,9 @@ def evaluate_images(
     cpts = _mean_points(codec_rows, [f"k={k}" for k in range(1, L + 1)])
     jpts = _mean_points(jpeg_rows, [f"q={q}" for q in baselines.JPEG_QUALITIES])
     wpts = _mean_points(webp_rows, [f"q={q}" for q in baselines.WEBP_QUALITIES])
+    more = {name: _mean_points(anchor_rows[name], [f"{'bpp' if name == 'jpeg2000' else 'q'}={q}" for q in settings])
+            for name, (_, settings) in anchors.items()}
+    apts, j2pts = more.get("avif", []), more.get("jpeg2000", [])
     ent = np.array(ent_rows).mean(0)
     kinds = codec.prior.kinds
     report = ImageReport(
@@ -140,6 +153,12 @@ def evaluate_images(
         bd_psnr_vs_jpeg=_safe(bd_psnr, jpts, cpts),
         bd_psnr_vs_webp=_safe(bd_psnr, wpts, cpts),
         margin_over_jpeg_db=[_margin(p, jpts) for p in cpts],
+        avif=apts,
+        jpeg2000=j2pts,
+        bd_rate_vs_avif=_safe(bd_rate, apts, cpts) if apts else None,
+        bd_rate_vs_jpeg2000=_safe(bd_rate, j2pts, cpts) if j2pts else None,
+        bd_psnr_vs_avif=_safe(bd_psnr, apts, cpts) if apts else None,
+        bd_psnr_vs_jpeg2000=_safe(bd_psnr, j2pts, cpts) if j2pts else None,
         entropy=[EntropyAccount(i + 1, str(kinds[i]), *map(float, ent[i])) for i in range(L)],
         header_bytes=float(np.mean(header)),
         threads=threads,
@@ -165,6 +184,18 @@ def record_in_manifest(registry: Registry, report: ImageReport) -> Path:
         extra={**entry.extra, "measured_on": f"{report.images} images of {Path(report.data).name}"},
     )
     return write_manifest(registry.root, entries, registry.defaults)
+
+
+def _anchors() -> dict[str, tuple]:
+    """AVIF and JPEG 2000 (function, settings) where this Pillow build has them: JPEG and WebP always run."""
+    from PIL import features
+
+    out = {}
+    if features.check("avif"):
+        out["avif"] = (baselines.avif, baselines.AVIF_QUALITIES)
+    if features.check("jpg_2000"):
+        out["jpeg2000"] = (baselines.jpeg2000, baselines.JPEG2000_BPP)
+    return out
 
 
 def _static_prior(registry: Registry, codec: ImageCodec) -> CodePrior | None:
@@ -204,7 +235,10 @@ def plot_rd(report: ImageReport, path: Path) -> None:
     xmax = max(1.0, max(p.bpp for p in report.codec) * 1.1)
     for ax, metric, label in ((axes[0], "psnr", "PSNR (dB, RGB)"), (axes[1], "ms_ssim", "MS-SSIM (RGB)")):
         for name, pts, style in ((report.model, report.codec, "o-"), ("JPEG (Pillow)", report.jpeg, "s--"),
-                                 ("WebP (Pillow)", report.webp, "^--")):
+                                 ("WebP (Pillow)", report.webp, "^--"), ("AVIF (libavif, speed 6)", report.avif, "v--"),
+                                 ("JPEG 2000 (OpenJPEG)", report.jpeg2000, "d--")):
+            if not pts:
+                continue
             shown = [p for p in pts if p.bpp <= xmax]
             ax.plot([p.bpp for p in shown], [getattr(p, metric) for p in shown], style, label=name, ms=4)
         if metric == "psnr" and Path(report.data).name == "kodak":
@@ -229,11 +263,14 @@ def format_report(r: ImageReport) -> str:
         ms = "n/a" if m is None else f"{m:+.2f}"
         lines.append(f"| {p.label[2:]} | {p.bpp:.3f} | {p.psnr:.2f} | {p.ms_ssim:.4f} | {ms} | "
                      f"{p.encode_s:.3f} | {p.decode_s:.3f} |")
-    for name, pts in (("JPEG", r.jpeg), ("WebP", r.webp)):
-        lines += ["", f"{name} (Pillow): " + ", ".join(f"{p.label} {p.bpp:.3f}/{p.psnr:.2f}" for p in pts)]
+    for name, pts in (("JPEG", r.jpeg), ("WebP", r.webp), ("AVIF", r.avif), ("JPEG 2000", r.jpeg2000)):
+        if pts:
+            lines += ["", f"{name} (Pillow): " + ", ".join(f"{p.label} {p.bpp:.3f}/{p.psnr:.2f}" for p in pts)]
     fmt = lambda v, u: "n/a" if v is None else f"{v:+.1f}{u}"  # noqa: E731
-    lines += ["", f"BD-rate vs JPEG {fmt(r.bd_rate_vs_jpeg, '%')}, vs WebP {fmt(r.bd_rate_vs_webp, '%')}; "
-              f"BD-PSNR vs JPEG {fmt(r.bd_psnr_vs_jpeg, ' dB')}, vs WebP {fmt(r.bd_psnr_vs_webp, ' dB')}", "",
+    lines += ["", f"BD-rate vs JPEG {fmt(r.bd_rate_vs_jpeg, '%')}, vs WebP {fmt(r.bd_rate_vs_webp, '%')}, "
+              f"vs AVIF {fmt(r.bd_rate_vs_avif, '%')}, vs JPEG 2000 {fmt(r.bd_rate_vs_jpeg2000, '%')}; "
+              f"BD-PSNR vs JPEG {fmt(r.bd_psnr_vs_jpeg, ' dB')}, vs WebP {fmt(r.bd_psnr_vs_webp, ' dB')}, "
+              f"vs AVIF {fmt(r.bd_psnr_vs_avif, ' dB')}, vs JPEG 2000 {fmt(r.bd_psnr_vs_jpeg2000, ' dB')}", "",
               "| layer | context | raw log2 K (bits) | static prior | conditional prior | coded | coded / prior |",
               "|---:|---|---:|---:|---:|---:|---:|"]
     for e in r.entropy:
