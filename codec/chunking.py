@@ -149,13 +149,15 @@ def apply_tiled(
     return apply_chunked(column, x, chunk=tile, context=context, scale=scale, align=align)
 
 
-def receptive_field(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, scale: Fraction | int | float = 1) -> int:
-    """One-sided receptive field of ``fn`` along ``x``'s last axis, in input positions, by perturbing the middle
-    input position of ``x`` and seeing which outputs move (``scale``: outputs per input position).
+def receptive_field(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+                    scale: Fraction | int | float = 1) -> Fraction:
+    """One-sided receptive field of ``fn`` along ``x``'s last axis, in input positions (exact: a fraction when an
+    output position covers less than an input one), by perturbing the middle input position of ``x`` and seeing
+    which outputs move (``scale``: outputs per input position).
 
     Only the last axis is perturbed and measured; pass a square input to measure an image network, whose
-    receptive field is the same along both axes. A value at least this large makes :func:`apply_chunked`
-    and :func:`apply_tiled` exact (up to summation order).
+    receptive field is the same along both axes. A context of at least this many positions makes
+    :func:`apply_chunked` and :func:`apply_tiled` exact (up to summation order).
     """
     s = _fraction(scale)
     mid = x.shape[-1] // 2
@@ -165,9 +167,9 @@ def receptive_field(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, scale
     moved = np.abs(np.asarray(fn(bumped)) - y0).reshape(-1, y0.shape[-1]).max(axis=0) > 0
     changed = np.nonzero(moved)[0]
     if not len(changed):
-        return 0
-    lo, hi = changed.min() / s, (changed.max() + 1) / s  # the input span of the outputs that moved
-    return int(math.ceil(max(mid - lo, hi - (mid + 1), 0)))
+        return Fraction(0)
+    lo, hi = int(changed.min()) / s, int(changed.max() + 1) / s  # the input span of the outputs that moved
+    return max(mid - lo, hi - (mid + 1), Fraction(0))
 
 
 __all__ = ["apply_chunked", "apply_tiled", "receptive_field"]

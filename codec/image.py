@@ -21,6 +21,7 @@ the same codes and pixels as one call up to floating-point summation order
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -61,14 +62,19 @@ def analyse(analysis: Callable[[np.ndarray], np.ndarray], quantizer: ResidualCod
     ``context`` pixels around each (see :func:`contexts`)."""
     padded = pad_uint8(image, factor)
     if tile is None:
-        h, w = padded.shape[-2:]
-        tile = max(h, w) if h * w <= ONE_PASS_PIXELS else TILE
+        tile = tile_for(padded.shape[-2:])
 
     def g_a(x: np.ndarray) -> np.ndarray:
         return analysis(x.astype(np.float32) / 255.0)
 
     latent = apply_tiled(g_a, padded, tile=tile, context=context, scale=Fraction(1, factor), align=factor)
     return ImageCodes(quantizer.encode(latent, layers)[:, 0], image.shape[:2], "")
+
+
+def tile_for(padded: tuple[int, int], one_pass_pixels: int = ONE_PASS_PIXELS, tile: int = TILE) -> int:
+    """Tile side in pixels for a padded ``(H, W)`` image: all of it when it has at most ``one_pass_pixels``."""
+    h, w = padded
+    return max(h, w) if h * w <= one_pass_pixels else tile
 
 
 def receptive_fields(analysis: Callable[[np.ndarray], np.ndarray], synthesis: Callable[[np.ndarray], np.ndarray],
@@ -78,8 +84,8 @@ def receptive_fields(analysis: Callable[[np.ndarray], np.ndarray], synthesis: Ca
     rng = np.random.default_rng(0)
     x = rng.random((1, 3, 32 * factor, 32 * factor), dtype=np.float32)
     z = rng.standard_normal((1, dim, 32, 32)).astype(np.float32)
-    return {"analysis": receptive_field(analysis, x, Fraction(1, factor)),
-            "synthesis": receptive_field(synthesis, z, factor)}
+    return {"analysis": math.ceil(receptive_field(analysis, x, Fraction(1, factor))),
+            "synthesis": math.ceil(receptive_field(synthesis, z, factor))}
 
 
 def contexts(rf: dict[str, int], factor: int) -> tuple[int, int]:
@@ -137,9 +143,9 @@ class ImageCodec(StreamCodec):
         return self.entry.factor
 
     def _tile(self, size: tuple[int, int]) -> int:
-        """Tile side in pixels for an ``(H, W)`` image: all of it when it is small enough for one call."""
-        h, w = (-(-n // self.factor) * self.factor for n in size)
-        return max(h, w) if h * w <= self.one_pass_pixels else self.tile
+        """Tile side in pixels for an ``(H, W)`` image (see :func:`tile_for`)."""
+        padded = (-(-size[0] // self.factor) * self.factor, -(-size[1] // self.factor) * self.factor)
+        return tile_for(padded, self.one_pass_pixels, self.tile)
 
     def grid(self, size: tuple[int, int]) -> tuple[int, int]:
         """Code-map size of an ``(H, W)`` image."""

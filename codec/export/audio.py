@@ -24,10 +24,12 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
+from strata.chunking import receptive_field
 from strata.export.common import (
     BASE_FILES,
     export_onnx,
@@ -61,23 +63,14 @@ def measure_receptive_field(
     factor_out: int,
     make_input: Callable[[int, np.random.Generator], np.ndarray],
 ) -> int:
-    """One-sided receptive field (in mel frames) of ``fn`` along time, by perturbing the middle input position.
+    """One-sided receptive field (in mel frames) of ``fn`` along time (:func:`strata.chunking.receptive_field`).
 
     ``make_input(n)`` builds an input with ``n`` positions on its last axis; ``factor_in`` /
     ``factor_out`` are the mel frames per input / output position.
     """
-    rng = np.random.default_rng(0)
-    x = make_input(length, rng)
-    mid = length // 2
-    y0 = fn(x)
-    x2 = x.copy()
-    x2[..., mid] += 1.0 + rng.standard_normal(x2[..., mid].shape).astype(np.float32)
-    changed = np.nonzero(np.abs(fn(x2) - y0).reshape(-1, y0.shape[-1]).max(axis=0) > 0)[0]
-    if not len(changed):
-        return 0
-    lo, hi = changed.min() * factor_out, (changed.max() + 1) * factor_out  # mel frames touched
-    centre_lo, centre_hi = mid * factor_in, (mid + 1) * factor_in
-    return int(max(centre_lo - lo, hi - centre_hi, 0))
+    x = make_input(length, np.random.default_rng(0))
+    rf = receptive_field(fn, x, Fraction(factor_in, factor_out))  # in input positions
+    return int(rf * factor_in)
 
 
 def export_audio_model(
