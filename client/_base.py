@@ -309,6 +309,7 @@ def _model_info(d: Any) -> ModelInfo:
         default=bool(d.get("default", False)),
         kbps_per_layer=tuple(float(k) for k in d.get("kbps_per_layer") or ()),
         sample_rate=int(d["sample_rate"]) if d.get("sample_rate") is not None else None,
+        quantizer=str(d.get("quantizer", "rvq")), top_layers=int(d.get("top_layers") or 0),
     )
 
 

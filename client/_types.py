@@ -160,6 +160,8 @@ class ModelInfo:
     default: bool  # the default model of its modality
     kbps_per_layer: tuple[float, ...] = ()  # audio: measured kbit/s with 1..L layers (empty when not measured)
     sample_rate: int | None = None  # audio: 22050; None for images
+    quantizer: str = "rvq"  # family: rvq, rsq, hrvq, topbottom or sq-topbottom
+    top_layers: int = 0  # first layers with one code per 2×2 block of the grid (repeated over it in codes arrays)
 
 
 @dataclass(frozen=True)

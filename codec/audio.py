@@ -32,7 +32,7 @@ from strata.chunking import apply_chunked
 from strata.entropy.prior import CodePrior
 from strata.errors import HeaderError, InputError, LimitExceededError, ModelIntegrityError
 from strata.frontend.audio import DEFAULT_MEL, log_mel
-from strata.quantize.search import ResidualCodebooks
+from strata.quantize import Quantizer
 from strata.registry import ModelEntry, Registry
 from strata.runtime import OnnxNet
 from strata.vocoder.griffinlim import griffin_lim
@@ -75,7 +75,7 @@ def padded_length(samples: int, column: int) -> int:
     return max(1, -(-samples // column)) * column
 
 
-def analyse_mel(analysis: OnnxNet, quantizer: ResidualCodebooks, mel: np.ndarray, time_factor: int,
+def analyse_mel(analysis: OnnxNet, quantizer: Quantizer, mel: np.ndarray, time_factor: int,
                 layers: int | None = None, context: int = 0, chunk: int | None = None) -> np.ndarray:
     """Codes ``[k, rows, F/time_factor]`` of a log-mel ``[n_mels, F]`` (F a multiple of ``time_factor``).
 
@@ -103,7 +103,7 @@ class AudioCodec(StreamCodec):
         entry: ModelEntry,
         analysis: OnnxNet,
         synthesis: OnnxNet,
-        quantizer: ResidualCodebooks,
+        quantizer: Quantizer,
         prior: CodePrior,
         vocoder: HifiGanVocoder,
         limits: StreamLimits | None = None,

@@ -6,13 +6,18 @@
                  header (modality, model, weights, size, grid, padding) ─┴─►─ bitstream.pack ─►─ stream
     stream ─►─ bitstream.parse ─►─ checks (modality, model, weights, layers, geometry) ─►─ codes [k, rows, cols]
 
-:class:`StreamCodec` holds the parts every model has (manifest entry, ONNX ``g_a``/``g_s``, RVQ
-codebooks, entropy prior, stream limits) and does what does not depend on the modality: the
+:class:`StreamCodec` holds the parts every model has (manifest entry, ONNX ``g_a``/``g_s``, the
+quantizer of its family, entropy prior, stream limits) and does what does not depend on the modality: the
 layer-count argument, loading, the header checks common to all streams, and the per-layer
 entropy coding. A subclass (:class:`strata.image.ImageCodec`,
 :class:`strata.audio.AudioCodec`) names its :class:`~strata.bitstream.Modality` and
 supplies its geometry: the code grid and padding of a size (:meth:`StreamCodec._geometry`) and
 the checks of a stream header's size (:meth:`StreamCodec._check_geometry`).
+
+Codes are ``[k, rows, cols]`` on the latent grid for every quantizer family. The two-scale family's
+top layers (:attr:`strata.quantize.Quantizer.top_layers`) hold one code per 2×2 block, repeated over
+the block in that array; their chunks code each block's code once, on the top grid
+``(⌈rows/2⌉, ⌈cols/2⌉)``, and the bottom layers' "parent" context is the top code of their block.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from strata.errors import (
     StreamModelError,
     WeightsMismatchError,
 )
-from strata.quantize.search import ResidualCodebooks
+from strata.quantize import Quantizer, load_quantizer
+from strata.quantize.topbottom import expand
 from strata.registry import ModelEntry, Registry
 from strata.runtime import OnnxNet
 
@@ -41,7 +47,7 @@ Geometry = tuple[tuple[int, int], tuple[int, int]]  # (grid, padding) of a strea
 
 
 class StreamCodec(ABC):
-    """A loaded model of one modality: ONNX transforms, RVQ codebooks, the entropy prior and stream limits."""
+    """A loaded model of one modality: ONNX transforms, the quantizer, the entropy prior and stream limits."""
 
     modality: ClassVar[Modality]
     stream_noun: ClassVar[str]  # what a stream of this modality holds, as in "not an image" / "not audio"
@@ -51,7 +57,7 @@ class StreamCodec(ABC):
         entry: ModelEntry,
         analysis: OnnxNet,
         synthesis: OnnxNet,
-        quantizer: ResidualCodebooks,
+        quantizer: Quantizer,
         prior: CodePrior,
         limits: StreamLimits | None = None,
     ) -> None:
@@ -64,15 +70,14 @@ class StreamCodec(ABC):
     @classmethod
     def _load_parts(
         cls, registry: Registry, name: str | None, providers: list[str] | None, threads: int
-    ) -> tuple[ModelEntry, OnnxNet, OnnxNet, ResidualCodebooks, CodePrior]:
+    ) -> tuple[ModelEntry, OnnxNet, OnnxNet, Quantizer, CodePrior]:
         """Entry, ``g_a``, ``g_s``, codebooks and prior of ``name`` (default: the registry's default of this
         modality), sha256-verified by the registry."""
         kind = cls.modality.name.lower()
         entry = registry.entry(name) if name else registry.default(kind)
         if entry.modality != kind:
             raise InputError(f"model {entry.name!r} is an {entry.modality} model, not an {kind} model")
-        with np.load(registry.path(entry, "codebooks"), allow_pickle=False) as z:
-            quantizer = ResidualCodebooks(np.asarray(z["codebooks"], dtype=np.float32))
+        quantizer = load_quantizer(registry.path(entry, "codebooks"), entry.quantizer)
         return (
             entry,
             OnnxNet.load(registry.path(entry, "analysis"), providers, threads),
@@ -124,7 +129,13 @@ class StreamCodec(ABC):
             padding=padding,
             chunks=(),
         )
-        chunks = [encode_layer(self.prior, layer, codes[: layer + 1]) for layer in range(codes.shape[0])]
+        t = self.quantizer.top_layers
+        top = codes[:t, ::2, ::2]  # the top layers' own (coarser) grid: each code once, not once per latent
+        if t and not np.array_equal(expand(top, codes.shape[1:]), codes[:t]):
+            raise InputError(f"the first {t} layers of model {self.name!r} ({self.entry.quantizer}) are top layers: "
+                             "their codes must be equal on each 2×2 block of the grid")
+        chunks = [encode_layer(self.prior, layer, top[: layer + 1] if layer < t else codes[: layer + 1])
+                  for layer in range(codes.shape[0])]
         return bitstream.pack(header, chunks)
 
     def parse(self, data: bytes, partial: bool = False) -> Stream:
@@ -152,7 +163,12 @@ class StreamCodec(ABC):
         k = self._layers(layers, stream.layers)
         rows, cols = stream.header.grid
         codes = np.zeros((k, rows, cols), dtype=np.int64)
-        for layer in range(k):
+        t = min(self.quantizer.top_layers, k)
+        top = np.zeros((t, (rows + 1) // 2, (cols + 1) // 2), dtype=np.int64)
+        for layer in range(t):  # a top layer is coded on its own grid and repeated over its 2×2 blocks
+            top[layer] = decode_layer(self.prior, layer, stream.chunk(layer), top.shape[1:], top[:layer])
+            codes[layer] = expand(top[layer], (rows, cols))
+        for layer in range(t, k):
             codes[layer] = decode_layer(self.prior, layer, stream.chunk(layer), (rows, cols), codes[:layer])
         return codes, stream.header
 

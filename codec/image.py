@@ -2,7 +2,7 @@
 
 ::
 
-    image ─►─ pad ─►─┤ g_a ├─►─ y ─►─┤ RVQ ├─►─ codes [L, h, w] ─►─┤ ANS + prior ├─►─ chunks ─►─ stream
+    image ─►─ pad ─►─┤ g_a ├─►─ y ─►─┤ VQ  ├─►─ codes [L, h, w] ─►─┤ ANS + prior ├─►─ chunks ─►─ stream
                       (ONNX)          (numpy)                         (constriction)     (codec.bitstream)
     stream ─►─ chunks[:k] ─►─ codes[:k] ─►─ Σ code vectors ─►─┤ g_s ├─►─ crop ─►─ image
 
@@ -33,7 +33,7 @@ from strata.chunking import apply_tiled, receptive_field
 from strata.entropy.prior import CodePrior
 from strata.errors import HeaderError, InputError, LimitExceededError, ModelIntegrityError
 from strata.frontend.image import pad_uint8, to_uint8
-from strata.quantize.search import ResidualCodebooks
+from strata.quantize import Quantizer
 from strata.registry import ModelEntry, Registry
 from strata.runtime import OnnxNet
 
@@ -55,9 +55,9 @@ class ImageCodes:
         return int(self.codes.shape[0])
 
 
-def analyse(analysis: Callable[[np.ndarray], np.ndarray], quantizer: ResidualCodebooks, image: np.ndarray,
+def analyse(analysis: Callable[[np.ndarray], np.ndarray], quantizer: Quantizer, image: np.ndarray,
             factor: int, layers: int | None = None, *, context: int, tile: int | None = None) -> ImageCodes:
-    """Pad, run ``g_a`` and search the RVQ: the codes of one image (no entropy coding). ``g_a`` runs on tiles
+    """Pad, run ``g_a`` and search the quantizer: the codes of one image (no entropy coding). ``g_a`` runs on tiles
     of ``tile`` pixels (default: the whole image up to :data:`ONE_PASS_PIXELS`, else :data:`TILE`) with
     ``context`` pixels around each (see :func:`contexts`)."""
     padded = pad_uint8(image, factor)
@@ -95,7 +95,7 @@ def contexts(rf: dict[str, int], factor: int) -> tuple[int, int]:
 
 
 class ImageCodec(StreamCodec):
-    """A loaded image model: ONNX transforms, RVQ codebooks and the entropy prior (:class:`StreamCodec`)."""
+    """A loaded image model: ONNX transforms, the quantizer and the entropy prior (:class:`StreamCodec`)."""
 
     modality = Modality.IMAGE
     stream_noun = "an image"
@@ -105,7 +105,7 @@ class ImageCodec(StreamCodec):
         entry: ModelEntry,
         analysis: OnnxNet,
         synthesis: OnnxNet,
-        quantizer: ResidualCodebooks,
+        quantizer: Quantizer,
         prior: CodePrior,
         limits: StreamLimits | None = None,
         tile: int = TILE,

@@ -11,10 +11,14 @@ Manifest shape::
 
     {"format": 1,
      "default": {"image": "<name>", "audio": "<name>"},
-     "models": {"<name>": {"modality": "image", "factor": 8, "layers": 8,
+     "models": {"<name>": {"modality": "image", "quantizer": "rvq", "factor": 8, "layers": 8,
                            "codebook_sizes": [256, ...], "latent_dim": 32,
                            "files": {"analysis": {"path": "...", "sha256": "..."}, ...},
                            "weights_sha256": "...", "bits_per_layer": [...], "description": "..."}}}
+
+``quantizer`` names the model's quantizer family (:data:`strata.quantize.FAMILIES`; ``rvq`` when
+absent, as in manifests written before the other families existed): it says how ``codebooks.npz``
+is read and which layers of a stream lie on a coarser grid.
 
 The models folder is ``$STRATA_MODELS`` when set, else the shipped ``strata.models`` package
 (:func:`default_models_dir`).
@@ -31,6 +35,7 @@ from pathlib import Path
 
 from strata.bitstream import WEIGHTS_PREFIX
 from strata.errors import ModelIntegrityError, UnknownModelError
+from strata.quantize import FAMILIES
 
 MANIFEST = "manifest.json"
 # Files whose hashes make up a model's weights hash (what a stream's codes depend on).
@@ -95,6 +100,7 @@ class ModelEntry:
     bpp_per_layer: tuple[float, ...] = ()  # measured mean cumulative bpp per layer count on the eval set
     description: str = ""
     extra: dict = field(default_factory=dict)
+    quantizer: str = "rvq"  # the quantizer family (strata.quantize.FAMILIES)
 
     @property
     def weights_prefix(self) -> bytes:
@@ -103,6 +109,7 @@ class ModelEntry:
     def to_dict(self) -> dict:
         return {
             "modality": self.modality,
+            "quantizer": self.quantizer,
             "factor": self.factor,
             "layers": self.layers,
             "codebook_sizes": list(self.codebook_sizes),
@@ -132,6 +139,7 @@ class ModelEntry:
                 bpp_per_layer=tuple(float(b) for b in d.get("bpp_per_layer", ())),
                 description=str(d.get("description", "")),
                 extra=dict(d.get("extra", {})),
+                quantizer=str(d.get("quantizer", "rvq")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ModelIntegrityError(f"manifest entry {name!r} is malformed: {e!r}") from None
@@ -141,6 +149,9 @@ class ModelEntry:
         missing = [r for r in REQUIRED_ROLES[entry.modality] if r not in files]
         if missing:
             raise ModelIntegrityError(f"model {name!r} lacks files for {missing}")
+        if entry.quantizer not in FAMILIES:
+            raise ModelIntegrityError(f"model {name!r}: unknown quantizer family {entry.quantizer!r}; "
+                                      f"known: {', '.join(FAMILIES)}")
         if len(entry.codebook_sizes) != entry.layers:
             raise ModelIntegrityError(f"model {name!r}: {entry.layers} layers but {len(entry.codebook_sizes)} sizes")
         if weights_hash(files, roles) != entry.weights_sha256:

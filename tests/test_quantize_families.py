@@ -1,4 +1,4 @@
-"""The HR-VQ and RSQ quantizer families: torch training modules, numpy inference, the image trainer."""
+"""The HR-VQ, RSQ and two-scale quantizer families: torch training modules, numpy inference, the image trainer."""
 
 import json
 
@@ -17,6 +17,7 @@ from strata.train.quantize.families import build_quantizer, inference_codebooks,
 from strata.train.quantize.hrvq import HierarchicalResidualVQ, HRVQConfig  # noqa: E402
 from strata.train.quantize.rsq import ResidualSQ, RSQConfig  # noqa: E402
 from strata.train.quantize.rvq import RVQConfig  # noqa: E402
+from strata.train.quantize.topbottom import TopBottomConfig, TopBottomVQ  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -261,12 +262,13 @@ def tiny_config(data, steps: int, family: str) -> ImageTrainConfig:
     return ImageTrainConfig(
         data=str(data), steps=steps, batch=2, crop=32, eval_every=2, val_crop=32, threads=1, amp=False,
         net=ImageNetConfig(latent_dim=4, channels=(4, 4, 8), enc_blocks=(1, 1, 1), dec_blocks=(1, 1, 1)),
-        quantizer=family, hrvq=HRVQConfig(layers=3, codebook_size=4, dim=4), rsq=RSQConfig(layers=3, codebook_size=8,
-                                                                                          dim=4),
+        quantizer=family, hrvq=HRVQConfig(layers=3, codebook_size=4, dim=4),
+        rsq=RSQConfig(layers=3, codebook_size=8, dim=4),
+        topbottom=TopBottomConfig(top_layers=1, bottom_layers=2, codebook_size=8, dim=4, top_dim=6),
     )
 
 
-@pytest.mark.parametrize("family", ["hrvq", "rsq"])
+@pytest.mark.parametrize("family", ["hrvq", "rsq", "topbottom", "sq-topbottom"])
 def test_image_trainer_smoke(family, data, tmp_path):
     run = tmp_path / family
     train(tiny_config(data, 4, family), run)
@@ -279,6 +281,9 @@ def test_image_trainer_smoke(family, data, tmp_path):
     state = torch.load(run / "last.pt", weights_only=False)["model"]
     if family == "rsq":
         assert int(state["quantizer.step"]) == 4 and (state["quantizer.log_s2"].exp() > 0).all()
+    if "topbottom" in family:  # the top level's two-times coarser grid costs a quarter of a bottom layer's bits
+        bits = np.diff([0.0, *log[-1]["bpp_static"]])
+        assert bits[0] < 0.5 * max(bits[1:])
     train(tiny_config(data, 6, family), run, resume=True)
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 6
 
@@ -326,3 +331,101 @@ def test_cli_trains_a_family_by_name(data, tmp_path, capsys):
     assert "cannot change a run being resumed" in capsys.readouterr().err
     assert main([*argv, "--resume", "--steps", "3"]) == 0
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 3
+
+
+# -- the two-scale family ------------------------------------------------------------------------
+
+
+def two_scale(resample: str, stochastic: bool) -> TopBottomVQ:
+    torch.manual_seed(0)
+    q = TopBottomVQ(TopBottomConfig(top_layers=2, bottom_layers=3, codebook_size=16, dim=6, top_dim=10,
+                                    resample=resample, stochastic=stochastic))
+    q.init_kmeans(torch.randn(4, 6, 8, 8))
+    return q.eval()
+
+
+@pytest.mark.parametrize("resample", ["unshuffle", "pool"])
+@pytest.mark.parametrize("stochastic", [False, True])
+@pytest.mark.parametrize("size", [(8, 8), (7, 5)])
+def test_two_scale_numpy_matches_torch(resample, stochastic, size):
+    """The numpy search and sums (scale change included) give torch's codes and latents at every prefix."""
+    from strata.train.quantize.families import decode_codes
+
+    q = two_scale(resample, stochastic)
+    z = torch.randn(3, 6, *size)
+    with torch.no_grad():
+        out = q(z, 5)
+    nb = inference_codebooks(q)
+    maps = nb.encode_maps(z.numpy(), 5)
+    assert [m.shape for m in maps] == [(3, (size[0] + 1) // 2, (size[1] + 1) // 2)] * 2 + [(3, *size)] * 3
+    for ours, theirs in zip(maps, out.codes, strict=True):
+        np.testing.assert_array_equal(ours, theirs.numpy())
+    grid = nb.encode(z.numpy(), 5)
+    for k in range(1, 6):
+        with torch.no_grad():
+            expected = decode_codes(q, [torch.from_numpy(m) for m in maps[:k]], size).numpy()
+        np.testing.assert_allclose(nb.decode_maps(maps[:k], size), expected, atol=1e-5)
+        np.testing.assert_allclose(nb.decode(grid[:k]), expected, atol=1e-5)
+
+
+def test_two_scale_prefixes_lower_the_error():
+    q = two_scale("unshuffle", False)
+    nb = inference_codebooks(q)
+    z = torch.randn(4, 6, 8, 8).numpy()
+    grid = nb.encode(z, 5)
+    errors = [float(((nb.decode(grid[:k]) - z) ** 2).mean()) for k in range(1, 6)]
+    assert all(b < a for a, b in zip(errors, errors[1:], strict=False)), errors
+
+
+def test_two_scale_gradients_reach_the_scale_change_and_encoder():
+    """Top-only prefixes train ``down``/``up``; the stochastic twin's ELBO term is finite and differentiable."""
+    for stochastic in (False, True):
+        q = two_scale("unshuffle", stochastic).train()
+        z = torch.randn(2, 6, 8, 8, requires_grad=True)
+        out = q(z, 2)  # top only
+        mse = ((out.quantized - z) ** 2).mean()
+        (mse + quantizer_loss(out, mse, 192.0)).backward()
+        assert z.grad is not None and z.grad.abs().sum() > 0
+        assert q.up.weight.grad is not None and q.up.weight.grad.abs().sum() > 0
+        assert q.down.weight.grad is not None and q.down.weight.grad.abs().sum() > 0
+        assert (out.latent_nats is not None) == stochastic
+
+
+def test_two_scale_keep_layers_and_errors():
+    q = two_scale("pool", False)
+    with pytest.raises(ValueError, match="3..5"):
+        q.keep_layers(2)  # every top layer and one bottom layer at least
+    q.keep_layers(4)
+    assert q.layers == 4 and q.cfg.bottom_layers == 2 and q.bottom.embed.shape[0] == 2
+    with pytest.raises(ValueError, match="n_layers"):
+        q(torch.randn(1, 6, 4, 4), 5)
+    with pytest.raises(ValueError, match="resample"):
+        TopBottomConfig(resample="bilinear")
+    with pytest.raises(ValueError, match="maps"):
+        q.init_kmeans(torch.randn(10, 6))
+    nb = inference_codebooks(q)
+    with pytest.raises(LayersError):
+        nb.encode(np.zeros((1, 6, 4, 4), np.float32), 5)
+    with pytest.raises(InputError, match="2×2 block"):
+        codes = nb.encode(np.random.default_rng(0).standard_normal((1, 6, 4, 4)).astype(np.float32))
+        codes[0, 0, 0, 1] = (codes[0, 0, 0, 0] + 1) % 16
+        nb.decode(codes)
+    bad = dict(nb.parts, up_weight=nb.parts["up_weight"][:, :3])
+    with pytest.raises(ModelIntegrityError, match="up_weight"):
+        type(nb)(bad, "pool")
+
+
+@pytest.mark.parametrize("family", ["rvq", "hrvq", "rsq", "topbottom"])
+def test_codebooks_file_round_trip(family, hrvq, rsq, tmp_path):
+    from strata.quantize import load_quantizer, save_quantizer
+    from strata.train.quantize.rvq import ResidualVQ
+
+    module = {"hrvq": hrvq, "rsq": rsq, "topbottom": two_scale("unshuffle", False)}.get(family)
+    if module is None:
+        module = ResidualVQ(RVQConfig(layers=2, codebook_size=8, dim=6))
+    nb = inference_codebooks(module)
+    save_quantizer(tmp_path / "codebooks.npz", nb)
+    again = load_quantizer(tmp_path / "codebooks.npz", family)
+    z = np.random.default_rng(1).standard_normal((1, 6, 6, 4)).astype(np.float32)
+    np.testing.assert_array_equal(again.encode(z), nb.encode(z))
+    assert again.top_layers == (2 if family == "topbottom" else 0)

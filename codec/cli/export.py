@@ -36,10 +36,11 @@ def cmd_export_image(args: argparse.Namespace) -> int:
     models = _models(args)
     try:
         entry = export_image_model(Path(args.checkpoint), args.name, Path(args.data), models, args.description,
-                                   layers=args.layers, checkpoints_dir=args.checkpoints)
+                                   layers=args.layers, checkpoints_dir=args.checkpoints,
+                                   make_default=not args.no_default)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
-    print(f"exported {entry.name} ({entry.weights_sha256[:16]}) to {models}")
+    print(f"exported {entry.name} ({entry.weights_sha256[:16]}, {entry.quantizer}) to {models}")
     return 0
 
 
@@ -90,9 +91,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     im.add_argument("--checkpoint", required=True, help="training checkpoint (a run's best.pt)")
     im.add_argument("--name", required=True, help="model name in the manifest and in its streams")
     im.add_argument("--data", required=True, help="folder with train/ and val/ images, for fitting the priors")
-    im.add_argument("--layers", type=int, help="ship only the first N residual layers (default: all)")
+    im.add_argument("--layers", type=int, help="ship only the first N layers (default: all; a two-scale model "
+                    "keeps all its top layers)")
     im.add_argument("--checkpoints", type=Path, help="also keep a compact training checkpoint in DIR/<name>/")
     im.add_argument("--description", default="")
+    im.add_argument("--no-default", action="store_true",
+                    help="register the model without making it the default image model")
     im.set_defaults(func=cmd_export_image, command_name="export image")
 
     au = kinds.add_parser("audio", help="a mel codec checkpoint + an exported vocoder → <models>/<name>/")

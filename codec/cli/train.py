@@ -60,6 +60,8 @@ def _check_common(args: argparse.Namespace) -> None:
             raise CliError(f"{flag} must be > 0, got {value}")
     if getattr(args, "eval_every", None) is not None:
         positive("--eval-every", args.eval_every)
+    if getattr(args, "stop_at", None) is not None:
+        positive("--stop-at", args.stop_at)
     decay = getattr(args, "decay_start", None)
     if decay is not None and not 0 <= decay <= 1:
         raise CliError(f"--decay-start must be in [0, 1], got {decay}")
@@ -92,7 +94,8 @@ def _codec_config(args: argparse.Namespace, trainer: Any, config_cls: type) -> A
     return cfg
 
 
-QUANTIZERS = ("rvq", "hrvq", "rsq")  # strata.train.quantize.families.FAMILIES (not imported: it needs torch)
+# strata.train.quantize.families.FAMILIES (not imported: it needs torch)
+QUANTIZERS = ("rvq", "hrvq", "rsq", "topbottom", "sq-topbottom")
 
 
 def cmd_train_image(args: argparse.Namespace) -> int:
@@ -106,7 +109,7 @@ def cmd_train_image(args: argparse.Namespace) -> int:
                 raise CliError(f"--quantizer {args.quantizer} cannot change a run being resumed ({cfg.quantizer})")
             cfg = dataclasses.replace(cfg, quantizer=args.quantizer)
         trainer.train(cfg, Path(args.run), resume=args.resume, max_minutes=args.max_minutes,
-                      init_from=Path(args.init_from) if args.init_from else None)
+                      init_from=Path(args.init_from) if args.init_from else None, stop_at=args.stop_at)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
     return 0
@@ -119,7 +122,7 @@ def cmd_train_audio(args: argparse.Namespace) -> int:
     try:
         cfg = _codec_config(args, trainer, trainer.AudioTrainConfig)
         trainer.train(cfg, Path(args.run), resume=args.resume, max_minutes=args.max_minutes,
-                      init_from=Path(args.init_from) if args.init_from else None)
+                      init_from=Path(args.init_from) if args.init_from else None, stop_at=args.stop_at)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
     return 0
@@ -220,8 +223,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _common_flags(im, "folder with train/ and val/ image sub-folders (val chooses the checkpoint)")
     im.add_argument("--decay-start", type=float, help="fraction of --steps after which the LR decays (cosine)")
     im.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
+    im.add_argument("--stop-at", type=int, help="stop (validated, with a checkpoint) at this step of the --steps "
+                    "schedule; --resume continues it")
     im.add_argument("--quantizer", choices=QUANTIZERS, help="quantizer family of a new run: rvq (residual VQ, the "
-                    "default), hrvq (HR-VQVAE codebook tree) or rsq (HQ-VAE stochastic residual quantization)")
+                    "default), hrvq (HR-VQVAE codebook tree), rsq (HQ-VAE stochastic residual quantization), "
+                    "topbottom (VQ-VAE-2/HQ-TVAE two-scale) or sq-topbottom (its stochastic twin, SQ-VAE-2)")
     im.set_defaults(func=cmd_train_image, command_name="train image")
 
     au = kinds.add_parser("audio", help="the mel codec (a held-out part of the training clips chooses the checkpoint)")
@@ -229,6 +235,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     au.add_argument("--sets", help="comma-separated sets under --data (default speech,environment)")
     au.add_argument("--decay-start", type=float, help="fraction of --steps after which the LR decays (cosine)")
     au.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
+    au.add_argument("--stop-at", type=int, help="stop (validated, with a checkpoint) at this step of the --steps "
+                    "schedule; --resume continues it")
     au.set_defaults(func=cmd_train_audio, command_name="train audio")
 
     vo = kinds.add_parser("vocoder", help="the HiFi-GAN vocoder (reconstruction phase, then adversarial)")

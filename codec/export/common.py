@@ -113,13 +113,39 @@ def save_compact_checkpoint(model: torch.nn.Module, config: dict, ckpt: dict, pa
     return path
 
 
-def fit_priors(train: list[np.ndarray], heldout: list[np.ndarray], sizes: list[int], out: Path) -> list[str]:
+def fit_priors(train: list[np.ndarray], heldout: list[np.ndarray], sizes: list[int], out: Path,
+               top_layers: int = 0) -> list[str]:
     """Fit and write ``prior.npz`` (the context of each layer chosen on ``heldout``) and ``prior_static.npz``
-    (no context: the baseline the conditional prior is reported against); returns the chosen contexts."""
-    kinds = choose_contexts(train, heldout, sizes)
-    CodePrior.fit(train, sizes, kinds, heldout=heldout).save(out / "prior.npz")
-    CodePrior.fit(train, sizes, ["none"] * len(sizes), heldout=heldout).save(out / "prior_static.npz")
+    (no context: the baseline the conditional prior is reported against); returns the chosen contexts.
+
+    ``top_layers``: the stack's first layers that live on the two-times coarser grid of a two-scale model;
+    they are fitted and measured on that grid (``codes[:, ::2, ::2]``), as the codec codes them.
+    """
+    kinds = choose_contexts(train, heldout, sizes, top_layers)
+    fit_prior(train, sizes, kinds, heldout, top_layers).save(out / "prior.npz")
+    fit_prior(train, sizes, ["none"] * len(sizes), heldout, top_layers).save(out / "prior_static.npz")
     return kinds
+
+
+def fit_prior(train: list[np.ndarray], sizes: list[int], kinds: list[str], heldout: list[np.ndarray],
+              top_layers: int = 0) -> CodePrior:
+    """:meth:`CodePrior.fit`, with the first ``top_layers`` layers fitted on their own (coarser) grid."""
+    full = CodePrior.fit(train, sizes, kinds, heldout=heldout)
+    if not top_layers:
+        return full
+    t = top_layers
+    top = CodePrior.fit([c[:t, ::2, ::2] for c in train], sizes[:t], kinds[:t],
+                        heldout=[c[:t, ::2, ::2] for c in heldout])
+    return CodePrior(tuple(top.layers) + tuple(full.layers[t:]))
+
+
+def stack_bits(prior: CodePrior, codes: np.ndarray, top_layers: int = 0) -> np.ndarray:
+    """Ideal bits of each layer of ``codes`` ``[k, H, W]`` as the codec codes them (top layers on their grid)."""
+    bits = prior.cross_entropy_bits(codes)
+    if top_layers:
+        t = min(top_layers, len(codes))
+        bits[:t] = prior.cross_entropy_bits(codes[:t, ::2, ::2])
+    return bits
 
 
 def file_refs(models_dir: Path, out: Path, roles: Iterable[tuple[str, str]]) -> dict[str, FileRef]:
@@ -141,16 +167,20 @@ def register(models_dir: Path, entry: ModelEntry, make_default: bool = True) -> 
     write_manifest(models_dir, entries, defaults)
 
 
-def choose_contexts(train: list[np.ndarray], val: list[np.ndarray], sizes: list[int]) -> list[str]:
-    """Per layer, the context kind whose fitted prior codes ``val`` in the fewest bits."""
-    kinds = []
+def choose_contexts(train: list[np.ndarray], val: list[np.ndarray], sizes: list[int], top_layers: int = 0) -> list[str]:
+    """Per layer, the context kind whose fitted prior codes ``val`` in the fewest bits.
+
+    The first layer of each grid (layer 0, and the first bottom layer of a two-scale model, whose "parent"
+    is the top code of its block) may take any kind; see :func:`fit_priors` for ``top_layers``.
+    """
+    kinds: list[str] = []
     for layer in range(len(sizes)):
         candidates = ["none", "above"] + (["parent"] if layer > 0 else [])
         best, best_bits = "none", float("inf")
         for kind in candidates:
             trial = kinds + [kind] + ["none"] * (len(sizes) - layer - 1)
-            prior = CodePrior.fit(train, sizes, trial, heldout=val)
-            bits = sum(float(prior.cross_entropy_bits(c)[layer]) for c in val)
+            prior = fit_prior(train, sizes, trial, val, top_layers)
+            bits = sum(float(stack_bits(prior, c, top_layers)[layer]) for c in val)
             if bits < best_bits:
                 best, best_bits = kind, bits
         kinds.append(best)

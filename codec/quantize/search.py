@@ -37,6 +37,11 @@ class ResidualCodebooks:
         return int(self.codebooks.shape[0])
 
     @property
+    def top_layers(self) -> int:
+        """Layers on a grid two times coarser (none: every layer is on the latent grid)."""
+        return 0
+
+    @property
     def dim(self) -> int:
         return int(self.codebooks.shape[2])
 

@@ -50,6 +50,11 @@ class TreeCodebooks:
         return 1 + int(self.children.shape[0])
 
     @property
+    def top_layers(self) -> int:
+        """Layers on a grid two times coarser (none: every layer is on the latent grid)."""
+        return 0
+
+    @property
     def dim(self) -> int:
         return int(self.root.shape[1])
 

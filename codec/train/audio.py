@@ -194,6 +194,7 @@ def train(
     resume: bool = False,
     max_minutes: float | None = None,
     init_from: Path | None = None,
+    stop_at: int | None = None,
 ) -> Path:
     """Train (or resume) in ``run_dir``; returns the path of ``best.pt`` (lower score is better)."""
     run_dir, device = start(run_dir, cfg.threads, cfg.seed)
@@ -232,7 +233,8 @@ def train(
         best_note="best held-out RMSE {:.4f}",
     )
     return fit(cfg, run_dir, model, batch, crops.rng, objective, read_checkpoint, device, resume=resume,
-               max_minutes=max_minutes, init_from=init_from, new_run=lambda: model.set_stats(*band_stats(train_mels)))
+               max_minutes=max_minutes, init_from=init_from, stop_at=stop_at,
+               new_run=lambda: model.set_stats(*band_stats(train_mels)))
 
 
 __all__ = ["AudioTrainConfig", "MelAutoencoder", "RandomMelCrops", "band_stats", "clip_mels", "read_checkpoint",

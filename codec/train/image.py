@@ -23,7 +23,7 @@ this module supplies the data, the networks and the validation.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from strata.train.quantize.families import FAMILIES, QuantizerConfig, build_quan
 from strata.train.quantize.hrvq import HRVQConfig
 from strata.train.quantize.rsq import RSQConfig
 from strata.train.quantize.rvq import RVQConfig
+from strata.train.quantize.topbottom import TopBottomConfig
 from torch import nn
 
 PCA_BATCHES = 32  # training batches whose 8×8 blocks initialise the linear paths (32 × 8 × 256 blocks)
@@ -62,9 +63,10 @@ class ImageTrainConfig:
     seed: int = 0
     net: ImageNetConfig = field(default_factory=ImageNetConfig)
     rvq: RVQConfig = field(default_factory=RVQConfig)
-    quantizer: str = "rvq"  # family: "rvq", "hrvq" or "rsq" (strata.train.quantize.families); its config below
+    quantizer: str = "rvq"  # family (strata.train.quantize.families.FAMILIES); its config below
     hrvq: HRVQConfig = field(default_factory=HRVQConfig)
     rsq: RSQConfig = field(default_factory=RSQConfig)
+    topbottom: TopBottomConfig = field(default_factory=TopBottomConfig)  # topbottom and sq-topbottom
 
     def __post_init__(self) -> None:
         if self.quantizer not in FAMILIES:
@@ -73,6 +75,8 @@ class ImageTrainConfig:
     @property
     def quantizer_config(self) -> QuantizerConfig:
         """The config of the quantizer family this run trains."""
+        if self.quantizer in ("topbottom", "sq-topbottom"):
+            return replace(self.topbottom, stochastic=self.quantizer == "sq-topbottom")
         return getattr(self, self.quantizer)
 
     def to_dict(self) -> dict:
@@ -85,7 +89,8 @@ class ImageTrainConfig:
         rvq = RVQConfig(**d.pop("rvq"))
         hrvq = HRVQConfig(**d.pop("hrvq", {}))
         rsq = RSQConfig(**d.pop("rsq", {}))
-        return cls(net=net, rvq=rvq, hrvq=hrvq, rsq=rsq, **d)
+        topbottom = TopBottomConfig(**d.pop("topbottom", {}))
+        return cls(net=net, rvq=rvq, hrvq=hrvq, rsq=rsq, topbottom=topbottom, **d)
 
 
 class ImageAutoencoder(nn.Module):
@@ -97,7 +102,7 @@ class ImageAutoencoder(nn.Module):
 
     @classmethod
     def from_config(cls, net: ImageNetConfig, rvq: QuantizerConfig) -> ImageAutoencoder:
-        """The autoencoder with the quantizer of ``rvq``'s family (RVQConfig, HRVQConfig or RSQConfig)."""
+        """The autoencoder with the quantizer of ``rvq``'s family (any config of :data:`QuantizerConfig`)."""
         if rvq.dim != net.latent_dim:
             raise ValueError(f"quantizer dim {rvq.dim} must equal the latent dim {net.latent_dim}")
         return cls(Analysis(net), build_quantizer(rvq), Synthesis(net))
@@ -122,13 +127,14 @@ def validate(model: ImageAutoencoder, val: np.ndarray, device: torch.device, amp
     for chunk in x.split(8):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             y = model.g_a(chunk)
-        codes_all.append(model.quantizer(y.float(), L).codes)
-    codes = torch.cat(codes_all, dim=1)  # [L, N, h, w]
+        codes_all.append(list(model.quantizer(y.float(), L).codes))
+    size = tuple(y.shape[2:])
+    codes = [torch.cat([c[layer] for c in codes_all]) for layer in range(L)]  # L maps [N, h_l, w_l]
     for k in range(1, L + 1):
         se = 0.0
         for i, chunk in enumerate(x.split(8)):
-            c = codes[:k, i * 8 : i * 8 + len(chunk)]
-            yq = decode_codes(model.quantizer, c)
+            c = [layer_codes[i * 8 : i * 8 + len(chunk)] for layer_codes in codes[:k]]
+            yq = decode_codes(model.quantizer, c, size)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 xh = model.g_s(yq)
             xh = (xh.float().clamp(0, 1) * 255).round() / 255
@@ -139,10 +145,9 @@ def validate(model: ImageAutoencoder, val: np.ndarray, device: torch.device, amp
         p = torch.bincount(codes[layer].flatten(), minlength=model.quantizer.codebook_size(layer)).double()
         p = p[p > 0] / p.sum()
         h = float(-(p * p.log2()).sum())
-        bits.append(h)
+        bits.append(h * codes[layer][0].numel())  # bits per image of this layer
         ppl.append(2**h)
-    factor = 8
-    bpp = list(np.cumsum(bits) / factor**2)
+    bpp = list(np.cumsum(bits) / (x.shape[2] * x.shape[3]))
     model.train()
     return {"psnr": psnrs, "bpp_static": bpp, "perplexity": ppl, "score": float(np.mean(psnrs))}
 
@@ -153,6 +158,7 @@ def train(
     resume: bool = False,
     max_minutes: float | None = None,
     init_from: Path | None = None,
+    stop_at: int | None = None,
 ) -> Path:
     """Train (or resume) in ``run_dir``; returns the path of ``best.pt``.
 
@@ -196,7 +202,7 @@ def train(
             model.g_s.init_linear(mean, components)
 
     return fit(cfg, run_dir, model, batch, crops.rng, objective, read_checkpoint, device,
-               resume=resume, max_minutes=max_minutes, init_from=init_from, new_run=new_run)
+               resume=resume, max_minutes=max_minutes, init_from=init_from, stop_at=stop_at, new_run=new_run)
 
 
 __all__ = ["ImageAutoencoder", "ImageTrainConfig", "lr_at", "psnr", "read_checkpoint", "train", "validate"]

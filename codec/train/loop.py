@@ -109,12 +109,15 @@ def fit(
     max_minutes: float | None = None,
     init_from: Path | None = None,
     new_run: Callable[[], None] | None = None,
+    stop_at: int | None = None,
 ) -> Path:
     """Train ``model`` (with ``g_a``, ``quantizer``, ``g_s``) in ``run_dir``; returns the path of ``best.pt``.
 
     ``batch()`` draws a training batch ``[B, …]`` on ``device``; ``rng`` is the generator it draws
     with (saved in checkpoints so that a resumed run sees the same batches). ``new_run`` prepares
     a model that starts from scratch (neither resumed nor initialised), before k-means.
+    ``stop_at`` ends the process (validated, with a checkpoint) at that step of a longer schedule, so
+    runs compared at equal steps share the learning-rate schedule of ``cfg.steps``.
     """
     from tqdm import tqdm
 
@@ -142,7 +145,10 @@ def fit(
     if not bool(model.quantizer.initialised):
         with torch.no_grad():
             lat = torch.cat([model.g_a(batch()) for _ in range(8)])
-        model.quantizer.init_kmeans(lat.permute(0, 2, 3, 1).reshape(-1, lat.shape[1]).float())
+        if getattr(model.quantizer, "initialises_from_maps", False):
+            model.quantizer.init_kmeans(lat.float())
+        else:
+            model.quantizer.init_kmeans(lat.permute(0, 2, 3, 1).reshape(-1, lat.shape[1]).float())
 
     L = model.quantizer.layers  # cfg.rvq.layers for RVQ; the trained family's layers in general
     first_step = step
@@ -182,7 +188,7 @@ def fit(
             if step % 50 == 0:
                 bar.set_postfix(**{"loss": f"{run_loss / n_run:{loss_fmt}}",
                                    objective.metric: f"{objective.metric_of_mse(run_mse / n_run):{metric_fmt}}"})
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            if step % cfg.eval_every == 0 or step == cfg.steps or step == stop_at:
                 v = objective.validate()
                 dt = time.time() - t0
                 rec = {"step": step, "time": time.time(), "steps_per_s": n_run / dt,
@@ -204,6 +210,9 @@ def fit(
                 t0 = time.time()
                 if max_minutes is not None and time.time() - started > 60 * max_minutes:
                     bar.write(f"stopping after {max_minutes} minutes at step {step}; resume with --resume")
+                    break
+                if stop_at is not None and step >= stop_at:
+                    bar.write(f"stopping at step {step} (--stop-at); resume with --resume")
                     break
     bar.close()
     return run_dir / "best.pt"

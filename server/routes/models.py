@@ -16,7 +16,13 @@ class ModelInfo(BaseModel):
 
     name: str
     modality: str = Field(description="image or audio")
-    layers: int = Field(description="number of residual layers L")
+    quantizer: str = Field(description="quantizer family: rvq (residual VQ), rsq (HQ-VAE stochastic residual), hrvq "
+                                       "(HR-VQVAE codebook tree), topbottom (VQ-VAE-2/HQ-TVAE two-scale) or "
+                                       "sq-topbottom (its stochastic twin, SQ-VAE-2)")
+    layers: int = Field(description="number of layers L (any prefix of them decodes)")
+    top_layers: int = Field(description="the first layers that hold one code per 2×2 block of the code grid "
+                                        "(two-scale families; 0 otherwise): in a codes array each such code is "
+                                        "repeated over its block")
     codebook_sizes: list[int] = Field(description="codebook size K of each layer")
     factor: int = Field(description="image: downsampling factor, the code grid of an H×W image is ⌈H/f⌉×⌈W/f⌉; "
                                     "audio: mel frames (of 256 samples) per code column")
@@ -38,13 +44,20 @@ class ModelInfo(BaseModel):
         kbps = entry.extra.get("kbps_per_layer", []) if audio else []
         rate = entry.extra.get("sample_rate") if audio else None
         return cls(
-            name=entry.name, modality=entry.modality, layers=entry.layers, codebook_sizes=list(entry.codebook_sizes),
+            name=entry.name, modality=entry.modality, quantizer=entry.quantizer, layers=entry.layers,
+            top_layers=top_layers(entry), codebook_sizes=list(entry.codebook_sizes),
             factor=entry.factor, bits_per_layer=list(entry.bits_per_layer), bpp_per_layer=list(entry.bpp_per_layer),
             kbps_per_layer=[float(k) for k in kbps] if isinstance(kbps, list) and all(
                 isinstance(k, (int, float)) for k in kbps) else [],
             sample_rate=int(rate) if isinstance(rate, int) else None,
             description=entry.description, weights_sha256=entry.weights_sha256[:16], default=default,
         )
+
+
+def top_layers(entry: ModelEntry) -> int:
+    """The manifest's ``extra.top_layers`` of a two-scale model (0 for the others)."""
+    value = entry.extra.get("top_layers", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= entry.layers else 0
 
 
 @router.get("/models", summary="List the loaded models", responses=responses(401, 503))
