@@ -117,6 +117,10 @@ def test_two_scale_top_layers_are_coded_once_per_block(codecs, family):
     # A top layer's chunk is about a quarter of a bottom layer's: it codes each block once.
     chunks = parse(codec.compress(IMAGE)).chunks
     assert len(chunks[0]) < 0.6 * len(chunks[t])
+    # The prior's ideal bits, measured on the grid each layer is coded on, match the chunks.
+    ideal = codec.prior.cross_entropy_bits(codes, t)
+    for layer, chunk in enumerate(chunks):
+        assert 8 * len(chunk) <= 1.05 * ideal[layer] + 64
     # Codes that differ inside a block have no top map: refused both ways, never silently dropped.
     bad = codes.copy()
     bad[0, 0, 1] = (bad[0, 0, 0] + 1) % codec.quantizer.codebook_size(0)

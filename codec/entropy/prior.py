@@ -408,20 +408,25 @@ class CodePrior:
             raise ValueError(f"layer {layer}: context codes outside 0..{lp.num_contexts - 1}")
         return ctx
 
-    def cross_entropy_bits(self, codes: np.ndarray) -> np.ndarray:
+    def cross_entropy_bits(self, codes: np.ndarray, top_layers: int = 0) -> np.ndarray:
         """Ideal code length of each layer: float64 ``[k]``, ``-sum log2 p(s | ctx)``.
 
         ``codes``: int ``[k, H, W]`` with ``1 <= k <= L`` (a prefix of the layers). Uses exactly
-        :meth:`LayerPrior.probabilities`, the numbers the coder is given.
+        :meth:`LayerPrior.probabilities`, the numbers the coder is given. ``top_layers``: the first
+        layers of a two-scale stack, one code per 2×2 block repeated over it; they are measured on
+        their own grid (``codes[:, ::2, ::2]``), as the codec codes them.
         """
         arr = np.asarray(codes)
         if arr.ndim != 3 or not 1 <= arr.shape[0] <= self.num_layers:
             raise ValueError(f"codes must be [k, H, W] with 1 <= k <= {self.num_layers}, got {arr.shape}")
         _check_stack(arr, self.codebook_sizes[: arr.shape[0]], "codes")
+        t = min(max(int(top_layers), 0), arr.shape[0])
+        top = arr[:t, ::2, ::2]
         out = np.zeros(arr.shape[0], dtype=np.float64)
         for layer in range(arr.shape[0]):
-            ctx = self.contexts(layer, arr)
-            p = self.layers[layer].probabilities()[ctx, arr[layer]]
+            view = top if layer < t else arr
+            ctx = self.contexts(layer, view)
+            p = self.layers[layer].probabilities()[ctx, view[layer]]
             out[layer] = -np.log2(p).sum()
         return out
 

@@ -120,10 +120,12 @@ def evaluate_images(
             rows.append((8 * len(stream) / pixels, psnr(image, decoded), ms_ssim(image, decoded), t1 - t0, t2 - t1))
         codec_rows.append(rows)
         codes = codec.decompress_codes(full).codes
-        cond = codec.prior.cross_entropy_bits(codes)
-        stat = static.cross_entropy_bits(codes) if static else [math.nan] * L
+        t = codec.quantizer.top_layers  # two-scale models: those layers are coded on a grid 2× coarser
+        cond = codec.prior.cross_entropy_bits(codes, t)
+        stat = static.cross_entropy_bits(codes, t) if static else [math.nan] * L
         chunks = parse(full).header.chunks
-        ent_rows.append([(codes[0].size * math.log2(codec.entry.codebook_sizes[i]), stat[i], cond[i], 8 * chunks[i][0])
+        grids = [codes[i, ::2, ::2].size if i < t else codes[i].size for i in range(L)]
+        ent_rows.append([(grids[i] * math.log2(codec.entry.codebook_sizes[i]), stat[i], cond[i], 8 * chunks[i][0])
                          for i in range(L)])
         for fn, qualities, sink in ((baselines.jpeg, baselines.JPEG_QUALITIES, jpeg_rows),
                                     (baselines.webp, baselines.WEBP_QUALITIES, webp_rows),

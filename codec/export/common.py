@@ -139,15 +139,6 @@ def fit_prior(train: list[np.ndarray], sizes: list[int], kinds: list[str], heldo
     return CodePrior(tuple(top.layers) + tuple(full.layers[t:]))
 
 
-def stack_bits(prior: CodePrior, codes: np.ndarray, top_layers: int = 0) -> np.ndarray:
-    """Ideal bits of each layer of ``codes`` ``[k, H, W]`` as the codec codes them (top layers on their grid)."""
-    bits = prior.cross_entropy_bits(codes)
-    if top_layers:
-        t = min(top_layers, len(codes))
-        bits[:t] = prior.cross_entropy_bits(codes[:t, ::2, ::2])
-    return bits
-
-
 def file_refs(models_dir: Path, out: Path, roles: Iterable[tuple[str, str]]) -> dict[str, FileRef]:
     """Manifest file references (path relative to ``models_dir``, sha256) of ``(role, file name)`` in ``out``."""
     return {role: FileRef(str((out / fn).relative_to(models_dir)), sha256_file(out / fn)) for role, fn in roles}
@@ -180,7 +171,7 @@ def choose_contexts(train: list[np.ndarray], val: list[np.ndarray], sizes: list[
         for kind in candidates:
             trial = kinds + [kind] + ["none"] * (len(sizes) - layer - 1)
             prior = fit_prior(train, sizes, trial, val, top_layers)
-            bits = sum(float(stack_bits(prior, c, top_layers)[layer]) for c in val)
+            bits = sum(float(prior.cross_entropy_bits(c, top_layers)[layer]) for c in val)
             if bits < best_bits:
                 best, best_bits = kind, bits
         kinds.append(best)
