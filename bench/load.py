@@ -24,11 +24,17 @@ server's ``Retry-After`` says (1 s for 503 overloaded), or 10 ms, as a polite cl
     python bench/load.py --workers 1 --ort-threads 2 --json load.json       # STRATA_* settings of the server
     python bench/load.py --image ../shared/data/images/kodak/kodim01.png --op decompress
     python bench/load.py --url http://127.0.0.1:8000 --api-key "$STRATA_API_KEY"   # a running server
+    python bench/load.py --ray-replicas 2 --op compress --sizes 256x256 --concurrency 8    # on Ray Serve
 
 Server settings flags (self-started server only) map to ``STRATA_*`` variables: ``--workers``
 (STRATA_WORKERS, inference threads), ``--max-queue``, ``--ort-threads``, ``--provider``,
 ``--batching``; other ``STRATA_*`` variables of the environment pass through. ``--processes`` is
 the number of uvicorn worker processes (``strata serve --workers``), each with its own pool.
+``--ray-replicas N`` serves the same app on Ray Serve instead (``python -m strata.server --ray --replicas
+N``: a local Ray on this machine, its proxy on the loopback port, N replicas of 1 CPU each, which get
+the replica defaults of :mod:`strata.server.ray_serve`: 1 inference thread and 1 onnxruntime thread unless
+the flags say otherwise, the batch size in threads with ``--batching on``); it is stopped with Ctrl-C's
+signal like the uvicorn server, and the Ray processes with it.
 """
 
 from __future__ import annotations
@@ -149,24 +155,46 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def effective_settings(env: dict[str, str]) -> dict[str, Any]:
-    """The settings the spawned server will run with (validated here, so bad flags fail fast)."""
-    from pydantic import ValidationError
-    from strata.server.config import Settings
-
+@contextmanager
+def patched_environ(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``env`` set, restored afterwards."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        s = Settings()
-    except ValidationError as e:
-        problems = "; ".join(f"STRATA_{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors())
-        raise BenchError(f"invalid server settings: {problems}") from None
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def ray_replica_env(env: dict[str, str]) -> dict[str, str]:
+    """The ``STRATA_*`` variables a 1-CPU Ray Serve replica gets when ``env`` is set here (its defaults added)."""
+    try:
+        from strata.server.ray_serve import settings_env
+    except ModuleNotFoundError as e:
+        raise BenchError(f"--ray-replicas needs the 'ray' extra (no module {e.name!r})") from None
+    with patched_environ(env):
+        try:
+            return settings_env({}, num_cpus=1.0)
+        except ValueError as e:
+            raise BenchError(f"invalid server settings: {e}") from None
+
+
+def effective_settings(env: dict[str, str]) -> dict[str, Any]:
+    """The settings the spawned server will run with (validated here, so bad flags fail fast)."""
+    from pydantic import ValidationError
+    from strata.server.config import Settings
+
+    with patched_environ(env):
+        try:
+            s = Settings()
+        except ValidationError as e:
+            problems = "; ".join(f"STRATA_{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}"
+                                 for err in e.errors())
+            raise BenchError(f"invalid server settings: {problems}") from None
     return {"workers": s.workers, "max_queue": s.max_queue, "ort_threads": s.session_threads,
             "ort_threads_setting": s.ort_threads, "batching": s.batching, "models_dir": str(s.models_dir)}
 
@@ -202,15 +230,15 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float, l
 
 
 def stop_server(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """Ask uvicorn to shut down (SIGINT), then kill its process group if it does not."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # our own session: the server and its uvicorn children
+    """Ask the server to shut down (SIGINT: uvicorn, or Serve and Ray), then kill its process group if it does not
+    (also what is left of it after a clean exit: Ray's own processes share the group)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # our own session: the server, its uvicorn children, Ray's processes
+    with suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
 
 
@@ -218,8 +246,8 @@ def stop_server(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
 def spawned_server(args: argparse.Namespace, env: dict[str, str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Run ``python -m strata.server`` on a free loopback port; yields (URL, /readyz JSON); always stops it."""
     port = free_port()
-    cmd = [sys.executable, "-m", "strata.server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(args.processes)]
+    cmd = [sys.executable, "-m", "strata.server", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--ray", "--replicas", str(args.ray_replicas)] if args.ray_replicas else ["--workers", str(args.processes)]
     log_file = tempfile.NamedTemporaryFile(prefix="strata-load-server-", suffix=".log", delete=False)  # noqa: SIM115
     log = Path(log_file.name)
     # A session of its own: Ctrl-C in the terminal reaches the benchmark, which stops the server in order.
@@ -240,7 +268,7 @@ def spawned_server(args: argparse.Namespace, env: dict[str, str]) -> Iterator[tu
         keep = True
         raise
     finally:
-        stop_server(proc)
+        stop_server(proc, grace=60.0 if args.ray_replicas else 15.0)  # Ray's shutdown takes a few seconds
         if not keep:
             log.unlink(missing_ok=True)
         else:
@@ -465,6 +493,8 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--provider", choices=["auto", "cpu", "cuda"], help="STRATA_PROVIDER")
     s.add_argument("--batching", choices=["auto", "on", "off"], help="STRATA_BATCHING")
     s.add_argument("--processes", type=int, default=1, help="uvicorn worker processes (strata serve --workers)")
+    s.add_argument("--ray-replicas", type=int, help="serve on Ray Serve with this many 1-CPU replicas instead of "
+                   "uvicorn (strata serve --ray --replicas N; the 'ray' extra)")
     s.add_argument("--models", help="models folder (default: the shipped models/)")
     s.add_argument("--server-log-level", choices=["debug", "info", "warning", "error"], default="warning",
                    help="STRATA_LOG_LEVEL of the server (default warning: no per-request log lines)")
@@ -480,6 +510,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--duration must be in (0, 600] seconds and --warmup in [0, 60]")
     if args.max_requests < 1 or args.timeout <= 0 or not 1 <= args.processes <= 16:
         p.error("--max-requests and --timeout must be positive, --processes in 1..16")
+    if args.ray_replicas is not None and (not 1 <= args.ray_replicas <= 16 or args.processes != 1):
+        p.error("--ray-replicas must be in 1..16, and --processes (uvicorn) does not apply to it")
     if args.layers is not None and args.layers < 1:
         p.error("--layers must be positive")
     args.concurrency = list(dict.fromkeys(args.concurrency))
@@ -491,7 +523,9 @@ def print_header(server: dict[str, Any], url: str, args: argparse.Namespace, ima
     print(f"machine: {os.cpu_count()} CPUs ({platform.machine()}, {platform.python_implementation()} "
           f"{platform.python_version()}), load average before the run {load}")
     if server["started"]:
-        procs = f"{server['processes']} process" + ("es" if server["processes"] > 1 else "")
+        procs = (f"Ray Serve, {server['replicas']} replica" + ("s" if server["replicas"] > 1 else "") + " of 1 CPU"
+                 if server["replicas"] else
+                 f"{server['processes']} process" + ("es" if server["processes"] > 1 else ""))
         print(f"server: {url} (started here, {procs}), workers {server['workers']}, "
               f"max_queue {server['max_queue']}, ort threads {server['ort_threads']}"
               f"{' (auto)' if not server['ort_threads_setting'] else ''}, batching {server['batching']}, "
@@ -503,7 +537,7 @@ def print_header(server: dict[str, Any], url: str, args: argparse.Namespace, ima
           f"{', '.join(f'{im.label} ({len(im.data)} B)' for im in images)}, layers {args.layers or 'all'}, "
           f"decompress to {args.format}; latencies over 2xx answers\n", flush=True)
     if server["started"]:
-        admitted = server["processes"] * (server["workers"] + server["max_queue"])
+        admitted = (server["replicas"] or server["processes"]) * (server["workers"] + server["max_queue"])
         if max(args.concurrency) > admitted:
             print(f"note: concurrency {max(args.concurrency)} exceeds workers + max_queue = {admitted}: "
                   "the excess is refused with 503 overloaded (counted as errors)\n", flush=True)
@@ -529,7 +563,10 @@ def main(argv: list[str] | None = None) -> int:
             server_cm: Any = _null(url, ready)
         else:
             env = server_env(args)
-            server = {"started": True, "processes": args.processes, **effective_settings(env)}
+            if args.ray_replicas:
+                env = ray_replica_env(env)
+            server = {"started": True, "processes": args.processes, "replicas": args.ray_replicas,
+                      **effective_settings(env)}
             server_cm = spawned_server(args, env)
         with server_cm as (url, ready):
             server.update(url=url, provider=ready.get("provider"), models=ready.get("models", []))

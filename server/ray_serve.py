@@ -323,6 +323,8 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     deployment = serve.deployment(StrataIngress, name=DEPLOYMENT_NAME).options(
         num_replicas=replicas,
         ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus, "runtime_env": {"env_vars": env}},
+        # The app logs one line per request itself (server.metrics), as under uvicorn with access_log=False.
+        logging_config={"enable_access_log": False},
         **options,
     )
     return deployment.bind()
