@@ -34,6 +34,8 @@ from strata.entropy.prior import CodePrior
 from strata.errors import HeaderError, InputError, LimitExceededError, ModelIntegrityError
 from strata.frontend.image import pad_uint8, to_uint8
 from strata.quantize import Quantizer
+from strata.quantize.rdo import rd_encode
+from strata.quantize.search import ResidualCodebooks
 from strata.registry import ModelEntry, Registry
 from strata.runtime import OnnxNet
 
@@ -56,10 +58,12 @@ class ImageCodes:
 
 
 def analyse(analysis: Callable[[np.ndarray], np.ndarray], quantizer: Quantizer, image: np.ndarray,
-            factor: int, layers: int | None = None, *, context: int, tile: int | None = None) -> ImageCodes:
+            factor: int, layers: int | None = None, *, context: int, tile: int | None = None,
+            search: Callable[[np.ndarray, int | None], np.ndarray] | None = None) -> ImageCodes:
     """Pad, run ``g_a`` and search the quantizer: the codes of one image (no entropy coding). ``g_a`` runs on tiles
     of ``tile`` pixels (default: the whole image up to :data:`ONE_PASS_PIXELS`, else :data:`TILE`) with
-    ``context`` pixels around each (see :func:`contexts`)."""
+    ``context`` pixels around each (see :func:`contexts`). ``search(latent, layers)`` replaces the quantizer's
+    nearest-code search (the rate–distortion optimised one: :func:`strata.quantize.rdo.rd_encode`)."""
     padded = pad_uint8(image, factor)
     if tile is None:
         tile = tile_for(padded.shape[-2:])
@@ -68,7 +72,7 @@ def analyse(analysis: Callable[[np.ndarray], np.ndarray], quantizer: Quantizer, 
         return analysis(x.astype(np.float32) / 255.0)
 
     latent = apply_tiled(g_a, padded, tile=tile, context=context, scale=Fraction(1, factor), align=factor)
-    return ImageCodes(quantizer.encode(latent, layers)[:, 0], image.shape[:2], "")
+    return ImageCodes((search or quantizer.encode)(latent, layers)[:, 0], image.shape[:2], "")
 
 
 def tile_for(padded: tuple[int, int], one_pass_pixels: int = ONE_PASS_PIXELS, tile: int = TILE) -> int:
@@ -109,11 +113,13 @@ class ImageCodec(StreamCodec):
         prior: CodePrior,
         limits: StreamLimits | None = None,
         tile: int = TILE,
+        rdo_lambda: float | None = None,
     ) -> None:
         super().__init__(entry, analysis, synthesis, quantizer, prior, limits)
         if tile < 1 or tile % self.factor:
             raise InputError(f"tile must be a positive multiple of {self.factor} pixels, got {tile}")
         self.tile = tile
+        self.rdo_lambda = self._rdo_lambda(rdo_lambda)
         self.one_pass_pixels = ONE_PASS_PIXELS
         rf = entry.extra.get("receptive_field")
         try:  # contexts that cover the networks' receptive fields: pixels for g_a, latents for g_s
@@ -132,11 +138,30 @@ class ImageCodec(StreamCodec):
         threads: int = 0,
         limits: StreamLimits | None = None,
         tile: int = TILE,
+        rdo_lambda: float | None = None,
     ) -> ImageCodec:
         """Load (and sha256-verify) the model ``name`` (default: the registry's default image model).
 
-        ``tile``: the side in pixels of the network tiles of images over :data:`ONE_PASS_PIXELS`."""
-        return cls(*cls._load_parts(registry, name, providers, threads), limits, tile)
+        ``tile``: the side in pixels of the network tiles of images over :data:`ONE_PASS_PIXELS`.
+        ``rdo_lambda``: the encoder's rate–distortion trade-off (:mod:`strata.quantize.rdo`); default the
+        model's ``extra.rdo_lambda`` (chosen on validation images), 0 for nearest-code search."""
+        return cls(*cls._load_parts(registry, name, providers, threads), limits, tile, rdo_lambda)
+
+    def _rdo_lambda(self, value: float | None) -> float:
+        """The encoder's λ: ``value``, else the manifest's ``extra.rdo_lambda``, else 0 (checked)."""
+        lam = self.entry.extra.get("rdo_lambda", 0.0) if value is None else value
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+            raise InputError(f"rdo_lambda must be a finite number ≥ 0, got {lam!r}")
+        if lam > 0 and not isinstance(self.quantizer, ResidualCodebooks):
+            raise InputError(f"rate–distortion optimised search serves the rvq and rsq families, not "
+                             f"{self.entry.quantizer} (model {self.name!r})")
+        return float(lam)
+
+    def _search(self, latent: np.ndarray, layers: int | None) -> np.ndarray:
+        """The code search the encoder uses: RD-optimised when ``rdo_lambda > 0``, nearest-code otherwise."""
+        if self.rdo_lambda > 0:
+            return rd_encode(self.quantizer, self.prior, latent, layers, self.rdo_lambda)  # type: ignore[arg-type]
+        return self.quantizer.encode(latent, layers)
 
     @property
     def factor(self) -> int:
@@ -178,7 +203,8 @@ class ImageCodec(StreamCodec):
         if image.ndim == 3:
             self._check_size(image.shape[:2])
         tile = self._tile(image.shape[:2])
-        codes = analyse(self.analysis, self.quantizer, image, self.factor, k, context=self.context_a, tile=tile)
+        codes = analyse(self.analysis, self.quantizer, image, self.factor, k, context=self.context_a, tile=tile,
+                        search=self._search)
         return ImageCodes(codes.codes, codes.size, self.name)
 
     def decode(self, codes: ImageCodes, layers: int | None = None) -> np.ndarray:

@@ -1,0 +1,91 @@
+"""Rate–distortion optimised code selection: nearest codes at λ → 0, cheaper streams as λ grows, the decoder
+unchanged, every context kind, and the codec's λ setting."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from strata.entropy.prior import CodePrior
+from strata.errors import InputError
+from strata.image import ImageCodec
+from strata.quantize.rdo import code_prices, rd_encode
+from strata.quantize.search import ResidualCodebooks
+
+from tests.conftest import synthetic_image
+
+RNG = np.random.default_rng(0)
+BOOKS = ResidualCodebooks(RNG.standard_normal((3, 16, 4)).astype(np.float32))
+
+
+def fitted_prior(kinds: list[str]) -> CodePrior:
+    train = [BOOKS.encode(RNG.standard_normal((1, 4, 12, 10)).astype(np.float32))[:, 0] for _ in range(6)]
+    return CodePrior.fit(train, [16] * 3, kinds)
+
+
+KINDS = [["none", "none", "none"], ["above", "parent", "above"], ["none", "parent", "parent"]]
+
+
+@pytest.mark.parametrize("kinds", KINDS)
+def test_tiny_lambda_gives_the_nearest_codes(kinds):
+    prior = fitted_prior(kinds)
+    z = RNG.standard_normal((1, 4, 9, 7)).astype(np.float32)
+    np.testing.assert_array_equal(rd_encode(BOOKS, prior, z, None, 1e-9), BOOKS.encode(z))
+    np.testing.assert_array_equal(rd_encode(BOOKS, prior, z, 2, 0.0), BOOKS.encode(z, 2))
+
+
+@pytest.mark.parametrize("kinds", [["none", "none", "none"], ["above", "parent", "above"]])
+def test_larger_lambda_lowers_the_rate_and_raises_the_error(kinds):
+    prior = fitted_prior(kinds)
+    z = RNG.standard_normal((1, 4, 16, 16)).astype(np.float32)
+    bits, errors = [], []
+    for lam in (0.0, 0.2, 1.0):
+        codes = rd_encode(BOOKS, prior, z, None, lam)
+        bits.append(prior.cross_entropy_bits(codes[:, 0]).sum())
+        errors.append(float(((BOOKS.decode(codes) - z) ** 2).sum()))
+    assert bits[0] > bits[1] > bits[2]
+    assert errors[0] < errors[1] < errors[2]
+    # Each layer's choice minimises its own cost: no code is both farther and dearer than the nearest.
+    codes = rd_encode(BOOKS, prior, z, 1, 1.0)[0, 0].ravel()
+    price = code_prices(prior, 0)
+    ctx = prior.contexts(0, codes.reshape(1, 16, 16)).ravel()
+    nearest = BOOKS.encode(z, 1)[0, 0].ravel()
+    flat = z[0].transpose(1, 2, 0).reshape(-1, 4)
+    dist = ((flat[:, None, :] - BOOKS.codebooks[0][None]) ** 2).sum(-1)
+    pick = np.arange(len(codes))
+    cost_chosen = dist[pick, codes] + price[ctx, codes]
+    cost_nearest = dist[pick, nearest] + price[ctx, nearest]
+    assert (cost_chosen <= cost_nearest + 1e-4).all()
+
+
+def test_bad_lambda_and_shapes_are_refused():
+    prior = fitted_prior(["none"] * 3)
+    z = RNG.standard_normal((1, 4, 4, 4)).astype(np.float32)
+    for lam in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="λ"):
+            rd_encode(BOOKS, prior, z, None, lam)
+    with pytest.raises(InputError, match="latent"):
+        rd_encode(BOOKS, prior, np.concatenate([z, z]), None, 0.1)
+
+
+def test_codec_streams_with_rdo_decode_unchanged_and_keep_prefixes(tiny_codec):
+    image = synthetic_image(48, 64, seed=5)
+    codec = ImageCodec(tiny_codec.entry, tiny_codec.analysis, tiny_codec.synthesis, tiny_codec.quantizer,
+                       tiny_codec.prior, rdo_lambda=0.05)
+    assert tiny_codec.rdo_lambda == 0.0 and codec.rdo_lambda == 0.05
+    full = codec.compress(image)
+    assert len(full) <= len(tiny_codec.compress(image))
+    codes = codec.encode(image)
+    for k in range(1, codec.layers + 1):
+        np.testing.assert_array_equal(tiny_codec.decompress(full, k), codec.decode(codes, k))  # the same decoder
+        assert codec.compress(image, k) == tiny_codec.compress_codes(dataclasses.replace(
+            codes, codes=codes.codes[:k]))  # a prefix of the RD codes is the RD codes of the prefix
+
+
+def test_codec_lambda_from_manifest_and_checks(tiny_codec):
+    entry = dataclasses.replace(tiny_codec.entry, extra={**tiny_codec.entry.extra, "rdo_lambda": 0.01})
+    parts = (tiny_codec.analysis, tiny_codec.synthesis, tiny_codec.quantizer, tiny_codec.prior)
+    assert ImageCodec(entry, *parts).rdo_lambda == 0.01
+    assert ImageCodec(entry, *parts, rdo_lambda=0.0).rdo_lambda == 0.0  # the argument wins
+    for bad in (-0.1, float("nan"), "0.1", True):
+        with pytest.raises(InputError, match="rdo_lambda"):
+            ImageCodec(tiny_codec.entry, *parts, rdo_lambda=bad)
