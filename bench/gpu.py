@@ -3,6 +3,7 @@
     python bench/gpu.py                                   # image g_a/g_s at 256², audio g_a/g_s/vocoder at 512 frames
     python bench/gpu.py --batch-sizes 1 8 32 --image-size 512x512 --seconds 5 --json gpu.json
     python bench/gpu.py --provider cpu --seconds 1        # the same measurement on the CPU (a baseline, or a check)
+    python bench/gpu.py --provider cpu --threads 1 --batch-sizes 1 --stage-sizes 256x256 768x512   # one core's split
 
 On a machine without the CUDA provider (onnxruntime without ``CUDAExecutionProvider``, or one whose CUDA
 libraries fail to load, so the session falls back to the CPU) it prints one line saying so and exits 0.
@@ -21,6 +22,12 @@ windows of ``--audio-frames`` mel frames (256 samples each at 22 050 Hz; the voc
 that many frames). ``same`` says whether item 0 of the batch has the bytes of a batch-1 call (what the
 Ray Serve batcher verifies before it uses a batched result, :mod:`strata.server.ray_serve`); when it does
 not, ``max |Δ|`` is the largest difference.
+
+Then, for the default image model on the same provider, the **stages** of one ``compress`` and one
+``decompress`` of a synthetic photo-like image of each ``--stage-sizes`` (median of ``--repeat`` runs, one
+image at a time): decoding the uploaded PNG, ``g_a``, the RVQ search, entropy coding; entropy decoding, the
+code sum, ``g_s``, encoding the PNG answer. Only the networks move to the GPU; this table says what is left
+on the CPU per image, hence where a GPU replica's bottleneck goes (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -38,8 +45,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from strata.audio import HOP, SAMPLE_RATE
+from strata.eval.synthetic import synthetic_image
+from strata.frontend.image import pad_uint8, read_image, to_uint8
+from strata.image import ImageCodec, ImageCodes
 from strata.registry import Registry
 from strata.runtime import CPU, CUDA, BoundNet, OnnxNet
+from strata.server.payloads import write_image
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +78,14 @@ class Cell:
     realtime: float | None  # sound seconds per second (device loop), audio only
     same_as_batch_1: bool
     max_abs_diff: float
+
+
+@dataclass
+class Stage:
+    image: str
+    operation: str  # compress | decompress
+    stage: str
+    ms: float  # median over the repeats
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -131,9 +150,9 @@ def timed(fn: Callable[[], object], seconds: float) -> tuple[int, float]:
 
 
 def measure(spec: NetSpec, providers: list[str], batches: list[int], seconds: float, warmup: int,
-            seed: int = 0) -> list[Cell]:
+            threads: int = 0, seed: int = 0) -> list[Cell]:
     """One row per batch size for one network (see the module docstring)."""
-    net = OnnxNet.load(spec.path, providers)
+    net = OnnxNet.load(spec.path, providers, threads)
     bound = BoundNet(net)
     rng = np.random.default_rng(seed)
     cells = []
@@ -155,6 +174,44 @@ def measure(spec: NetSpec, providers: list[str], batches: list[int], seconds: fl
                           round(device_rate * spec.seconds_per_item, 1) if spec.seconds_per_item else None,
                           same, diff))
     return cells
+
+
+def median_ms(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return round(1e3 * float(np.median(times)), 2)
+
+
+def stages(codec: ImageCodec, size: tuple[int, int], repeat: int) -> list[Stage]:
+    """Median ms of each stage of compress and decompress of one synthetic ``(H, W)`` image, run as the codec
+    runs them (one call per network: images up to a megapixel are not tiled), and of the whole calls."""
+    h, w = size
+    label = f"{w}x{h}"
+    png = write_image(synthetic_image(h, w), "png")
+    image = read_image(png)
+    x = pad_uint8(image, codec.factor).astype(np.float32) / 255.0
+    latent = codec.analysis(x)
+    codes = codec.quantizer.encode(latent)
+    stack = ImageCodes(codes[:, 0], (h, w), codec.name)
+    stream = codec.compress_codes(stack)
+    summed = codec.quantizer.decode(codes)
+    pixels = to_uint8(codec.synthesis(summed))[0, :, :h, :w].transpose(1, 2, 0)
+    steps: list[tuple[str, str, Callable[[], object]]] = [
+        ("compress", "decode the PNG upload", partial(read_image, png)),
+        ("compress", "g_a (network)", partial(codec.analysis, x)),
+        ("compress", "RVQ search, all layers", partial(codec.quantizer.encode, latent)),
+        ("compress", "entropy coding", partial(codec.compress_codes, stack)),
+        ("compress", "whole compress(image)", partial(codec.compress, image)),
+        ("decompress", "entropy decoding", partial(codec.decompress_codes, stream)),
+        ("decompress", "code sum", partial(codec.quantizer.decode, codes)),
+        ("decompress", "g_s (network)", partial(codec.synthesis, summed)),
+        ("decompress", "encode the PNG answer", partial(write_image, np.ascontiguousarray(pixels), "png")),
+        ("decompress", "whole decompress(stream)", partial(codec.decompress, stream)),
+    ]
+    return [Stage(label, op, name, median_ms(fn, repeat)) for op, name, fn in steps]
 
 
 def print_cell(c: Cell) -> None:
@@ -183,6 +240,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-frames", type=int, default=512, help="mel frames per sound item (default 512: 5.9 s)")
     p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per loop (default 3)")
     p.add_argument("--warmup", type=int, default=3, help="uncounted calls before each batch size (default 3)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default 0: all cores)")
+    p.add_argument("--stage-sizes", type=parse_size, nargs="*", default=[(256, 256), (512, 768)],
+                   help="image sizes WIDTHxHEIGHT for the stage table (default 256x256 768x512; none: skip it)")
+    p.add_argument("--repeat", type=int, default=5, help="runs per stage, median (default 5)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     return p
 
@@ -194,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--batch-sizes must be in 1..1024")
     if not 0 < args.seconds <= 600 or not 0 <= args.warmup <= 100 or not 8 <= args.audio_frames <= 1 << 16:
         p.error("--seconds must be in (0, 600], --warmup in 0..100, --audio-frames in 8..65536")
+    if not 0 <= args.threads <= 256 or not 1 <= args.repeat <= 1000:
+        p.error("--threads must be in 0..256 and --repeat in 1..1000")
     providers = [CUDA, CPU] if args.provider == "cuda" else [CPU]
     if args.provider == "cuda" and (why := cuda_missing()):
         print(f"gpu.py: {why}; nothing measured")
@@ -202,25 +265,39 @@ def main(argv: list[str] | None = None) -> int:
     specs = network_specs(registry, args.image_size, args.audio_frames)
     if not specs:
         p.error(f"no image or audio model in {registry.root}")
-    probe = OnnxNet.load(specs[0].path, providers)
+    probe = OnnxNet.load(specs[0].path, providers, args.threads)
     if args.provider == "cuda" and probe.provider != "cuda":  # listed, but its libraries did not load
         print(f"gpu.py: no CUDA: onnxruntime {ort.__version__} lists the CUDA provider but the session runs on "
               f"{probe.session.get_providers()[0]} (CUDA/cuDNN libraries missing?); nothing measured")
         return 0
     device = ort.get_device() if args.provider == "cuda" else platform.processor() or platform.machine()
     print(f"onnxruntime {ort.__version__}, provider {probe.session.get_providers()[0]} ({device}), IO binding; "
-          f"{args.seconds:g} s per loop, batch sizes {' '.join(map(str, args.batch_sizes))}\n")
+          f"{args.seconds:g} s per loop, batch sizes {' '.join(map(str, args.batch_sizes))}, "
+          f"{args.threads or 'all'} intra-op threads\n")
     print("| network | item | batch | device items/s | device ms/batch | host items/s | host ms/batch | "
           "realtime (device) | same as batch 1 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|", flush=True)
     cells = []
     for spec in specs:
-        for cell in measure(spec, providers, sorted(set(args.batch_sizes)), args.seconds, args.warmup):
+        for cell in measure(spec, providers, sorted(set(args.batch_sizes)), args.seconds, args.warmup,
+                            args.threads):
             print_cell(cell)
             cells.append(cell)
+    steps: list[Stage] = []
+    if args.stage_sizes and registry.names("image"):
+        codec = ImageCodec.load(registry, providers=providers, threads=args.threads)
+        print(f"\nstages of one image ({codec.name}, all {codec.layers} layers, g_a/g_s on "
+              f"{codec.provider}, median of {args.repeat}):\n")
+        print("| image | operation | stage | ms |")
+        print("|---|---|---|---:|", flush=True)
+        for size in args.stage_sizes:
+            for st in stages(codec, size, args.repeat):
+                print(f"| {st.image} | {st.operation} | {st.stage} | {st.ms:.1f} |", flush=True)
+                steps.append(st)
     if args.json:
         Path(args.json).write_text(json.dumps({"onnxruntime": ort.__version__, "provider": args.provider,
-                                               "rows": [asdict(c) for c in cells]}, indent=2) + "\n")
+                                               "threads": args.threads, "rows": [asdict(c) for c in cells],
+                                               "stages": [asdict(st) for st in steps]}, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     return 0
 

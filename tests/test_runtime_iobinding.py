@@ -58,14 +58,19 @@ def test_gpu_bench_measures_on_the_cpu(tiny_registry, tmp_path: Path, capsys) ->
     bench = load_bench()
     out = tmp_path / "gpu.json"
     argv = ["--models", str(tiny_registry.root), "--provider", "cpu", "--batch-sizes", "1", "3",
-            "--image-size", "32x24", "--seconds", "0.01", "--warmup", "0", "--json", str(out)]
+            "--image-size", "32x24", "--seconds", "0.01", "--warmup", "0", "--stage-sizes", "40x24", "--repeat", "1",
+            "--json", str(out)]
     assert bench.main(argv) == 0
-    rows = json.loads(out.read_text())["rows"]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
     assert [(r["network"], r["batch"]) for r in rows] == [
         ("tiny-image analysis", 1), ("tiny-image analysis", 3), ("tiny-image synthesis", 1),
         ("tiny-image synthesis", 3)]
     assert all(r["device_items_per_s"] > 0 and r["host_items_per_s"] > 0 and r["same_as_batch_1"] for r in rows)
     assert "| tiny-image synthesis | image 32x24 | 3 |" in capsys.readouterr().out
+    assert [(st["image"], st["operation"]) for st in report["stages"]] == [("40x24", "compress")] * 5 + [
+        ("40x24", "decompress")] * 5
+    assert all(st["ms"] > 0 for st in report["stages"])
     with pytest.raises(SystemExit, match="multiples of"):
         bench.main([*argv[:-2], "--image-size", "30x24"])
 
