@@ -58,13 +58,19 @@ def read_image(data: bytes, max_pixels: int = 64 * 1024 * 1024) -> np.ndarray:
         raise UnsupportedMediaError(f"image could not be decoded: {e}") from None
 
 
-def write_image(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
-    """Encode RGB ``uint8 [H, W, 3]`` as PNG or WebP (lossless PNG; WebP at ``quality``)."""
+PNG_LEVEL = 1
+"""zlib level of the PNGs the service and the CLI write. On decoded photos level 1 is 2 to 3 times faster than
+Pillow's default 6 and its files are no larger (kodim05: 0.80 MB in 32 ms against 0.81 MB in 86 ms): the
+decoder's smooth output leaves little for the slower match search to find."""
+
+
+def write_image(image: np.ndarray, fmt: str = "png", quality: int = 95, png_level: int = PNG_LEVEL) -> bytes:
+    """Encode RGB ``uint8 [H, W, 3]`` as PNG or WebP (lossless PNG at zlib level ``png_level``; WebP at ``quality``)."""
     fmt = fmt.lower()
     buf = io.BytesIO()
     im = Image.fromarray(image)
     if fmt == "png":
-        im.save(buf, format="PNG")
+        im.save(buf, format="PNG", compress_level=png_level)
     elif fmt == "webp":
         im.save(buf, format="WEBP", quality=quality)
     else:
