@@ -19,9 +19,10 @@ of ``--warmup`` calls (the first CUDA call also picks the convolution algorithms
 
 Items are images of ``--image-size`` (analysis: pixels in; synthesis: the latent of that image) or sound
 windows of ``--audio-frames`` mel frames (256 samples each at 22 050 Hz; the vocoder makes the waveform of
-that many frames). ``same`` says whether item 0 of the batch has the bytes of a batch-1 call (what the
-Ray Serve batcher verifies before it uses a batched result, :mod:`strata.server.ray_serve`); when it does
-not, ``max |Δ|`` is the largest difference.
+that many frames). ``GFLOP/item`` counts the convolutions' multiply-adds (×2) at that input size, so
+``TFLOP/s`` is the arithmetic rate the device loop reached. ``same`` says whether item 0 of the batch has
+the bytes of a batch-1 call (what the Ray Serve batcher verifies before it uses a batched result,
+:mod:`strata.server.ray_serve`); when it does not, the largest difference follows in brackets.
 
 Then, for the default image model on the same provider, the **stages** of one ``compress`` and one
 ``decompress`` of a synthetic photo-like image of each ``--stage-sizes`` (median of ``--repeat`` runs, one
@@ -43,6 +44,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from strata.audio import HOP, SAMPLE_RATE
 from strata.eval.synthetic import synthetic_image
@@ -76,6 +78,8 @@ class Cell:
     host_items_per_s: float
     host_ms_per_batch: float
     realtime: float | None  # sound seconds per second (device loop), audio only
+    gflop_per_item: float
+    device_tflop_per_s: float
     same_as_batch_1: bool
     max_abs_diff: float
 
@@ -138,6 +142,28 @@ def network_specs(registry: Registry, image_size: tuple[int, int], frames: int) 
     return specs
 
 
+def conv_gflop(path: Path, item_shape: tuple[int, ...]) -> float:
+    """GFLOP (2 × multiply-adds) of the Conv and ConvTranspose nodes of the network at ``path`` for one item of
+    ``item_shape``: every convolution's input, weight and output are exposed as graph outputs and their shapes
+    read from one CPU run on zeros (weights may reach a Conv through a Cast, so the initializers alone do not
+    say)."""
+    model = onnx.load(str(path))
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    present = {o.name for o in model.graph.output}
+    for name in dict.fromkeys(t for n in convs for t in (n.input[0], n.input[1], n.output[0])):
+        if name not in present:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    session = ort.InferenceSession(model.SerializeToString(), providers=[CPU])
+    outputs = session.run(None, {session.get_inputs()[0].name: np.zeros((1, *item_shape), np.float32)})
+    shapes = {o.name: y.shape for o, y in zip(session.get_outputs(), outputs, strict=True)}
+    macs = 0
+    for n in convs:
+        per_position = int(np.prod(shapes[n.input[1]][1:]))  # weight [C_out, C_in/g, k…] or [C_in, C_out/g, k…]
+        positions = shapes[n.output[0]] if n.op_type == "Conv" else shapes[n.input[0]]
+        macs += int(np.prod(positions)) * per_position
+    return 2 * macs / 1e9
+
+
 def timed(fn: Callable[[], object], seconds: float) -> tuple[int, float]:
     """Calls of ``fn`` in a closed loop for at least ``seconds`` (and at least 3 calls): (calls, elapsed)."""
     calls, start = 0, time.perf_counter()
@@ -153,6 +179,7 @@ def measure(spec: NetSpec, providers: list[str], batches: list[int], seconds: fl
             threads: int = 0, seed: int = 0) -> list[Cell]:
     """One row per batch size for one network (see the module docstring)."""
     net = OnnxNet.load(spec.path, providers, threads)
+    gflop = conv_gflop(spec.path, spec.item_shape)
     bound = BoundNet(net)
     rng = np.random.default_rng(seed)
     cells = []
@@ -172,7 +199,7 @@ def measure(spec: NetSpec, providers: list[str], batches: list[int], seconds: fl
         cells.append(Cell(spec.label, b, spec.unit, round(device_rate, 2), round(1e3 * t_dev / n_dev, 3),
                           round(n_host * b / t_host, 2), round(1e3 * t_host / n_host, 3),
                           round(device_rate * spec.seconds_per_item, 1) if spec.seconds_per_item else None,
-                          same, diff))
+                          round(gflop, 3), round(device_rate * gflop / 1e3, 3), same, diff))
     return cells
 
 
@@ -218,7 +245,8 @@ def print_cell(c: Cell) -> None:
     realtime = "–" if c.realtime is None else f"{c.realtime:,.0f}×"
     same = "yes" if c.same_as_batch_1 else f"no ({c.max_abs_diff:.2e})"
     print(f"| {c.network} | {c.item} | {c.batch} | {c.device_items_per_s:,.1f} | {c.device_ms_per_batch:.2f} | "
-          f"{c.host_items_per_s:,.1f} | {c.host_ms_per_batch:.2f} | {realtime} | {same} |", flush=True)
+          f"{c.host_items_per_s:,.1f} | {c.host_ms_per_batch:.2f} | {realtime} | {c.gflop_per_item:.2f} | "
+          f"{c.device_tflop_per_s:.3f} | {same} |", flush=True)
 
 
 def cuda_missing() -> str | None:
@@ -275,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.seconds:g} s per loop, batch sizes {' '.join(map(str, args.batch_sizes))}, "
           f"{args.threads or 'all'} intra-op threads\n")
     print("| network | item | batch | device items/s | device ms/batch | host items/s | host ms/batch | "
-          "realtime (device) | same as batch 1 |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|", flush=True)
+          "realtime (device) | GFLOP/item | TFLOP/s (device) | same as batch 1 |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|", flush=True)
     cells = []
     for spec in specs:
         for cell in measure(spec, providers, sorted(set(args.batch_sizes)), args.seconds, args.warmup,
