@@ -185,3 +185,32 @@ def test_cli_missing_data_folder(tmp_path, capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("strata: error:") and str(missing) in lines[0], err
     assert "Traceback" not in err and out == ""
+
+
+def test_rsq_mel_codec_trains_exports_and_serves(data, tmp_path, tiny_audio_registry):
+    """``quantizer="rsq"``: HQ-VAE's stochastic residual quantizer on the mel; the export names the family and
+    the served model round-trips at every layer count (its search is the nearest-code one)."""
+    from strata.audio import AudioCodec
+    from strata.export.audio import export_audio_model
+    from strata.registry import Registry
+    from strata.train.quantize.rsq import RSQConfig
+
+    run = tmp_path / "rsq"
+    cfg = tiny_config(data, 4, 2, quantizer="rsq", rsq=RSQConfig(layers=LAYERS, codebook_size=K, dim=4))
+    train(cfg, run)
+    state = torch.load(run / "last.pt", weights_only=False)["model"]
+    assert int(state["quantizer.step"]) == 4 and "quantizer.log_s2" in state
+    assert json.loads((run / "config.json").read_text())["quantizer"] == "rsq"
+    assert all(math.isfinite(v) for v in _log(run)[-1]["rmse"])
+    vocoder = tiny_audio_registry.root / "tiny-audio"  # holds vocoder.onnx
+    models = tmp_path / "models"
+    models.mkdir()
+    entry = export_audio_model(run / "best.pt", vocoder, "tiny-rsq", data, models)
+    assert entry.quantizer == "rsq" and entry.layers == LAYERS
+    codec = AudioCodec.load(Registry(models), "tiny-rsq")
+    sound = synthetic_sound(1.2, seed=9)
+    stream, codes = codec.compress(sound), codec.encode(sound)
+    for k in range(1, LAYERS + 1):
+        np.testing.assert_array_equal(codec.decompress_codes(stream, k).codes, codes.codes[:k])
+    with pytest.raises(ValueError, match="quantizer"):
+        AudioTrainConfig(quantizer="hrvq")

@@ -121,6 +121,10 @@ def cmd_train_audio(args: argparse.Namespace) -> int:
 
     try:
         cfg = _codec_config(args, trainer, trainer.AudioTrainConfig)
+        if args.quantizer is not None and args.quantizer != cfg.quantizer:
+            if args.resume and (Path(args.run) / "last.pt").exists():
+                raise CliError(f"--quantizer {args.quantizer} cannot change a run being resumed ({cfg.quantizer})")
+            cfg = dataclasses.replace(cfg, quantizer=args.quantizer)
         trainer.train(cfg, Path(args.run), resume=args.resume, max_minutes=args.max_minutes,
                       init_from=Path(args.init_from) if args.init_from else None, stop_at=args.stop_at)
     except (FileNotFoundError, ValueError) as e:
@@ -237,6 +241,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     au.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
     au.add_argument("--stop-at", type=int, help="stop (validated, with a checkpoint) at this step of the --steps "
                     "schedule; --resume continues it")
+    au.add_argument("--quantizer", choices=("rvq", "rsq"), help="quantizer family of a new run: rvq (residual VQ, "
+                    "the default) or rsq (HQ-VAE stochastic residual quantization)")
     au.set_defaults(func=cmd_train_audio, command_name="train audio")
 
     vo = kinds.add_parser("vocoder", help="the HiFi-GAN vocoder (reconstruction phase, then adversarial)")

@@ -51,7 +51,7 @@ def load_audio_checkpoint(path: Path) -> tuple[MelAutoencoder, AudioTrainConfig,
     """Model (eval mode, float32) and config from a mel codec training or exported checkpoint."""
     ckpt = read_checkpoint(path)
     cfg = AudioTrainConfig.from_dict(ckpt["config"])
-    model = MelAutoencoder(cfg.net, cfg.rvq)
+    model = MelAutoencoder(cfg.net, cfg.quantizer_config)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
     return model.eval(), cfg, ckpt
 
@@ -125,7 +125,7 @@ def export_audio_model(
                                    lambda n, r: r.standard_normal((1, D, net.rows, n)).astype(np.float32))
 
     # Codes through the exact serving path (ONNX g_a + numpy search) to fit the prior on.
-    L, K = cfg.rvq.layers, cfg.rvq.codebook_size
+    L, K = cfg.quantizer_config.layers, cfg.quantizer_config.codebook_size
     quantizer = ResidualCodebooks(codebooks)
     train_files, held_files = [], []
     for s in cfg.sets:
@@ -143,6 +143,7 @@ def export_audio_model(
         factor=tf,
         layers=L,
         codebook_sizes=(K,) * L,
+        quantizer=cfg.quantizer,
         latent_dim=D,
         files=files,
         weights_sha256=weights_hash(files, SERVING_ROLES["audio"]),

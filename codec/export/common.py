@@ -86,9 +86,12 @@ BASE_FILES = (("analysis", "analysis.onnx"), ("synthesis", "synthesis.onnx"), ("
 
 
 def keep_layers(model: torch.nn.Module, cfg: ConfigT, layers: int) -> ConfigT:
-    """Cut ``model``'s quantizer to its first ``layers`` layers; ``cfg`` with ``rvq.layers`` to match."""
+    """Cut ``model``'s quantizer to its first ``layers`` layers; ``cfg`` with its family's config to match
+    (the field named by ``cfg.quantizer``; ``topbottom`` for both two-scale families)."""
     model.quantizer.keep_layers(layers)
-    return dataclasses.replace(cfg, rvq=model.quantizer.cfg)
+    family = getattr(cfg, "quantizer", "rvq")
+    field = "topbottom" if family in ("topbottom", "sq-topbottom") else family
+    return dataclasses.replace(cfg, **{field: model.quantizer.cfg})
 
 
 def save_codebooks(model: torch.nn.Module, out: Path) -> np.ndarray:

@@ -19,7 +19,6 @@ training checkpoint (float16 weights) to resume training from; it is not served.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from strata.export.common import (
     export_onnx,
     file_refs,
     fit_priors,
+    keep_layers,
     register,
     round_to_fp16,
     save_compact_checkpoint,
@@ -37,13 +37,6 @@ from strata.registry import SERVING_ROLES, ModelEntry, Registry, weights_hash
 from strata.train.data import load_images
 from strata.train.image import ImageAutoencoder, ImageTrainConfig, read_checkpoint
 from strata.train.quantize.families import family_of, inference_codebooks
-
-
-def keep_layers(model: ImageAutoencoder, cfg: ImageTrainConfig, layers: int) -> ImageTrainConfig:
-    """Cut ``model``'s quantizer to its first ``layers`` layers; ``cfg`` with its family's config to match."""
-    model.quantizer.keep_layers(layers)
-    field = "topbottom" if cfg.quantizer in ("topbottom", "sq-topbottom") else cfg.quantizer
-    return dataclasses.replace(cfg, **{field: model.quantizer.cfg})
 
 
 def load_checkpoint(path: Path) -> tuple[ImageAutoencoder, ImageTrainConfig, dict]:

@@ -32,8 +32,12 @@ from strata.train.checkpoint import read_checkpoint as read_torch_checkpoint
 from strata.train.data import load_audio, split_heldout
 from strata.train.loop import Objective, fit, start
 from strata.train.nets.melcodec import MelAnalysis, MelNetConfig, MelSynthesis
-from strata.train.quantize.rvq import ResidualVQ, RVQConfig
+from strata.train.quantize.families import build_quantizer
+from strata.train.quantize.rsq import RSQConfig
+from strata.train.quantize.rvq import RVQConfig
 from torch import nn
+
+AUDIO_FAMILIES = ("rvq", "rsq")  # one-scale residual families: the mel grid is only 10 rows high
 
 FRAMES_PER_SECOND = DEFAULT_MEL.sample_rate / DEFAULT_MEL.hop
 
@@ -61,33 +65,44 @@ class AudioTrainConfig:
     seed: int = 0
     net: MelNetConfig = field(default_factory=MelNetConfig)
     rvq: RVQConfig = field(default_factory=RVQConfig)
+    quantizer: str = "rvq"  # family: "rvq" or "rsq" (HQ-VAE's stochastic residual quantization, Table 2's setting)
+    rsq: RSQConfig = field(default_factory=RSQConfig)
 
     def __post_init__(self) -> None:
         if self.crop % self.net.time_factor or self.crop <= 0:
             raise ValueError(f"crop must be a positive multiple of {self.net.time_factor}, got {self.crop}")
-        if self.rvq.dim != self.net.latent_dim:
-            raise ValueError(f"rvq.dim {self.rvq.dim} != net.latent_dim {self.net.latent_dim}")
+        if self.quantizer not in AUDIO_FAMILIES:
+            raise ValueError(f"quantizer must be one of {', '.join(AUDIO_FAMILIES)}, got {self.quantizer!r}")
+        if self.quantizer_config.dim != self.net.latent_dim:
+            raise ValueError(f"{self.quantizer}.dim {self.quantizer_config.dim} != net.latent_dim "
+                             f"{self.net.latent_dim}")
         if not self.sets:
             raise ValueError("need at least one audio set")
+
+    @property
+    def quantizer_config(self) -> RVQConfig | RSQConfig:
+        """The config of the quantizer family this run trains."""
+        return self.rsq if self.quantizer == "rsq" else self.rvq
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> AudioTrainConfig:
-        d = dict(d)
+        d = dict(d)  # configs saved before the families existed have no quantizer key: RVQ
         net = MelNetConfig.from_dict(d.pop("net"))
         rvq = RVQConfig(**d.pop("rvq"))
+        rsq = RSQConfig(**d.pop("rsq", {}))
         d["sets"] = tuple(d.get("sets", ()))
-        return cls(net=net, rvq=rvq, **d)
+        return cls(net=net, rvq=rvq, rsq=rsq, **d)
 
 
 class MelAutoencoder(nn.Module):
-    """``mel ─►─┤g_a├─►─┤RVQ├─►─┤g_s├─► mel`` assembled from its parts (training only)."""
+    """``mel ─►─┤g_a├─►─┤RVQ or RSQ├─►─┤g_s├─► mel`` assembled from its parts (training only)."""
 
-    def __init__(self, net: MelNetConfig, rvq: RVQConfig) -> None:
+    def __init__(self, net: MelNetConfig, rvq: RVQConfig | RSQConfig) -> None:
         super().__init__()
-        self.g_a, self.quantizer, self.g_s = MelAnalysis(net), ResidualVQ(rvq), MelSynthesis(net)
+        self.g_a, self.quantizer, self.g_s = MelAnalysis(net), build_quantizer(rvq), MelSynthesis(net)
 
     def set_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
         m, s = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
@@ -211,7 +226,7 @@ def train(
     print(f"{len(train_files)} training clips ({sum(m.shape[1] for m in train_mels) / FRAMES_PER_SECOND / 60:.1f}"
           f" min), {len(held_files)} held out", flush=True)
 
-    model = MelAutoencoder(cfg.net, cfg.rvq).to(device)
+    model = MelAutoencoder(cfg.net, cfg.quantizer_config).to(device)
 
     def batch() -> torch.Tensor:
         return torch.from_numpy(crops.sample(cfg.batch)).to(device)
