@@ -1,5 +1,5 @@
-"""The loaded models of a running service: every image model and the default audio model of the
-manifest, loaded once (sha256-verified) in the app's lifespan and shared read-only by all requests.
+"""The loaded models of a running service: every image and audio model of the manifest, loaded once
+(sha256-verified) in the app's lifespan and shared read-only by all requests.
 
 A manifest without audio models still serves images; the audio routes then answer
 404 ``unknown_model`` saying that no audio model is loaded.
@@ -113,11 +113,10 @@ def batched(codec: ImageCodec, settings: Settings) -> ImageCodec:
 
 
 def load_codecs(settings: Settings) -> Codecs:
-    """Load every image model and the default audio model of the registry at ``settings.models_dir``.
+    """Load every image and audio model of the registry at ``settings.models_dir``.
 
-    Only the default audio model is loaded (each carries a HiFi-GAN vocoder); other audio models
-    of the manifest are not served. Audio codecs are never micro-batched: their networks run on
-    overlapping windows of sounds of any length, so concurrent calls rarely share a shape.
+    Audio codecs are never micro-batched: their networks run on overlapping windows of sounds of any
+    length, so concurrent calls rarely share a shape.
     """
     registry = Registry(settings.models_dir)
     names = registry.names("image")
@@ -149,9 +148,10 @@ def load_codecs(settings: Settings) -> Codecs:
         if default_audio not in audio_names:
             log.warning("manifest names no default audio model; serving %s", audio_names[0])
             default_audio = audio_names[0]
-        codec = AudioCodec.load(registry, default_audio, providers=providers, threads=threads, limits=limits)
-        log.info("loaded audio model %s (%d layers, provider %s)", default_audio, codec.layers, codec.provider)
-        audio[default_audio] = codec
+        for name in audio_names:
+            codec = AudioCodec.load(registry, name, providers=providers, threads=threads, limits=limits)
+            log.info("loaded audio model %s (%d layers, provider %s)", name, codec.layers, codec.provider)
+            audio[name] = codec
     else:
         default_audio = None
         log.info("no audio model in %s: the audio routes answer 404", registry.root)
