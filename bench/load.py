@@ -18,6 +18,10 @@ decode to the right size first). Latency percentiles are over the successful (2x
 ``errors`` counts non-2xx answers and transport exceptions, e.g. ``503 overloaded`` when more
 requests arrive than ``workers + max_queue`` admit; after an error a worker waits as the
 server's ``Retry-After`` says (1 s for 503 overloaded), or 10 ms, as a polite client would.
+For a self-started server on Linux, ``server CPU ms/req`` is the CPU time (user + system) that the
+server's processes used in the window (every process of its session: uvicorn, or Ray's proxy,
+controller, replicas and daemons) per successful request, and ``client CPU`` the share of one core
+this benchmark used meanwhile: on a small machine the load generator and the server share the cores.
 
     python bench/load.py                                     # 1, 8, 32 × compress, decompress × 256², 768×512
     python bench/load.py --duration 2 --concurrency 1 8 --sizes 256x256     # a quick look
@@ -53,9 +57,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -229,22 +234,48 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float, l
             time.sleep(0.2)
 
 
+def session_stats(sid: int) -> list[tuple[int, float]]:
+    """(pid, CPU seconds used so far) of every process of session ``sid`` (Linux ``/proc``; [] elsewhere).
+
+    The server runs in a session of its own, and so do all its descendants: uvicorn's workers, and Ray's daemons
+    and workers (which put themselves in process groups of their own, but stay in the session)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if len(fields) > 12 and int(fields[3]) == sid:  # state ppid pgrp session … utime(11) stime(12)
+            found.append((int(stat.parent.name), (int(fields[11]) + int(fields[12])) / tick))
+    return found
+
+
+def session_cpu_seconds(sid: int) -> float | None:
+    """CPU seconds used so far by the live processes of session ``sid``; None without ``/proc``."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    return sum(cpu for _, cpu in session_stats(sid))
+
+
 def stop_server(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """Ask the server to shut down (SIGINT: uvicorn, or Serve and Ray), then kill its process group if it does not
-    (also what is left of it after a clean exit: Ray's own processes share the group)."""
+    """Ask the server to shut down (SIGINT: uvicorn, or Serve and Ray), then kill what is left of its session (a
+    server that did not stop, or Ray processes that outlived it)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # our own session: the server, its uvicorn children, Ray's processes
+    for pid, _ in session_stats(proc.pid):  # the session the server was started in: only what we started
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     with suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
 
 
 @contextmanager
-def spawned_server(args: argparse.Namespace, env: dict[str, str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Run ``python -m strata.server`` on a free loopback port; yields (URL, /readyz JSON); always stops it."""
+def spawned_server(args: argparse.Namespace, env: dict[str, str]) -> Iterator[tuple[str, dict[str, Any], int | None]]:
+    """Run ``python -m strata.server`` on a free loopback port; yields (URL, /readyz JSON, its session id);
+    always stops it."""
     port = free_port()
     cmd = [sys.executable, "-m", "strata.server", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--ray", "--replicas", str(args.ray_replicas)] if args.ray_replicas else ["--workers", str(args.processes)]
@@ -258,7 +289,7 @@ def spawned_server(args: argparse.Namespace, env: dict[str, str]) -> Iterator[tu
     keep = args.keep_server_log  # also kept when the server fails or the run ends in an error
     try:
         ready = wait_ready(url, proc, args.startup_timeout, log, {})
-        yield url, ready
+        yield url, ready, proc.pid
         if proc.poll() is not None:
             keep = True
             raise BenchError(f"the server exited (status {proc.returncode}) during the run:\n{log_tail(log)}")
@@ -305,6 +336,9 @@ class CellResult:
     max_ms: float | None = None
     error_kinds: dict[str, int] = field(default_factory=dict)
     first_error: str | None = None
+    server_cpu_s: float | None = None  # CPU seconds of the server's processes in the window (self-started, Linux)
+    server_cpu_ms_per_request: float | None = None
+    client_cpu_share: float | None = None  # CPU seconds of this benchmark in the window / window seconds
 
 
 def describe_error(response: httpx.Response | None, exc: BaseException | None) -> tuple[str, str]:
@@ -331,11 +365,12 @@ def error_pause(response: httpx.Response | None) -> float:
 
 
 async def run_cell(http: httpx.AsyncClient, url: str, job: Job, concurrency: int, warmup: float, duration: float,
-                   max_requests: int) -> CellResult:
+                   max_requests: int, server_cpu: Callable[[], float | None] | None = None) -> CellResult:
     """A closed loop of ``concurrency`` workers, measured for ``duration`` seconds after the warm-up.
 
     The warm-up lasts ``warmup`` seconds and at least until every worker has had one answer, so the
-    window starts in the steady state even when a request takes longer than ``warmup``.
+    window starts in the steady state even when a request takes longer than ``warmup``. ``server_cpu`` (the
+    server's CPU seconds so far) is read when the window opens and when it closes.
     """
     start = time.perf_counter()
     measure_start = window_end = float("inf")
@@ -345,6 +380,7 @@ async def run_cell(http: httpx.AsyncClient, url: str, job: Job, concurrency: int
     headers = {"Content-Type": job.content_type}
     answered = 0
     all_answered = asyncio.Event()
+    cpu: dict[str, float | None] = {}
 
     async def worker() -> None:
         nonlocal window_end, answered
@@ -382,8 +418,12 @@ async def run_cell(http: httpx.AsyncClient, url: str, job: Job, concurrency: int
         nonlocal measure_start, window_end
         await all_answered.wait()
         await asyncio.sleep(max(0.0, start + warmup - time.perf_counter()))
+        cpu["server0"], cpu["client0"] = server_cpu() if server_cpu else None, time.process_time()
         measure_start = time.perf_counter()
         window_end = measure_start + duration
+        while (now := time.perf_counter()) < window_end:  # window_end moves earlier when --max-requests is hit
+            await asyncio.sleep(min(0.05, window_end - now))
+        cpu["server1"], cpu["client1"] = server_cpu() if server_cpu else None, time.process_time()
 
     await asyncio.gather(clock(), *(worker() for _ in range(concurrency)))
     window = window_end - measure_start
@@ -392,6 +432,11 @@ async def run_cell(http: httpx.AsyncClient, url: str, job: Job, concurrency: int
                         error_kinds=dict(kinds), first_error=first_error[0] if first_error else None)
     if window > 0:
         result.requests_per_s = round(len(latencies) / window, 3)
+        result.client_cpu_share = round((cpu["client1"] - cpu["client0"]) / window, 3)  # type: ignore[operator]
+    if cpu.get("server0") is not None and cpu.get("server1") is not None:
+        result.server_cpu_s = round(cpu["server1"] - cpu["server0"], 2)  # type: ignore[operator]
+        if latencies:
+            result.server_cpu_ms_per_request = round(1e3 * result.server_cpu_s / len(latencies), 1)
     if latencies:
         ms = 1e3 * np.asarray(latencies)
         p50, p95, p99 = np.percentile(ms, [50, 95, 99])
@@ -441,12 +486,14 @@ def print_row(r: CellResult) -> None:
     errors = str(r.errors)
     if r.error_kinds:
         errors += " (" + ", ".join(f"{k} ×{n}" for k, n in sorted(r.error_kinds.items())) + ")"
+    client = "–" if r.client_cpu_share is None else f"{100 * r.client_cpu_share:.0f}%"
     print(f"| {r.operation} | {r.image} | {r.concurrency} | {r.requests} | {r.requests_per_s:.2f} | "
-          f"{fmt_ms(r.p50_ms)} | {fmt_ms(r.p95_ms)} | {fmt_ms(r.p99_ms)} | {errors} |", flush=True)
+          f"{fmt_ms(r.p50_ms)} | {fmt_ms(r.p95_ms)} | {fmt_ms(r.p99_ms)} | {errors} | "
+          f"{fmt_ms(r.server_cpu_ms_per_request)} | {client} |", flush=True)
 
 
 async def run_load(args: argparse.Namespace, url: str, images: list[TestImage],
-                   headers: dict[str, str]) -> list[CellResult]:
+                   headers: dict[str, str], session: int | None = None) -> list[CellResult]:
     top = max(args.concurrency)
     limits = httpx.Limits(max_connections=top, max_keepalive_connections=top)
     timeout = httpx.Timeout(args.timeout, connect=10.0)
@@ -455,11 +502,13 @@ async def run_load(args: argparse.Namespace, url: str, images: list[TestImage],
     # trust_env=False: never send loopback traffic through an HTTP(S)_PROXY of the environment.
     async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False, headers=headers) as http:
         jobs = await prepare_jobs(http, url, images, args.op, params, args.format)
-        print("| operation | image | concurrency | requests | requests/s | p50 ms | p95 ms | p99 ms | errors |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---|", flush=True)
+        print("| operation | image | concurrency | requests | requests/s | p50 ms | p95 ms | p99 ms | errors | "
+              "server CPU ms/req | client CPU |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|", flush=True)
+        server_cpu = None if session is None else partial(session_cpu_seconds, session)
         for job in jobs:
             for c in args.concurrency:
-                result = await run_cell(http, url, job, c, args.warmup, args.duration, args.max_requests)
+                result = await run_cell(http, url, job, c, args.warmup, args.duration, args.max_requests, server_cpu)
                 print_row(result)
                 results.append(result)
     return results
@@ -568,10 +617,10 @@ def main(argv: list[str] | None = None) -> int:
             server = {"started": True, "processes": args.processes, "replicas": args.ray_replicas,
                       **effective_settings(env)}
             server_cm = spawned_server(args, env)
-        with server_cm as (url, ready):
+        with server_cm as (url, ready, session):
             server.update(url=url, provider=ready.get("provider"), models=ready.get("models", []))
             print_header(server, url, args, images)
-            results = asyncio.run(run_load(args, url, images, headers))
+            results = asyncio.run(run_load(args, url, images, headers, session))
     except BenchError as e:
         print(f"load.py: error: {e}", file=sys.stderr)
         return 1
@@ -609,8 +658,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @contextmanager
-def _null(url: str, ready: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    yield url, ready
+def _null(url: str, ready: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], int | None]]:
+    yield url, ready, None
 
 
 if __name__ == "__main__":
