@@ -26,9 +26,13 @@ the bytes of a batch-1 call (what the Ray Serve batcher verifies before it uses 
 
 Then, for the default image model on the same provider, the **stages** of one ``compress`` and one
 ``decompress`` of a synthetic photo-like image of each ``--stage-sizes`` (median of ``--repeat`` runs, one
-image at a time): decoding the uploaded PNG, ``g_a``, the RVQ search, entropy coding; entropy decoding, the
-code sum, ``g_s``, encoding the PNG answer. Only the networks move to the GPU; this table says what is left
-on the CPU per image, hence where a GPU replica's bottleneck goes (docs/scaling.md).
+image at a time): decoding the uploaded PNG, ``g_a``, the code search (nearest codes, and the
+rate–distortion optimised search that ``compress`` uses when the model sets ``rdo_lambda``), entropy coding;
+entropy decoding, the code sum, ``g_s``, encoding the PNG answer. Only the networks move to the GPU; this
+table says what is left on the CPU per image, hence where a GPU replica's bottleneck goes
+(docs/scaling.md). ``--clock cpu`` times them in this process's CPU time instead of wall time: on a shared
+machine that is robust to other work, and right for a single-threaded CPU run (``--provider cpu --threads
+1`` with ``OMP_NUM_THREADS=1``), not for GPU work (which uses little host CPU).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from strata.audio import HOP, SAMPLE_RATE
 from strata.eval.synthetic import synthetic_image
 from strata.frontend.image import pad_uint8, read_image, to_uint8
 from strata.image import ImageCodec, ImageCodes
+from strata.quantize.rdo import rd_encode
 from strata.registry import Registry
 from strata.runtime import CPU, CUDA, BoundNet, OnnxNet
 from strata.server.payloads import write_image
@@ -203,16 +208,18 @@ def measure(spec: NetSpec, providers: list[str], batches: list[int], seconds: fl
     return cells
 
 
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
+def median_ms(fn: Callable[[], object], repeat: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median milliseconds of ``repeat`` calls of ``fn`` on ``clock``."""
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return round(1e3 * float(np.median(times)), 2)
 
 
-def stages(codec: ImageCodec, size: tuple[int, int], repeat: int) -> list[Stage]:
+def stages(codec: ImageCodec, size: tuple[int, int], repeat: int,
+           clock: Callable[[], float] = time.perf_counter) -> list[Stage]:
     """Median ms of each stage of compress and decompress of one synthetic ``(H, W)`` image, run as the codec
     runs them (one call per network: images up to a megapixel are not tiled), and of the whole calls."""
     h, w = size
@@ -229,7 +236,10 @@ def stages(codec: ImageCodec, size: tuple[int, int], repeat: int) -> list[Stage]
     steps: list[tuple[str, str, Callable[[], object]]] = [
         ("compress", "decode the PNG upload", partial(read_image, png)),
         ("compress", "g_a (network)", partial(codec.analysis, x)),
-        ("compress", "RVQ search, all layers", partial(codec.quantizer.encode, latent)),
+        ("compress", "code search, nearest codes", partial(codec.quantizer.encode, latent)),
+        *([("compress", f"code search, RD-optimised (λ {codec.rdo_lambda:g}: compress uses it)",
+            partial(rd_encode, codec.quantizer, codec.prior, latent, None, codec.rdo_lambda))]
+          if codec.rdo_lambda > 0 else []),
         ("compress", "entropy coding", partial(codec.compress_codes, stack)),
         ("compress", "whole compress(image)", partial(codec.compress, image)),
         ("decompress", "entropy decoding", partial(codec.decompress_codes, stream)),
@@ -238,7 +248,7 @@ def stages(codec: ImageCodec, size: tuple[int, int], repeat: int) -> list[Stage]
         ("decompress", "encode the PNG answer", partial(write_image, np.ascontiguousarray(pixels), "png")),
         ("decompress", "whole decompress(stream)", partial(codec.decompress, stream)),
     ]
-    return [Stage(label, op, name, median_ms(fn, repeat)) for op, name, fn in steps]
+    return [Stage(label, op, name, median_ms(fn, repeat, clock)) for op, name, fn in steps]
 
 
 def print_cell(c: Cell) -> None:
@@ -272,6 +282,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage-sizes", type=parse_size, nargs="*", default=[(256, 256), (512, 768)],
                    help="image sizes WIDTHxHEIGHT for the stage table (default 256x256 768x512; none: skip it)")
     p.add_argument("--repeat", type=int, default=5, help="runs per stage, median (default 5)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="stage timing: wall time (default) or this process's CPU time (see above)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     return p
 
@@ -314,17 +326,19 @@ def main(argv: list[str] | None = None) -> int:
     steps: list[Stage] = []
     if args.stage_sizes and registry.names("image"):
         codec = ImageCodec.load(registry, providers=providers, threads=args.threads)
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
         print(f"\nstages of one image ({codec.name}, all {codec.layers} layers, g_a/g_s on "
-              f"{codec.provider}, median of {args.repeat}):\n")
+              f"{codec.provider}, {args.clock} time, median of {args.repeat}):\n")
         print("| image | operation | stage | ms |")
         print("|---|---|---|---:|", flush=True)
         for size in args.stage_sizes:
-            for st in stages(codec, size, args.repeat):
+            for st in stages(codec, size, args.repeat, clock):
                 print(f"| {st.image} | {st.operation} | {st.stage} | {st.ms:.1f} |", flush=True)
                 steps.append(st)
     if args.json:
         Path(args.json).write_text(json.dumps({"onnxruntime": ort.__version__, "provider": args.provider,
-                                               "threads": args.threads, "rows": [asdict(c) for c in cells],
+                                               "threads": args.threads, "clock": args.clock,
+                                               "rows": [asdict(c) for c in cells],
                                                "stages": [asdict(st) for st in steps]}, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     return 0
