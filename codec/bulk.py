@@ -181,6 +181,11 @@ def plan(job: TokenizeJob) -> Plan:
         "inputs": len(ids),
         "inputs_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
     }
+    if job.modality == "image":
+        # The encoder's search is part of the run: the same weights give other codes at another λ (the manifest's
+        # ``extra.rdo_lambda``, which a model update may change without touching the weights). The workers
+        # encode with this value, whatever the manifest says when they start.
+        config["rdo_lambda"] = entry.extra.get("rdo_lambda", 0.0)
     return Plan(job, root, Path(job.out).resolve(), entry.name, layers, config, shards)
 
 
@@ -234,7 +239,8 @@ class ShardWorker:
         if config["modality"] == "image":
             from strata.image import ImageCodec
 
-            self.codec = ImageCodec.load(registry, config["model"], threads=threads)
+            self.codec = ImageCodec.load(registry, config["model"], threads=threads,
+                                         rdo_lambda=config["rdo_lambda"])
         else:
             from strata.audio import AudioCodec
 
