@@ -22,6 +22,7 @@ vocoder are per-call arguments; the codec holds no per-request state.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -36,7 +37,7 @@ from strata.quantize import Quantizer
 from strata.registry import ModelEntry, Registry
 from strata.runtime import OnnxNet
 from strata.vocoder.griffinlim import griffin_lim
-from strata.vocoder.hifigan import HifiGanVocoder
+from strata.vocoder.hifigan import HifiGanVocoder, fill
 from strata.vocoder.refine import DEFAULT_ITERATIONS
 
 SAMPLE_RATE = DEFAULT_MEL.sample_rate
@@ -232,6 +233,17 @@ class AudioCodec(StreamCodec):
         ``refine``: HiFi-GAN's mel-consistency iterations (:mod:`strata.vocoder.refine`; default: the
         vocoder's, ``self.vocoder.refine``; 0: the network's output). Griffin-Lim takes none.
         """
+        return fill(np.empty(int(codes.samples), dtype=np.float32), self.iter_decode(codes, layers, vocoder, refine))
+
+    def iter_decode(self, codes: AudioCodes, layers: int | None = None,
+                    vocoder: Vocoder | str = Vocoder.HIFIGAN, refine: int | None = None) -> Iterator[np.ndarray]:
+        """:meth:`decode`'s samples in pieces, as the vocoder produces them (exactly ``codes.samples`` in all).
+
+        With HiFi-GAN the first piece comes after the first vocoder window and the memory is bounded by a
+        window (:meth:`strata.vocoder.hifigan.HifiGanVocoder.stream`); the decoded log-mel is held whole
+        (80 floats per 256 samples). Griffin-Lim is iterative over the whole sound: one piece. Arguments
+        are checked before the first piece.
+        """
         try:
             voc = Vocoder(vocoder)
         except ValueError:
@@ -241,13 +253,8 @@ class AudioCodec(StreamCodec):
         if voc is Vocoder.HIFIGAN:
             self.vocoder.iterations(1, refine)  # a bad refine is refused before g_s runs
         mel = self.decode_mel(codes, layers)
-        audio = self.vocoder(mel, refine) if voc is Vocoder.HIFIGAN else griffin_lim(mel)
-        n = int(codes.samples)
-        if audio.size >= n:  # ceil(n / 256) frames give up to 255 samples more: crop without a copy
-            return audio[:n].astype(np.float32, copy=False)
-        out = np.zeros(n, dtype=np.float32)
-        out[: audio.size] = audio
-        return out
+        pieces = self.vocoder.stream(mel, refine) if voc is Vocoder.HIFIGAN else iter([griffin_lim(mel)])
+        return _exactly(pieces, int(codes.samples))
 
     # -- bytes ---------------------------------------------------------------------------------
     def compress(self, samples: np.ndarray, layers: int | None = None) -> bytes:
@@ -273,6 +280,18 @@ class AudioCodec(StreamCodec):
                    vocoder: Vocoder | str = Vocoder.HIFIGAN, refine: int | None = None) -> np.ndarray:
         """Float32 ``[samples]`` at 22 050 Hz from the first ``layers`` layers of a stream (see :meth:`decode`)."""
         return self.decode(self.decompress_codes(data, layers, partial), vocoder=vocoder, refine=refine)
+
+
+def _exactly(pieces: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
+    """The first ``n`` samples of ``pieces`` (float32), zeros appended if they hold fewer."""
+    sent = 0
+    for piece in pieces:
+        piece = piece[: n - sent].astype(np.float32, copy=False)
+        if piece.size:
+            sent += piece.size
+            yield piece
+    if sent < n:  # ceil(n / 256) frames give up to 255 samples more, never fewer; kept for any vocoder
+        yield np.zeros(n - sent, dtype=np.float32)
 
 
 __all__ = ["HOP", "SAMPLE_RATE", "AudioCodec", "AudioCodes", "Vocoder", "analyse_mel", "padded_length"]

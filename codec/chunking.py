@@ -16,7 +16,7 @@ the input, while the result equals the single call on the whole input.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from numbers import Integral, Rational, Real
 
@@ -77,6 +77,35 @@ def apply_chunked(
     (including lengths whose output would not be a whole number of positions) and :class:`RuntimeError`
     when ``fn`` returns a shape other than promised.
     """
+    out = None
+    n_out = None
+    for start, piece in iter_chunked(fn, x, chunk=chunk, context=context, scale=scale, align=align):
+        if out is None:
+            n_out = int(x.shape[-1] * _fraction(scale))
+            if piece.shape[-1] == n_out:  # one call on all of x
+                return piece
+            out = np.empty((*piece.shape[:-1], n_out), dtype=piece.dtype)
+        elif piece.shape[:-1] != out.shape[:-1]:
+            raise RuntimeError(f"fn's leading output axes changed from {out.shape[:-1]} to {piece.shape[:-1]}")
+        out[..., start : start + piece.shape[-1]] = piece
+    return out
+
+
+def iter_chunked(
+    fn: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    *,
+    chunk: int,
+    context: int,
+    scale: Fraction | int | float = 1,
+    align: int = 1,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`apply_chunked`'s output as it is computed: ``(first output position, piece)`` for each run, in order.
+
+    The pieces are exactly the parts :func:`apply_chunked` assembles (it is built on this), so a consumer that
+    streams them (a vocoder's waveform, say) gets the same values as the single result, with the memory of
+    one window. The argument checks and errors are :func:`apply_chunked`'s, raised before the first piece.
+    """
     chunk = _whole("chunk", chunk, 1)
     context = _whole("context", context, 0)
     align = _whole("align", align, 1)
@@ -93,7 +122,11 @@ def apply_chunked(
     if (n * s).denominator != 1:
         raise InputError(f"N × scale must be whole, got N = {n} × {s} (pad x to a multiple of {s.denominator})")
     context = -(-context // align) * align
+    return _pieces(fn, x, n, chunk, context, s)
 
+
+def _pieces(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, n: int, chunk: int, context: int,
+            s: Fraction) -> Iterator[tuple[int, np.ndarray]]:
     def run(lo: int, hi: int) -> np.ndarray:
         y = np.asarray(fn(x[..., lo:hi]))
         want = (hi - lo) * s
@@ -102,20 +135,14 @@ def apply_chunked(
         return y
 
     if n <= chunk + 2 * context:
-        return run(0, n)
-
-    out = None
+        yield 0, run(0, n)
+        return
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         lo, hi = max(0, start - context), min(n, stop + context)
         y = run(lo, hi)
-        if out is None:
-            out = np.empty((*y.shape[:-1], int(n * s)), dtype=y.dtype)
-        elif y.shape[:-1] != out.shape[:-1]:
-            raise RuntimeError(f"fn's leading output axes changed from {out.shape[:-1]} to {y.shape[:-1]}")
         keep = int((start - lo) * s), int((stop - lo) * s)
-        out[..., int(start * s) : int(stop * s)] = y[..., keep[0] : keep[1]]
-    return out
+        yield int(start * s), y[..., keep[0] : keep[1]]
 
 
 def apply_tiled(
@@ -172,4 +199,4 @@ def receptive_field(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
     return max(mid - lo, hi - (mid + 1), Fraction(0))
 
 
-__all__ = ["apply_chunked", "apply_tiled", "receptive_field"]
+__all__ = ["apply_chunked", "apply_tiled", "iter_chunked", "receptive_field"]

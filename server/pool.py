@@ -29,6 +29,19 @@ from strata.server.metrics import Metrics
 T = TypeVar("T")
 
 
+class Admission:
+    """Work admitted by :meth:`InferencePool.admit`; :meth:`release` (idempotent) gives its budget back."""
+
+    def __init__(self, pool: InferencePool, seconds: float) -> None:
+        self.pool, self.seconds, self.released = pool, seconds, False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.pool._pending -= 1
+            self.pool.admitted_work = max(0.0, self.pool.admitted_work - self.seconds)
+
+
 class InferencePool:
     """Run blocking callables in at most ``workers`` threads with a bounded wait queue."""
 
@@ -65,6 +78,15 @@ class InferencePool:
     async def run(self, fn: Callable[..., T], *args: object, work: Work = NOTHING) -> T:
         """``fn(*args)`` in a worker thread. Raises :class:`OverloadedError` when the queue is full or ``work``
         does not fit the work budget now, :class:`LimitExceededError` when it never would."""
+        admission = self.admit(work)
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        finally:
+            admission.release()
+
+    def admit(self, work: Work = NOTHING) -> Admission:
+        """Admit ``work`` (the checks of :meth:`run`) for a caller that runs it in steps, e.g. a streamed answer:
+        each step goes through :meth:`step`, and the caller releases the admission when it is done."""
         if work.seconds > self.max_work:
             raise LimitExceededError(
                 f"{work.what} needs about {work.seconds:.0f} s of compute, over this server's budget of "
@@ -87,11 +109,11 @@ class InferencePool:
             raise error
         self._pending += 1
         self.admitted_work += work.seconds
-        try:
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
-        finally:
-            self._pending -= 1
-            self.admitted_work = max(0.0, self.admitted_work - work.seconds)
+        return Admission(self, work.seconds)
+
+    async def step(self, fn: Callable[..., T], *args: object) -> T:
+        """One step of admitted work: ``fn(*args)`` in a worker thread (it waits for a free worker)."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
     def _reject(self) -> None:
         if self.metrics is not None:

@@ -22,6 +22,7 @@ twin for the training losses; the two agree to 1e-4.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -155,6 +156,31 @@ def write_wav(samples: np.ndarray, sample_rate: int) -> bytes:
         raise InputError(f"samples must be mono float [T], got {x.dtype} {x.shape}")
     buf = io.BytesIO()
     sf.write(buf, np.clip(x, -1.0, 1.0), int(sample_rate), format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def wav_header(frames: int, sample_rate: int) -> bytes:
+    """The 44-byte header of a mono 16-bit PCM WAV of ``frames`` samples, as :func:`write_wav` writes it."""
+    if not 0 <= frames <= (0xFFFFFFFF - 36) // 2:
+        raise InputError(f"a WAV holds at most {(0xFFFFFFFF - 36) // 2} samples, got {frames}")
+    data = 2 * frames
+    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate,
+            2 * sample_rate, 2, 16) + b"data" + struct.pack("<I", data))
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    """Little-endian 16-bit PCM of mono float ``[T]`` samples clipped to [-1, 1]: :func:`write_wav`'s data.
+
+    libsndfile converts, as for :func:`write_wav`, so a WAV sent in pieces (header, then the PCM of each
+    piece) has the bytes of the one written at once.
+    """
+    x = np.asarray(samples)
+    if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
+        raise InputError(f"samples must be mono float [T], got {x.dtype} {x.shape}")
+    if x.size == 0:
+        return b""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(x, -1.0, 1.0), 22050, format="RAW", subtype="PCM_16", endian="LITTLE")
     return buf.getvalue()
 
 

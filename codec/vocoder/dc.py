@@ -25,6 +25,34 @@ from strata.errors import InputError
 BLOCK = 1 << 16  # samples corrected per step: the interpolated estimate never exists for the whole signal
 
 
+def frame_means(samples: np.ndarray, hop: int) -> np.ndarray:
+    """Float64 mean of each ``hop``-sample frame of ``samples`` (a last, shorter frame included)."""
+    full = samples.size // hop
+    means = samples[: full * hop].reshape(full, hop).mean(axis=1, dtype=np.float64)
+    if samples.size > full * hop:
+        means = np.append(means, samples[full * hop :].mean(dtype=np.float64))
+    return means
+
+
+def smooth(means: np.ndarray, idx: np.ndarray, frames: int) -> np.ndarray:
+    """The DC estimate at frames ``idx``: two moving averages of ``frames`` frame means (edges repeated).
+
+    Computed per index, so an estimate needs only the means within ``2 · (frames // 2)`` frames of it:
+    :class:`strata.vocoder.stream.DcStream` evaluates it on pieces and gets the same numbers.
+    """
+    half, right, last = frames // 2, frames - 1 - frames // 2, len(means) - 1
+    weight = 1.0 / frames
+
+    def box(values, at: np.ndarray) -> np.ndarray:
+        total = None
+        for k in range(-half, right + 1):
+            term = values(np.clip(at + k, 0, last)) * weight
+            total = term if total is None else total + term
+        return total
+
+    return box(lambda j: box(lambda i: means[i], j), np.asarray(idx))
+
+
 def remove_dc(audio: np.ndarray, hop: int = 256, frames: int = 5, block: int = BLOCK) -> np.ndarray:
     """Subtract the running DC of the float 1-D ``audio`` in place and return it (see the module doc)."""
     if audio.ndim != 1 or audio.dtype.kind != "f":
@@ -35,21 +63,16 @@ def remove_dc(audio: np.ndarray, hop: int = 256, frames: int = 5, block: int = B
     n = len(audio)
     if n == 0:
         return audio
+    means = frame_means(audio, hop)
     full = n // hop
-    means = audio[: full * hop].reshape(full, hop).mean(axis=1, dtype=np.float64)
-    centres = (np.arange(full) + 0.5) * hop
+    centres = (np.arange(len(means)) + 0.5) * hop
     if n > full * hop:  # the last, partial frame
-        means = np.append(means, audio[full * hop:].mean(dtype=np.float64))
-        centres = np.append(centres, (full * hop + n) / 2)
-    box = np.ones(frames) / frames
-    est = means
-    for _ in range(2):
-        padded = np.pad(est, (frames // 2, frames - 1 - frames // 2), mode="edge")
-        est = np.convolve(padded, box, mode="valid")
+        centres[-1] = (full * hop + n) / 2
+    est = smooth(means, np.arange(len(means)), frames)
     for start in range(0, n, block):
         stop = min(n, start + block)
         audio[start:stop] -= np.interp(np.arange(start, stop) + 0.5, centres, est).astype(audio.dtype)
     return audio
 
 
-__all__ = ["remove_dc"]
+__all__ = ["frame_means", "remove_dc", "smooth"]

@@ -25,17 +25,17 @@ log-mel ``[n_mels, F]`` → float32 waveform ``[F · hop]``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from strata.chunking import apply_chunked
+from strata.chunking import iter_chunked
 from strata.errors import InputError, ModelIntegrityError
 from strata.frontend.audio import DEFAULT_MEL
 from strata.runtime import OnnxNet
-from strata.vocoder.dc import remove_dc
 from strata.vocoder.refine import DEFAULT_ITERATIONS, MAX_ITERATIONS
-from strata.vocoder.refine import refine as _refine
+from strata.vocoder.stream import DcStream, RefineStream
 
 CHUNK_FRAMES = 512  # frames kept per network call (≈ 6 s at 22 050 Hz; windows add 2 × receptive field)
 
@@ -124,6 +124,19 @@ class HifiGanVocoder:
 
         ``refine``: mel-consistency iterations for this call (default: the instance's ``refine``).
         A mel of one frame is not refined (its 256 samples are too few for the STFT's reflect padding of 384).
+        The waveform is :meth:`stream`'s pieces put together (in one array allocated up front).
+        """
+        pieces = self.stream(log_mel, refine)
+        out = np.empty(np.shape(log_mel)[1] * self.hop, dtype=np.float32)
+        return fill(out, pieces)
+
+    def stream(self, log_mel: np.ndarray, refine: int | None = None) -> Iterator[np.ndarray]:
+        """The waveform of :meth:`__call__` in pieces, each given as soon as nothing later can change it.
+
+        The generator runs on windows of ``chunk_frames`` frames and streams DC removal and refinement
+        (:mod:`strata.vocoder.stream`), so memory is bounded by a window and the first piece comes after the
+        first window (plus the refinement's margin), not after the whole sound. Arguments are checked here,
+        before the first piece.
         """
         self._iterations(self.refine if refine is None else refine)
         m = np.asarray(log_mel)
@@ -135,22 +148,44 @@ class HifiGanVocoder:
             m = m.astype(np.float32, copy=False)
         if not np.isfinite(m).all():
             raise InputError("log-mel contains NaN or infinite values (or values beyond float32)")
-        audio = apply_chunked(
-            lambda window: self.net(window[None])[0, 0],
-            m,
-            chunk=self.chunk_frames,
-            context=self.receptive_field,
-            scale=self.hop,
-        )
-        audio = audio.astype(np.float32, copy=False)
-        if self.remove_dc:
-            remove_dc(audio, self.hop)
+        total = m.shape[1] * self.hop
+        dc = DcStream(total, self.hop) if self.remove_dc else None
         iterations = self.iterations(m.shape[1], refine)
-        if iterations:
-            audio = _refine(audio, m, iterations, in_place=True)
-        return np.clip(audio, -1.0, 1.0, out=audio)
+        refiner = RefineStream(m, total, iterations) if iterations else None
+        pieces = iter_chunked(lambda window: self.net(window[None])[0, 0], m, chunk=self.chunk_frames,
+                              context=self.receptive_field, scale=self.hop)
+        return self._pipeline(pieces, dc, refiner)
+
+    @staticmethod
+    def _pipeline(pieces: Iterator[tuple[int, np.ndarray]], dc: DcStream | None,
+                  refiner: RefineStream | None) -> Iterator[np.ndarray]:
+        def stages(x: np.ndarray, last: bool) -> np.ndarray:
+            if dc is not None:
+                x = np.concatenate([dc.push(x), dc.finish()]) if last else dc.push(x)
+            if refiner is not None:
+                x = np.concatenate([refiner.push(x), refiner.finish()]) if last else refiner.push(x)
+            return np.clip(x, -1.0, 1.0, out=x) if x.size else x
+
+        for _, piece in pieces:
+            out = stages(piece.astype(np.float32), last=False)
+            if out.size:
+                yield out
+        out = stages(np.empty(0, dtype=np.float32), last=True)
+        if out.size:
+            yield out
 
 
+def fill(out: np.ndarray, pieces: Iterator[np.ndarray]) -> np.ndarray:
+    """``out`` filled with the pieces in order (they must add up to its length exactly)."""
+    pos = 0
+    for piece in pieces:
+        if pos + piece.size > out.size:
+            raise RuntimeError(f"pieces overrun the {out.size} samples announced")
+        out[pos : pos + piece.size] = piece
+        pos += piece.size
+    if pos != out.size:
+        raise RuntimeError(f"pieces hold {pos} samples, {out.size} were announced")
+    return out
 
 
-__all__ = ["CHUNK_FRAMES", "HifiGanVocoder"]
+__all__ = ["CHUNK_FRAMES", "HifiGanVocoder", "fill"]

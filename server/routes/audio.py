@@ -23,14 +23,16 @@ so → 413 ``stream_limit_exceeded``); an image stream → 422 ``wrong_modality`
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import StreamingResponse
 from strata.audio import HOP, SAMPLE_RATE, AudioCodec, AudioCodes, Vocoder
 from strata.bitstream import Modality
 from strata.errors import LimitExceededError
-from strata.frontend.audio import log_mel, read_audio
+from strata.frontend.audio import log_mel, pcm16, read_audio, wav_header
 from strata.server import payloads
 from strata.server.config import Settings
 from strata.server.cost import NOTHING, Work, sound_seconds
@@ -93,6 +95,13 @@ OutputQuery = Annotated[
     Query(
         description="wav: 16-bit PCM WAV at 22 050 Hz; mel: the decoded log-mel spectrogram as .npy float32 "
         "[80, frames]"
+    ),
+]
+StreamQuery = Annotated[
+    bool,
+    Query(
+        description="wav only: send the WAV as it is decoded (chunked transfer: the header, then the samples of "
+        "each vocoder window), the same bytes as without; the first bytes come after the first window"
     ),
 ]
 SamplesQuery = Annotated[
@@ -220,19 +229,55 @@ async def decompress(
     vocoder: VocoderQuery = Vocoder.HIFIGAN,
     refine: RefineQuery = None,
     output: OutputQuery = "wav",
+    stream: StreamQuery = False,
 ) -> Response:
-    stream = await pool.run(parse_stream, body.data, settings, Modality.AUDIO, partial)  # the header: the work
-    codec = codecs.audio_for_stream(stream.header.model)
-    samples, rate = stream.header.size
+    if stream and output != "wav":
+        raise InvalidRequestError("stream=true applies to output=wav")
+    parsed = await pool.run(parse_stream, body.data, settings, Modality.AUDIO, partial)  # the header: the work
+    codec = codecs.audio_for_stream(parsed.header.model)
+    samples, rate = parsed.header.size
+    work = Work.audio(samples / rate, True, output == "wav")
+    if stream:
+        return await _streamed_wav(codec, body.data, layers, partial, vocoder, refine, pool, work, parsed.layers)
 
-    def work() -> tuple[AudioCodes, tuple[bytes, dict[str, str]]]:
+    def run() -> tuple[AudioCodes, tuple[bytes, dict[str, str]]]:
         codes = codec.decompress_codes(body.data, layers, partial=partial)
         return codes, _render(codec, codes, None, vocoder, refine, output)
 
-    codes, (data, extra) = await pool.run(work, work=Work.audio(samples / rate, True, output == "wav"))
-    present = stream.layers
-    headers = _sound_headers(codes.model, codes.layers, codes, {"X-Strata-Stream-Layers": str(present), **extra})
+    codes, (data, extra) = await pool.run(run, work=work)
+    headers = _sound_headers(codes.model, codes.layers, codes, {"X-Strata-Stream-Layers": str(parsed.layers), **extra})
     return Response(data, media_type=MEDIA_TYPES[output], headers=headers)
+
+
+async def _streamed_wav(codec: AudioCodec, data: bytes, layers: int | None, partial: bool, vocoder: Vocoder,
+                        refine: int | None, pool: PoolDep, work: Work, present: int) -> StreamingResponse:
+    """The WAV of a stream sent as it is decoded: the work is admitted once, the codes and the decoder's checks
+    run before the answer starts (so errors keep their status), then each vocoder window's samples go out."""
+    admission = pool.admit(work)
+
+    def start() -> tuple[AudioCodes, Iterator[bytes]]:
+        codes = codec.decompress_codes(data, layers, partial=partial)
+        pieces = codec.iter_decode(codes, None, vocoder, refine)
+        return codes, (pcm16(piece) for piece in pieces)
+
+    try:
+        codes, chunks = await pool.step(start)
+    except BaseException:
+        admission.release()
+        raise
+    extra = {REFINE_HEADER: str(codec.vocoder.iterations(-(-codes.samples // HOP), refine))} \
+        if vocoder is Vocoder.HIFIGAN else {}
+    headers = _sound_headers(codes.model, codes.layers, codes, {"X-Strata-Stream-Layers": str(present), **extra})
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield wav_header(int(codes.samples), int(codes.sample_rate))
+            while (chunk := await pool.step(next, chunks, None)) is not None:
+                yield chunk
+        finally:
+            admission.release()
+
+    return StreamingResponse(body(), media_type=MEDIA_TYPES["wav"], headers=headers)
 
 
 @router.post(
