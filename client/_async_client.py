@@ -16,6 +16,7 @@ from strata.client._base import (
     RequestBuilder,
     StreamInput,
     progressive_layers,
+    raise_for_error,
     transport_errors,
 )
 from strata.client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
@@ -81,6 +82,23 @@ class AsyncClient:
                                partial: bool = False, refine: int | None = None) -> bytes:
         """See :meth:`client.Client.decompress_audio`."""
         return await self._send(self._requests.decompress_audio(stream, layers, vocoder, partial, refine))
+
+    async def aiter_decompress_audio(self, stream: StreamInput, *, layers: int | None = None,
+                                     vocoder: str = "hifigan", partial: bool = False, refine: int | None = None,
+                                     chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        """See :meth:`client.Client.iter_decompress_audio`."""
+        request = self._requests.stream_audio(stream, layers, vocoder, partial, refine)
+        with transport_errors():
+            response = await self._http.send(request, stream=True)
+        try:
+            if not response.is_success:
+                await response.aread()
+                raise_for_error(response)
+            with transport_errors():
+                async for chunk in response.aiter_bytes(chunk_size):
+                    yield chunk
+        finally:
+            await response.aclose()
 
     async def decompress_audio_mel(self, stream: StreamInput, *, layers: int | None = None,
                                    partial: bool = False) -> Any:

@@ -409,6 +409,13 @@ class RequestBuilder:
         params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav", **_check_refine(refine)}
         return Call(self._audio_decompress(stream, layers, partial, params), parse_wav)
 
+    def stream_audio(self, stream: StreamInput, layers: int | None = None, vocoder: str = "hifigan",
+                     partial: bool = False, refine: int | None = None) -> httpx.Request:
+        """The request of a WAV sent as it is decoded (``stream=true``); read its body in chunks."""
+        params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav", "stream": "true",
+                  **_check_refine(refine)}
+        return self._audio_decompress(stream, layers, partial, params)
+
     def decompress_audio_mel(self, stream: StreamInput, layers: int | None = None,
                              partial: bool = False) -> Call[Any]:
         return Call(self._audio_decompress(stream, layers, partial, {"output": "mel"}), parse_mel)

@@ -16,6 +16,7 @@ from strata.client._base import (
     RequestBuilder,
     StreamInput,
     progressive_layers,
+    raise_for_error,
     transport_errors,
 )
 from strata.client._types import AudioCodes, Codes, Compressed, CompressedAudio, DecodedImage, Health, ModelInfo
@@ -87,6 +88,27 @@ class Client:
         ``refine``: HiFi-GAN's mel-consistency iterations (0: the network's raw output; default: the model's).
         """
         return self._send(self._requests.decompress_audio(stream, layers, vocoder, partial, refine))
+
+    def iter_decompress_audio(self, stream: StreamInput, *, layers: int | None = None, vocoder: str = "hifigan",
+                              partial: bool = False, refine: int | None = None,
+                              chunk_size: int | None = None) -> Iterator[bytes]:
+        """:meth:`decompress_audio`'s WAV bytes as the server decodes them: the 44-byte header, then the samples
+        window by window (a long sound starts playing, or goes to disk, before it is all decoded).
+
+        Errors the server finds before it starts (a bad stream, layers or refine) raise here, at the first
+        ``next``; the joined chunks equal :meth:`decompress_audio`'s bytes.
+        """
+        request = self._requests.stream_audio(stream, layers, vocoder, partial, refine)
+        with transport_errors():
+            response = self._http.send(request, stream=True)
+        try:
+            if not response.is_success:
+                response.read()
+                raise_for_error(response)
+            with transport_errors():
+                yield from response.iter_bytes(chunk_size)
+        finally:
+            response.close()
 
     def decompress_audio_mel(self, stream: StreamInput, *, layers: int | None = None,
                              partial: bool = False) -> Any:

@@ -139,3 +139,22 @@ def test_service_streams_the_same_wav_and_releases_its_budget(tiny_av_registry, 
         broken = httpx.post(url, params={"stream": "true", "layers": 9}, content=stream, timeout=60)
         assert broken.status_code == 422  # checked before the answer starts: a status, not a cut-off body
         assert app.state.pool.admitted_work == 0.0
+
+
+def test_sdk_iterates_over_the_streamed_wav(live_av_server, tiny_audio_codec):
+    import anyio
+    from strata.client import AsyncClient, Client, InvalidStreamError
+
+    stream = tiny_audio_codec.compress(synthetic_sound(2.0, seed=12))
+    with Client(live_av_server, timeout=60) as client:
+        whole = client.decompress_audio(stream, layers=2, refine=1)
+        chunks = list(client.iter_decompress_audio(stream, layers=2, refine=1, chunk_size=4096))
+        assert len(chunks) > 1 and b"".join(chunks) == whole
+        with pytest.raises(InvalidStreamError):
+            next(client.iter_decompress_audio(b"STRA not a stream"))
+
+    async def main() -> bytes:
+        async with AsyncClient(live_av_server, timeout=60) as client:
+            return b"".join([c async for c in client.aiter_decompress_audio(stream, layers=2, refine=1)])
+
+    assert anyio.run(main) == whole

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,6 +68,24 @@ def write_output(path: str, data: bytes) -> None:
         Path(path).write_bytes(data)
     except OSError as e:
         raise CliError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def write_chunks(path: str, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` as they come (a long sound goes to disk while it is decoded), through a
+    temporary file beside it that replaces ``path`` only when all went well: a failure leaves no half file."""
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.part")
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+        tmp.replace(out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CliError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def check_paths(args: argparse.Namespace, writes_stream: bool) -> None:

@@ -17,6 +17,7 @@ or a sound (``.png``, ``.wav``, …). Errors about what an input holds name the 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 from pathlib import Path
@@ -34,6 +35,7 @@ from strata.cli.common import (
     read_input,
     remote,
     stream_header,
+    write_chunks,
     write_output,
 )
 
@@ -121,23 +123,23 @@ def _decompress_audio(args: argparse.Namespace, data: bytes, model: str) -> int:
             if suffix == ".npy":
                 mel = c.decompress_audio_mel(data, layers=args.layers, partial=args.partial)
                 out = mel if isinstance(mel, bytes) else npy_bytes(mel)
-            else:
-                out = c.decompress_audio(data, layers=args.layers, vocoder=vocoder, partial=args.partial,
-                                         refine=args.refine)
-        write_output(args.output, out)
+                write_output(args.output, out)
+            else:  # written as the server sends it
+                write_chunks(args.output, c.iter_decompress_audio(data, layers=args.layers, vocoder=vocoder,
+                                                                  partial=args.partial, refine=args.refine))
         return 0
 
-    from strata.audio import SAMPLE_RATE
-    from strata.frontend.audio import write_wav
+    from strata.frontend.audio import pcm16, wav_header
 
     codec = audio_codec(args, model)
     with about(args.input, partial_hint=not args.partial):
         if suffix == ".npy":
-            out = npy_bytes(codec.decompress_mel(data, args.layers, partial=args.partial))
-        else:
-            audio = codec.decompress(data, args.layers, partial=args.partial, vocoder=vocoder, refine=args.refine)
-            out = write_wav(audio, SAMPLE_RATE)
-    write_output(args.output, out)
+            write_output(args.output, npy_bytes(codec.decompress_mel(data, args.layers, partial=args.partial)))
+            return 0
+        codes = codec.decompress_codes(data, args.layers, partial=args.partial)
+        pieces = codec.iter_decode(codes, None, vocoder=vocoder, refine=args.refine)  # checked here, before a write
+        header = wav_header(int(codes.samples), int(codes.sample_rate))
+        write_chunks(args.output, itertools.chain([header], (pcm16(piece) for piece in pieces)))
     return 0
 
 
