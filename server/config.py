@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field((), description="accepted X-API-Key values")
     provider: Literal["auto", "cpu", "cuda"] = "auto"
     ort_threads: int = Field(0, ge=0, le=256, description="onnxruntime threads per session; 0 = auto")
+    blas_threads: int = Field(0, ge=0, le=256, description="BLAS threads of numpy's matrix products (the code "
+                              "search); 0 = as many as an onnxruntime session")
     batching: Literal["auto", "on", "off"] = "auto"
     batch_max_size: int = Field(8, ge=1, le=256)
     batch_max_wait_ms: float = Field(2.0, ge=0.0, le=100.0)
@@ -145,6 +147,16 @@ class Settings(BaseSettings):
     def session_threads(self) -> int:
         """onnxruntime intra-op threads per session (``ort_threads``, or CPU count / workers)."""
         return self.ort_threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+    @property
+    def numpy_threads(self) -> int:
+        """BLAS threads for numpy in the service (``blas_threads``, or :attr:`session_threads`).
+
+        The pool runs ``workers`` requests at once, each in its own thread; left at its default, OpenBLAS gives
+        every one of them a thread per core, and on 2 cores with 2 workers the searches fought over the cores:
+        the service spent 128 ms of CPU per 256×256 compress, 62 ms with one BLAS thread (``bench/load.py``).
+        """
+        return self.blas_threads or self.session_threads
 
     @property
     def max_audio_samples(self) -> int:

@@ -32,6 +32,7 @@ from strata.server.metrics import Metrics, MetricsMiddleware
 from strata.server.pool import InferencePool
 from strata.server.protocol import READ_TIMEOUT_KEY
 from strata.server.routes import audio, health, images, models, web
+from threadpoolctl import threadpool_limits
 
 DESCRIPTION = """\
 Learned image and audio compression with residual vector quantization.
@@ -60,11 +61,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict]:
+        # numpy's BLAS threads for the process while the app runs (Settings.numpy_threads), restored after
+        blas = threadpool_limits(limits=settings.numpy_threads, user_api="blas")
         app.state.codecs = await anyio.to_thread.run_sync(load_codecs, settings)
         try:
             yield {READ_TIMEOUT_KEY: settings.read_timeout}  # the connections' header deadline (server.protocol)
         finally:
             app.state.codecs = None
+            blas.restore_original_limits()
 
     # /docs is served from local assets (strata.server.docs): FastAPI's default pages load a CDN.
     app = FastAPI(title="Strata", version=__version__, description=DESCRIPTION, lifespan=lifespan,

@@ -96,3 +96,24 @@ def test_openapi_declares_the_api_key_only_when_keys_are_configured(keys, tiny_r
         assert not any("security" in op for ops in schema["paths"].values() for op in ops.values())
         assert "securitySchemes" not in schema.get("components", {})
     assert "/healthz" in schema["paths"]
+
+
+def test_numpy_blas_threads_are_limited_while_the_app_runs(tiny_registry):
+    """Each request thread's code search gets ``numpy_threads`` BLAS threads (default: an onnxruntime session's),
+    not one per core; the process's own setting comes back when the app stops."""
+    from threadpoolctl import threadpool_info
+
+    from tests.conftest import running_server, server_settings
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("numpy reports no BLAS thread pool on this machine")
+    settings = server_settings(tiny_registry, workers=2, blas_threads=1)
+    assert settings.numpy_threads == 1
+    assert server_settings(tiny_registry, workers=1, ort_threads=3).numpy_threads == 3
+    with running_server(create_app(settings)):
+        assert blas_threads() == {1}
+    assert blas_threads() == before
