@@ -18,15 +18,65 @@ still holds. Batches never grow past the number of inference workers, so on a GP
 On the CPU batching gains nothing and costs every request up to ``max_wait_ms``, so the
 service uses it only with the CUDA provider unless ``STRATA_BATCHING=on``
 (:meth:`strata.server.config.Settings.use_batching`).
+
+A batch's outputs must be the bytes each caller would get alone. On the CPU they are, but a GPU may
+choose other convolution algorithms for other batch sizes, so each combination of input shape and
+rows is **verified** the first time it is batched (:class:`Verdicts`): the batched call and the single
+calls both run, the single results are returned, and the combination is batched afterwards only if
+the bytes were equal (the Ray Serve deployment's batcher does the same).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+log = logging.getLogger("strata.server")
+
+MAX_VERDICTS = 4096  # (shape, rows) equality verdicts a network remembers; the oldest is forgotten first
+
+
+class Verdicts:
+    """Whether batching a (item shape, rows) combination gives the single calls' bytes; thread-safe."""
+
+    def __init__(self, name: str = "net") -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self.known: dict[tuple[tuple[int, ...], int], bool] = {}
+
+    def run(self, run: Callable[[np.ndarray], np.ndarray], xs: list[np.ndarray]) -> list[np.ndarray]:
+        """Outputs of ``xs`` (inputs of one item shape) through ``run``: one call on their concatenation where
+        that is known to give the single calls' bytes, one call each where it is known not to; the first time,
+        both, returning the single results and remembering whether the bytes were equal."""
+        if len(xs) == 1:
+            return [run(xs[0])]
+        key = (tuple(xs[0].shape[1:]), sum(int(x.shape[0]) for x in xs))
+        with self._lock:
+            verdict = self.known.get(key)
+        if verdict is False:
+            return [run(x) for x in xs]
+        y = run(np.concatenate(xs, axis=0))
+        if y.shape[0] != key[1]:
+            raise RuntimeError(f"{self.name}: the batched call returned {y.shape[0]} rows for {key[1]} inputs")
+        offsets = np.cumsum([0] + [int(x.shape[0]) for x in xs])
+        batched = [np.array(y[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        if verdict:
+            return batched
+        singles = [run(x) for x in xs]
+        equal = all(a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+                    for a, b in zip(batched, singles, strict=True))
+        with self._lock:
+            if len(self.known) >= MAX_VERDICTS:
+                del self.known[next(iter(self.known))]
+            self.known[key] = equal
+        if not equal:
+            log.warning("%s: a batch of %d rows of shape %s differs from single calls; those run singly",
+                        self.name, key[1], key[0])
+        return singles
 
 
 @dataclass
@@ -40,17 +90,10 @@ class _Batch:
     outputs: list[np.ndarray] = field(default_factory=list)
     error: BaseException | None = None
 
-    def run(self, fn: Callable[[np.ndarray], np.ndarray]) -> None:
-        """Run ``fn`` on the concatenated inputs and split its output per caller."""
+    def run(self, fn: Callable[[np.ndarray], np.ndarray], verdicts: Verdicts) -> None:
+        """Run ``fn`` on the inputs (batched where verified equal to single calls) and split its output."""
         try:
-            if len(self.inputs) == 1:
-                self.outputs = [fn(self.inputs[0])]
-                return
-            y = fn(np.concatenate(self.inputs, axis=0))
-            if y.shape[0] != self.rows:
-                raise RuntimeError(f"batched net returned {y.shape[0]} rows for {self.rows} inputs")
-            offsets = np.cumsum([0] + [x.shape[0] for x in self.inputs])
-            self.outputs = [np.array(y[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+            self.outputs = verdicts.run(fn, self.inputs)
         except BaseException as e:  # handed to every caller of the batch
             self.error = e
         finally:
@@ -83,6 +126,7 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000.0
         self._lock = threading.Lock()
         self._open: dict[tuple, _Batch] = {}
+        self.verdicts = Verdicts(getattr(net, "name", type(net).__name__))
         self.calls = 0  # calls of the wrapped net
         self.items = 0  # calls of this batcher
 
@@ -122,5 +166,5 @@ class MicroBatcher:
             with self._lock:  # close the batch: later calls start a new one
                 if self._open.get(key) is batch:
                     del self._open[key]
-            batch.run(self._run)
+            batch.run(self._run, self.verdicts)
         return batch.result(index)

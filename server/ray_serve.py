@@ -65,11 +65,11 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI
 from ray import serve
+from strata.server.batching import Verdicts
 
 DEPLOYMENT_NAME = "strata"
 DEPLOYMENT_ARGS = ("replicas", "num_cpus", "num_gpus", "max_ongoing_requests")
 RAY_MAX_ONGOING_REQUESTS = 5  # Ray Serve's default max_ongoing_requests per replica
-MAX_VERDICTS = 4096  # (shape, rows) equality verdicts a network remembers; the oldest is forgotten first
 
 log = logging.getLogger("strata.server")
 
@@ -103,7 +103,7 @@ class BatchedNet:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
         self.net, self.max_rows, self.loop, self.name = net, max_rows, loop, name
         self._lock = threading.Lock()
-        self.verdicts: dict[tuple[tuple[int, ...], int], bool] = {}  # (item shape, rows) → batched == singles
+        self.verdicts = Verdicts(name)  # (item shape, rows) → batched == singles
         self.items = 0  # calls of this object
         self.calls = 0  # calls of the wrapped network
         self.rows_per_call: Counter[int] = Counter()  # rows of each network call → how many such calls
@@ -139,32 +139,9 @@ class BatchedNet:
         """Outputs of ``xs`` (inputs of one shape): one batched call when verified equal, else one call each.
 
         The first time a (shape, rows) combination comes, both run and the single results are returned; the
-        verdict (equal bytes or not) decides how later groups of that combination run."""
-        if len(xs) == 1:
-            return [self._run(xs[0])]
-        key = (tuple(xs[0].shape[1:]), sum(int(x.shape[0]) for x in xs))
-        with self._lock:
-            verdict = self.verdicts.get(key)
-        if verdict is False:
-            return [self._run(x) for x in xs]
-        y = self._run(np.concatenate(xs, axis=0))
-        if y.shape[0] != key[1]:
-            raise RuntimeError(f"{self.name}: the batched call returned {y.shape[0]} rows for {key[1]} inputs")
-        offsets = np.cumsum([0] + [int(x.shape[0]) for x in xs])
-        batched = [np.array(y[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-        if verdict:
-            return batched
-        singles = [self._run(x) for x in xs]
-        equal = all(a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
-                    for a, b in zip(batched, singles, strict=True))
-        with self._lock:
-            if len(self.verdicts) >= MAX_VERDICTS:
-                del self.verdicts[next(iter(self.verdicts))]
-            self.verdicts[key] = equal
-        if not equal:
-            log.warning("%s: a batch of %d rows of shape %s differs from single calls; those run singly",
-                        self.name, key[1], key[0])
-        return singles
+        verdict (equal bytes or not) decides how later groups of that combination run
+        (:class:`strata.server.batching.Verdicts`)."""
+        return self.verdicts.run(self._run, xs)
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests and operators: items, network calls, calls by rows, and the verdicts."""
@@ -172,7 +149,7 @@ class BatchedNet:
             return {"items": self.items, "calls": self.calls,
                     "rows_per_call": {str(k): v for k, v in sorted(self.rows_per_call.items())},
                     "verdicts": {f"{'x'.join(map(str, shape))} rows {rows}": ok
-                                 for (shape, rows), ok in self.verdicts.items()}}
+                                 for (shape, rows), ok in self.verdicts.known.items()}}
 
 
 @dataclass(frozen=True)
