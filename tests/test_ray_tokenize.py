@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from strata.cli import main
 
@@ -56,47 +55,3 @@ def test_a_worker_error_comes_back_as_itself(local_ray, tmp_path, tiny_registry)
     with pytest.raises(bulk.StrataError, match="changed while the run was planned") as info:
         list(bulk.run_ray(other, workers=1))
     assert "\n" not in str(info.value)
-
-
-# The run's identity includes the encoder's search (no Ray needed; here beside the other tokenize tests this
-# file owns): a model update that changes the manifest's ``extra.rdo_lambda`` changes the codes, not the weights.
-def with_rdo_lambda(registry, tmp_path, lam: float):
-    """A copy of ``registry``'s folder whose ``tiny-image`` entry asks for RD-optimised search at ``lam``."""
-    import json
-    import shutil
-
-    from strata.registry import Registry
-
-    root = tmp_path / f"models-{lam}"
-    shutil.copytree(registry.root, root)
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest["models"]["tiny-image"].setdefault("extra", {})["rdo_lambda"] = lam
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return Registry(root)
-
-
-def test_the_search_setting_is_part_of_the_run(tmp_path, tiny_registry) -> None:
-    from strata import bulk
-    from strata.image import ImageCodec
-
-    src = tmp_path / "in"
-    src.mkdir()
-    image = synthetic_image(40, 56, seed=2)
-    (src / "a.png").write_bytes(png_bytes(image))
-    rdo = with_rdo_lambda(tiny_registry, tmp_path, 0.05)
-    job = bulk.TokenizeJob(str(src), tmp_path / "out", models_dir=str(tiny_registry.root))
-    assert bulk.plan(job).config["rdo_lambda"] == 0.0
-    bulk.tokenize(job)
-    moved = bulk.TokenizeJob(str(src), tmp_path / "out", models_dir=str(rdo.root))
-    with pytest.raises(bulk.InputError, match=r"other settings or inputs \(rdo_lambda 0.0 → 0.05\)"):
-        bulk.tokenize(moved)
-    # the workers encode with the planned λ, whatever the manifest says when they start
-    plan = bulk.plan(bulk.TokenizeJob(str(src), tmp_path / "out2", models_dir=str(rdo.root)))
-    worker = bulk.ShardWorker(dict(plan.config, rdo_lambda=0.0), str(rdo.root), str(src), str(tmp_path))
-    nearest = ImageCodec.load(tiny_registry, "tiny-image", rdo_lambda=0.0).encode(image).codes
-    np.testing.assert_array_equal(worker.encode_file("a.png").codes, nearest)
-    worker = bulk.ShardWorker(plan.config, str(rdo.root), str(src), str(tmp_path))
-    assert worker.codec.rdo_lambda == 0.05
-    rd = ImageCodec.load(rdo, "tiny-image").encode(image).codes
-    np.testing.assert_array_equal(worker.encode_file("a.png").codes, rd)
-    assert not np.array_equal(rd, nearest)  # the setting matters: the test would not notice a lost λ otherwise
