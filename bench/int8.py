@@ -1,0 +1,121 @@
+"""Static int8 (QDQ) quantization of an image model's transforms: how much faster, and what it costs in PSNR.
+
+Quantizes ``g_a`` and ``g_s`` with onnxruntime (weights int8 per channel, activations uint8, ranges
+calibrated on centre crops of ``--calibration`` images, never on the evaluation set), then on the images of
+``--data`` (validation images) times both networks on a 768×512 input against the float ones, and reports
+the PSNR change per layer count with int8 ``g_s`` alone and with both int8. The issue's rule for shipping
+a quantized network is a loss of at most 0.1 dB at every layer count.
+
+    python bench/int8.py --calibration ../shared/data/images/train --data ../shared/data/images/val --limit 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from strata.eval.metrics import psnr
+from strata.frontend.image import list_images, pad_uint8, read_image, to_uint8
+from strata.image import ImageCodec
+from strata.registry import Registry
+
+
+class Feed(CalibrationDataReader):
+    def __init__(self, name: str, inputs: list[np.ndarray]) -> None:
+        self.items = iter([{name: x} for x in inputs])
+
+    def get_next(self) -> dict | None:
+        return next(self.items, None)
+
+
+def quantize(src: Path, out: Path, inputs: list[np.ndarray], method: CalibrationMethod) -> ort.InferenceSession:
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)  # folds the float16 weight casts
+    name = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    quantize_static(str(pre), str(out), Feed(name, inputs), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    calibrate_method=method)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+
+
+def timed(fn, x: np.ndarray, repeat: int = 3) -> float:
+    fn(x)
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn(x)
+    return 1e3 * (time.perf_counter() - t0) / repeat
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model")
+    ap.add_argument("--calibration", type=Path, required=True, help="images whose crops set the ranges (train)")
+    ap.add_argument("--data", type=Path, required=True, help="images the PSNR is measured on (validation)")
+    ap.add_argument("--limit", type=int, default=6)
+    ap.add_argument("--crops", type=int, default=16, help="calibration crops (256×256)")
+    ap.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax")
+    args = ap.parse_args()
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[args.method]
+    registry = Registry()
+    codec = ImageCodec.load(registry, args.model, rdo_lambda=0.0)
+    crops = [pad_uint8(read_image(p.read_bytes())[:256, :256], codec.factor).astype(np.float32) / 255.0
+             for p in list_images(args.calibration)[: args.crops]]
+    latents = [codec.quantizer.decode(codec.quantizer.encode(codec.analysis(x))) for x in crops]
+    with tempfile.TemporaryDirectory() as tmp:
+        ga8 = quantize(registry.path(codec.entry, "analysis"), Path(tmp) / "analysis.onnx", crops, method)
+        gs8 = quantize(registry.path(codec.entry, "synthesis"), Path(tmp) / "synthesis.onnx", latents, method)
+
+        def a8(x: np.ndarray) -> np.ndarray:
+            return ga8.run(None, {ga8.get_inputs()[0].name: x})[0]
+
+        def s8(z: np.ndarray) -> np.ndarray:
+            return gs8.run(None, {gs8.get_inputs()[0].name: z})[0]
+
+        rng = np.random.default_rng(0)
+        x = rng.random((1, 3, 512, 768), dtype=np.float32)
+        z = codec.quantizer.decode(codec.quantizer.encode(codec.analysis(x)))
+        print(f"{codec.name}, calibration {args.method} on {len(crops)} crops of {args.calibration.name}\n")
+        print("| network | float ms | int8 ms | speed-up |")
+        print("|---|---:|---:|---:|")
+        for name, f32, i8, inp in (("g_a", codec.analysis, a8, x), ("g_s", codec.synthesis, s8, z)):
+            t32, t8 = timed(f32, inp), timed(i8, inp)
+            print(f"| {name} (768×512) | {t32:.0f} | {t8:.0f} | {t32 / t8:.2f}× |")
+
+        ks = range(1, codec.layers + 1)
+        d_s, d_both, base = {k: [] for k in ks}, {k: [] for k in ks}, {k: [] for k in ks}
+        for path in list_images(args.data)[: args.limit]:
+            image = read_image(path.read_bytes())
+            h, w = image.shape[:2]
+            xp = pad_uint8(image, codec.factor).astype(np.float32) / 255.0
+            y32, y8 = codec.analysis(xp), a8(xp)
+
+            def pixels(y: np.ndarray, h: int = h, w: int = w) -> np.ndarray:
+                return to_uint8(y)[0].transpose(1, 2, 0)[:h, :w]
+
+            for k in ks:
+                l32 = codec.quantizer.decode(codec.quantizer.encode(y32, k))
+                l8 = codec.quantizer.decode(codec.quantizer.encode(y8, k))
+                p32 = psnr(image, pixels(codec.synthesis(l32)))
+                base[k].append(p32)
+                d_s[k].append(psnr(image, pixels(s8(l32))) - p32)
+                d_both[k].append(psnr(image, pixels(s8(l8))) - p32)
+        print(f"\nPSNR on {args.limit} images of {args.data.name}: mean change against the float networks "
+              "(worst image in brackets)\n")
+        print("| layers | float PSNR | int8 g_s | int8 g_a + g_s |")
+        print("|---:|---:|---:|---:|")
+        for k in ks:
+            print(f"| {k} | {np.mean(base[k]):.2f} | {np.mean(d_s[k]):+.2f} ({min(d_s[k]):+.2f}) "
+                  f"| {np.mean(d_both[k]):+.2f} ({min(d_both[k]):+.2f}) |")
+
+
+if __name__ == "__main__":
+    main()
