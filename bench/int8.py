@@ -34,13 +34,14 @@ class Feed(CalibrationDataReader):
         return next(self.items, None)
 
 
-def quantize(src: Path, out: Path, inputs: list[np.ndarray], method: CalibrationMethod) -> ort.InferenceSession:
+def quantize(src: Path, out: Path, inputs: list[np.ndarray], method: CalibrationMethod,
+             exclude: list[str]) -> ort.InferenceSession:
     pre = out.with_suffix(".pre.onnx")
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)  # folds the float16 weight casts
     name = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     quantize_static(str(pre), str(out), Feed(name, inputs), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    calibrate_method=method)
+                    calibrate_method=method, nodes_to_exclude=exclude)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
@@ -62,6 +63,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=6)
     ap.add_argument("--crops", type=int, default=16, help="calibration crops (256×256)")
     ap.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax")
+    ap.add_argument("--exclude", nargs="*", default=[], help="ONNX node names left in float (e.g. the output "
+                    "convolution /net/net.14/Conv and the linear path /skip/skip.0/Conv of g_s)")
     args = ap.parse_args()
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[args.method]
@@ -71,8 +74,10 @@ def main() -> None:
              for p in list_images(args.calibration)[: args.crops]]
     latents = [codec.quantizer.decode(codec.quantizer.encode(codec.analysis(x))) for x in crops]
     with tempfile.TemporaryDirectory() as tmp:
-        ga8 = quantize(registry.path(codec.entry, "analysis"), Path(tmp) / "analysis.onnx", crops, method)
-        gs8 = quantize(registry.path(codec.entry, "synthesis"), Path(tmp) / "synthesis.onnx", latents, method)
+        ga8 = quantize(registry.path(codec.entry, "analysis"), Path(tmp) / "analysis.onnx", crops, method,
+                       args.exclude)
+        gs8 = quantize(registry.path(codec.entry, "synthesis"), Path(tmp) / "synthesis.onnx", latents, method,
+                       args.exclude)
 
         def a8(x: np.ndarray) -> np.ndarray:
             return ga8.run(None, {ga8.get_inputs()[0].name: x})[0]
@@ -83,7 +88,8 @@ def main() -> None:
         rng = np.random.default_rng(0)
         x = rng.random((1, 3, 512, 768), dtype=np.float32)
         z = codec.quantizer.decode(codec.quantizer.encode(codec.analysis(x)))
-        print(f"{codec.name}, calibration {args.method} on {len(crops)} crops of {args.calibration.name}\n")
+        kept = f", left in float: {' '.join(args.exclude)}" if args.exclude else ""
+        print(f"{codec.name}, calibration {args.method} on {len(crops)} crops of {args.calibration.name}{kept}\n")
         print("| network | float ms | int8 ms | speed-up |")
         print("|---|---:|---:|---:|")
         for name, f32, i8, inp in (("g_a", codec.analysis, a8, x), ("g_s", codec.synthesis, s8, z)):
