@@ -12,6 +12,7 @@ a quantized network is a loss of at most 0.1 dB at every layer count.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +38,8 @@ class Feed(CalibrationDataReader):
 def quantize(src: Path, out: Path, inputs: list[np.ndarray], method: CalibrationMethod,
              exclude: list[str]) -> ort.InferenceSession:
     pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)  # folds the float16 weight casts
+    with contextlib.chdir(out.parent):  # the pre-processing leaves temporary files in the working folder
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)  # folds the float16 weight casts
     name = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     quantize_static(str(pre), str(out), Feed(name, inputs), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
