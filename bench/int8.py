@@ -7,6 +7,7 @@ the PSNR change per layer count with int8 ``g_s`` alone and with both int8. The 
 a quantized network is a loss of at most 0.1 dB at every layer count.
 
     python bench/int8.py --calibration ../shared/data/images/train --data ../shared/data/images/val --limit 6
+    python bench/int8.py --registered --data ../shared/data/images/kodak --limit 24   # the shipped file
 """
 
 from __future__ import annotations
@@ -57,10 +58,39 @@ def timed(fn, x: np.ndarray, repeat: int = 3) -> float:
     return 1e3 * (time.perf_counter() - t0) / repeat
 
 
+def registered(args: argparse.Namespace) -> None:
+    """The model's registered int8 synthesis against its float one: the same streams decoded both ways."""
+    registry = Registry()
+    f32 = ImageCodec.load(registry, args.model)
+    i8 = ImageCodec.load(registry, args.model, precision="int8")
+    z = f32.quantizer.decode(f32.quantizer.encode(f32.analysis(np.random.default_rng(0).random(
+        (1, 3, 512, 768), dtype=np.float32))))
+    t32, t8 = timed(f32.synthesis, z), timed(i8.synthesis, z)
+    print(f"{f32.name}: registered int8 g_s ({', '.join(f32.entry.extra['synthesis_int8']['float_nodes'])} in "
+          f"float) against float, streams of the default encoder\n")
+    print(f"g_s on 768×512: float {t32:.0f} ms, int8 {t8:.0f} ms ({t32 / t8:.2f}×)\n")
+    ks = range(1, f32.layers + 1)
+    base, delta = {k: [] for k in ks}, {k: [] for k in ks}
+    files = list_images(args.data)[: args.limit]
+    for path in files:
+        image = read_image(path.read_bytes())
+        stream = f32.compress(image)
+        for k in ks:
+            p32 = psnr(image, f32.decompress(stream, k))
+            base[k].append(p32)
+            delta[k].append(psnr(image, i8.decompress(stream, k)) - p32)
+    print(f"| layers | float PSNR | int8 − float, mean (worst) over {len(files)} images of {args.data.name} |")
+    print("|---:|---:|---:|")
+    for k in ks:
+        print(f"| {k} | {np.mean(base[k]):.2f} | {np.mean(delta[k]):+.3f} ({min(delta[k]):+.3f}) |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model")
-    ap.add_argument("--calibration", type=Path, required=True, help="images whose crops set the ranges (train)")
+    ap.add_argument("--calibration", type=Path, help="images whose crops set the ranges (train)")
+    ap.add_argument("--registered", action="store_true", help="measure the model's registered int8 synthesis "
+                    "(strata export int8) on --data instead of quantizing here")
     ap.add_argument("--data", type=Path, required=True, help="images the PSNR is measured on (validation)")
     ap.add_argument("--limit", type=int, default=6)
     ap.add_argument("--crops", type=int, default=16, help="calibration crops (256×256)")
@@ -68,6 +98,11 @@ def main() -> None:
     ap.add_argument("--exclude", nargs="*", default=[], help="ONNX node names left in float (e.g. the output "
                     "convolution /net/net.14/Conv and the linear path /skip/skip.0/Conv of g_s)")
     args = ap.parse_args()
+    if args.registered:
+        registered(args)
+        return
+    if args.calibration is None:
+        ap.error("--calibration is needed unless --registered")
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[args.method]
     registry = Registry()

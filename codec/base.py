@@ -69,10 +69,11 @@ class StreamCodec(ABC):
 
     @classmethod
     def _load_parts(
-        cls, registry: Registry, name: str | None, providers: list[str] | None, threads: int
+        cls, registry: Registry, name: str | None, providers: list[str] | None, threads: int,
+        synthesis_role: str = "synthesis",
     ) -> tuple[ModelEntry, OnnxNet, OnnxNet, Quantizer, CodePrior]:
-        """Entry, ``g_a``, ``g_s``, codebooks and prior of ``name`` (default: the registry's default of this
-        modality), sha256-verified by the registry."""
+        """Entry, ``g_a``, ``g_s`` (the file of ``synthesis_role``), codebooks and prior of ``name`` (default: the
+        registry's default of this modality), sha256-verified by the registry."""
         kind = cls.modality.name.lower()
         entry = registry.entry(name) if name else registry.default(kind)
         if entry.modality != kind:
@@ -81,7 +82,7 @@ class StreamCodec(ABC):
         return (
             entry,
             OnnxNet.load(registry.path(entry, "analysis"), providers, threads),
-            OnnxNet.load(registry.path(entry, "synthesis"), providers, threads),
+            OnnxNet.load(registry.path(entry, synthesis_role), providers, threads),
             quantizer,
             CodePrior.load(registry.path(entry, "prior")),
         )

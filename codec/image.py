@@ -39,6 +39,7 @@ from strata.quantize.search import ResidualCodebooks
 from strata.registry import ModelEntry, Registry
 from strata.runtime import OnnxNet
 
+PRECISIONS = ("float", "int8")  # of the synthesis network (ImageCodec.load)
 MAX_GRID = 2**16 - 1  # the v1 header stores each side of the code grid in 16 bits
 TILE = 512  # pixels per side of a network tile (without its context) in an image over ONE_PASS_PIXELS
 ONE_PASS_PIXELS = 1 << 20  # images up to this many (padded) pixels run through each network in one call
@@ -139,13 +140,28 @@ class ImageCodec(StreamCodec):
         limits: StreamLimits | None = None,
         tile: int = TILE,
         rdo_lambda: float | None = None,
+        precision: str = "float",
     ) -> ImageCodec:
         """Load (and sha256-verify) the model ``name`` (default: the registry's default image model).
 
         ``tile``: the side in pixels of the network tiles of images over :data:`ONE_PASS_PIXELS`.
         ``rdo_lambda``: the encoder's rate–distortion trade-off (:mod:`strata.quantize.rdo`); default the
-        model's ``extra.rdo_lambda`` (chosen on validation images), 0 for nearest-code search."""
-        return cls(*cls._load_parts(registry, name, providers, threads), limits, tile, rdo_lambda)
+        model's ``extra.rdo_lambda`` (chosen on validation images), 0 for nearest-code search.
+        ``precision``: ``"float"``, or ``"int8"`` for the model's int8 synthesis network
+        (:mod:`strata.export.int8`; :class:`InputError` if it has none). The codes, and so every stream,
+        are the same either way; only the decoded pixels differ, slightly."""
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        role = "synthesis_int8" if precision == "int8" else "synthesis"
+        entry = registry.entry(name) if name else registry.default("image")
+        if role not in entry.files:
+            raise InputError(f"model {entry.name!r} has no int8 synthesis network (strata export int8 makes one)")
+        return cls(*cls._load_parts(registry, name, providers, threads, role), limits, tile, rdo_lambda)
+
+    @staticmethod
+    def precisions(entry: ModelEntry) -> tuple[str, ...]:
+        """The precisions a model can decode with (``"float"``, and ``"int8"`` when it has that network)."""
+        return ("float", "int8") if "synthesis_int8" in entry.files else ("float",)
 
     def _rdo_lambda(self, value: float | None) -> float:
         """The encoder's λ: ``value``, else the manifest's ``extra.rdo_lambda``, else 0 (checked)."""

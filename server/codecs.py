@@ -127,15 +127,19 @@ def load_codecs(settings: Settings) -> Codecs:
     threads = settings.session_threads
     image: dict[str, ImageCodec] = {}
     for name in names:
-        codec = ImageCodec.load(registry, name, providers=providers, threads=threads, limits=limits)
+        precision = settings.image_precision if settings.image_precision in ImageCodec.precisions(
+            registry.entry(name)) else "float"
+        codec = ImageCodec.load(registry, name, providers=providers, threads=threads, limits=limits,
+                                precision=precision)
         if settings.use_batching(codec.provider):
             codec = batched(codec, settings)
         log.info(
-            "loaded model %s (%d layers, provider %s, batching %s)",
+            "loaded model %s (%d layers, provider %s, batching %s, %s synthesis)",
             name,
             codec.layers,
             codec.provider,
             isinstance(codec.analysis, MicroBatcher),
+            precision,
         )
         image[name] = codec
     default = registry.defaults.get("image")

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     ort_threads: int = Field(0, ge=0, le=256, description="onnxruntime threads per session; 0 = auto")
     blas_threads: int = Field(0, ge=0, le=256, description="BLAS threads of numpy's matrix products (the code "
                               "search); 0 = as many as an onnxruntime session")
+    image_precision: Literal["float", "int8"] = Field("int8", description="int8: decode images with a model's "
+                                                     "int8 synthesis network where it has one (the same streams; "
+                                                     "0.02-0.07 dB under float on Kodak, 2.8x faster); float: "
+                                                     "the float network, as the library's default")
     batching: Literal["auto", "on", "off"] = "auto"
     batch_max_size: int = Field(8, ge=1, le=256)
     batch_max_wait_ms: float = Field(2.0, ge=0.0, le=100.0)

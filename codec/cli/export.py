@@ -71,6 +71,21 @@ def cmd_export_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_int8(args: argparse.Namespace) -> int:
+    positive("--crops", args.crops)
+    from strata.export.int8 import export_int8_synthesis
+
+    models = _models(args)
+    try:
+        entry = export_int8_synthesis(models, args.name, Path(args.calibration), crops=args.crops)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    kept = ", ".join(entry.extra["synthesis_int8"]["float_nodes"])
+    print(f"wrote {entry.files['synthesis_int8'].path} for {entry.name} (left in float: {kept}); "
+          "its weights hash and streams are unchanged")
+    return 0
+
+
 def cmd_export_vocoder(args: argparse.Namespace) -> int:
     from strata.export.vocoder import export_vocoder
 
@@ -85,7 +100,7 @@ def cmd_export_vocoder(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export", help="export a checkpoint to ONNX + priors + manifest entry (torch)")
-    kinds = x.add_subparsers(dest="exporter", required=True, metavar="{image,audio,vocoder}")
+    kinds = x.add_subparsers(dest="exporter", required=True, metavar="{image,audio,int8,vocoder}")
 
     im = kinds.add_parser("image", help="an image codec checkpoint → <models>/<name>/")
     im.add_argument("--checkpoint", required=True, help="training checkpoint (a run's best.pt)")
@@ -110,6 +125,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="also keep the compact codec checkpoint and vocoder.pt in DIR/<name>/")
     au.add_argument("--description", default="")
     au.set_defaults(func=cmd_export_audio, command_name="export audio")
+
+    i8 = kinds.add_parser("int8", help="an int8 synthesis network for a registered image model (same streams)")
+    i8.add_argument("--name", required=True, help="the registered image model")
+    i8.add_argument("--calibration", required=True,
+                    help="images whose crops set the activation ranges (training images, never the evaluation set)")
+    i8.add_argument("--crops", type=int, default=16, help="calibration crops of 256×256 (default 16)")
+    i8.set_defaults(func=cmd_export_int8, command_name="export int8")
 
     vo = kinds.add_parser("vocoder", help="a vocoder checkpoint → vocoder.onnx + vocoder.pt")
     vo.add_argument("--checkpoint", required=True, help="vocoder training checkpoint (a run's best.pt)")
