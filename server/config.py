@@ -7,8 +7,8 @@ start), e.g. a body limit over 1 GiB, a short API key or a batch wait over 100 m
 variable                    default                      meaning
 ==========================  ===========================  ================================================
 STRATA_MODELS_DIR           $STRATA_MODELS or models/    models folder (``manifest.json``); every image
-                                                         model and the default audio model are loaded
-                                                         at start (audio routes answer 404 without one)
+                                                         and audio model is loaded at start (audio
+                                                         routes answer 404 without one)
 STRATA_HOST / STRATA_PORT   127.0.0.1 / 8000             where ``strata serve`` / ``python -m strata.server`` listen
 STRATA_MAX_BODY_BYTES       33554432 (32 MiB)            request body limit, enforced while reading (413)
 STRATA_MAX_PIXELS           16777216 (4096²)             image size limit, checked from the header (413)
@@ -30,6 +30,10 @@ STRATA_API_KEYS             (none: no auth)              comma-separated or JSON
 STRATA_PROVIDER             auto                         onnxruntime provider: auto | cpu | cuda
 STRATA_ORT_THREADS          0 (auto)                     threads per onnxruntime session; 0 = CPU count
                                                          divided by workers (at least 1)
+STRATA_BLAS_THREADS         0 (auto)                     numpy's BLAS threads (the code search); 0 = as
+                                                         many as an onnxruntime session
+STRATA_IMAGE_PRECISION      int8                         int8: a model's int8 synthesis network where it
+                                                         has one (same streams); float: the float one
 STRATA_BATCHING             auto                         GPU micro-batching: auto (on for CUDA) | on | off
 STRATA_BATCH_MAX_SIZE       8                            largest batch (images) per onnxruntime call
 STRATA_BATCH_MAX_WAIT_MS    2.0                          how long a batch waits for company
