@@ -174,7 +174,7 @@ def fit(
             mse = torch.mean((xh.float() - target) ** 2)
             loss = mse + quantizer_loss(q, mse, target.numel() / q.codes[0].numel())
             opt.zero_grad(set_to_none=True)
-            if not guard.ok(loss, step):
+            if not guard.ok(loss, step, watch=mse):  # the reconstruction error: never negative
                 continue
             loss.backward()
             if cfg.grad_clip > 0:

@@ -38,12 +38,17 @@ def warmup_factor(warmup: int, steps_since_start: int) -> float:
 class StepGuard:
     """``ok(loss, step)`` says whether to take a step; raises after ``max_bad`` refused steps in a row.
 
-    A step is refused when its loss is not finite, or (once ``warmup`` steps have been seen) when it
-    exceeds ``spike`` times the running mean of accepted losses (an exponential mean over about
-    100 steps). A single wild batch is then skipped instead of throwing the weights off, and a run
-    whose loss has really left its range stops with :class:`TrainingDivergedError` instead of
-    training on garbage (the block-PCA image pilot jumped from a loss of 0.006 to over 1 000 within
-    50 steps at step ~2 950, with no non-finite value to catch).
+    A step is refused when its loss is not finite, or (once ``warmup`` steps have been seen) when the
+    watched value (the loss, or a part of it that cannot be negative: ``watch``) exceeds ``spike`` times its
+    running mean over accepted steps (an exponential mean over about 100 steps). A single wild batch is
+    then skipped instead of throwing the weights off, and a run whose loss has really left its range
+    stops with :class:`TrainingDivergedError` instead of training on garbage (the block-PCA image pilot
+    jumped from a loss of 0.006 to over 1 000 within 50 steps at step ~2 950, with no non-finite value
+    to catch).
+
+    An objective that can go negative (RSQ's ELBO adds −entropy terms) must watch its reconstruction
+    error: a relative spike of a mean at or below zero means nothing, and the first mel RSQ run was
+    stopped at step 424 because every positive loss was "over 20× its running mean −0.0088".
     """
 
     def __init__(self, max_bad: int, hint: str = "", spike: float = 20.0, warmup: int = 100) -> None:
@@ -51,10 +56,11 @@ class StepGuard:
         self.bad, self.seen, self.mean = 0, 0, 0.0
         self.skipped = 0  # refused steps since this guard was made (logged by the trainers)
 
-    def ok(self, loss: torch.Tensor, step: int) -> bool:
-        value = float(loss.detach())
-        finite = math.isfinite(value)
-        spiking = finite and self.seen >= self.warmup and self.spike > 0 and value > self.spike * self.mean
+    def ok(self, loss: torch.Tensor, step: int, watch: torch.Tensor | None = None) -> bool:
+        value = float((loss if watch is None else watch).detach())
+        finite = math.isfinite(value) and math.isfinite(float(loss.detach()))
+        spiking = (finite and self.seen >= self.warmup and self.spike > 0 and self.mean > 0
+                   and value > self.spike * self.mean)
         if finite and not spiking:
             self.bad = 0
             self.seen += 1
