@@ -48,3 +48,16 @@ def test_schedule_shapes():
     assert cosine_lr(0, 100, 1e-3, 1e-5, 0.5) == cosine_lr(50, 100, 1e-3, 1e-5, 0.5) == 1e-3
     assert abs(cosine_lr(100, 100, 1e-3, 1e-5, 0.5) - 1e-5) < 1e-12
     assert warmup_factor(500, 0) == 1 / 500 and warmup_factor(500, 499) == 1.0 and warmup_factor(0, 0) == 1.0
+
+
+def test_a_loss_that_goes_negative_is_watched_through_its_positive_part() -> None:
+    """RSQ's ELBO term can make the loss negative: the guard watches the reconstruction error instead, and a
+    non-positive running mean never makes an ordinary step look like a spike."""
+    guard = StepGuard(max_bad=3, warmup=5)
+    for step in range(50):  # loss negative, reconstruction error positive and steady
+        assert guard.ok(torch.tensor(-0.01 + 0.001 * (step % 3)), step, watch=torch.tensor(0.004))
+    assert not guard.ok(torch.tensor(0.5), 50, watch=torch.tensor(0.5))  # a real spike of the error is refused
+    unwatched = StepGuard(max_bad=3, warmup=5)  # a running mean at or below zero flags nothing
+    assert all(unwatched.ok(torch.tensor(v), i) for i, v in enumerate([-0.01] * 10 + [0.02]))
+    with pytest.raises(TrainingDivergedError, match="not finite"):
+        feed(StepGuard(max_bad=2, warmup=5), [0.1] * 10 + [float("nan")] * 2)
