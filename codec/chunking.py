@@ -78,7 +78,6 @@ def apply_chunked(
     when ``fn`` returns a shape other than promised.
     """
     out = None
-    n_out = None
     for start, piece in iter_chunked(fn, x, chunk=chunk, context=context, scale=scale, align=align):
         if out is None:
             n_out = int(x.shape[-1] * _fraction(scale))

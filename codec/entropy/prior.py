@@ -196,6 +196,16 @@ class LayerPrior:
             self._cache["probs"] = probs
         return probs
 
+    def code_bits(self) -> np.ndarray:
+        """``−log₂`` of :meth:`probabilities`: float32 ``[C, K]``, each code's price in bits per context
+        (read-only, computed once; the RD-optimised search reads it for every image)."""
+        bits = self._cache.get("bits")
+        if bits is None:
+            bits = (-np.log2(self.probabilities())).astype(np.float32)
+            bits.setflags(write=False)
+            self._cache["bits"] = bits
+        return bits
+
     def models(self) -> list[Any]:
         """One ``constriction`` ``Categorical(probabilities()[c], perfect=False)`` per context.
 

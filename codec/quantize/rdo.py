@@ -26,8 +26,9 @@ from strata.quantize.search import SEARCH_BLOCK, ResidualCodebooks
 
 
 def code_prices(prior: CodePrior, layer: int) -> np.ndarray:
-    """``−log₂ p(c | context)`` of layer ``layer``: float32 ``[C, K]``, from the probabilities the coder uses."""
-    return (-np.log2(prior.layers[layer].probabilities())).astype(np.float32)
+    """``−log₂ p(c | context)`` of layer ``layer``: float32 ``[C, K]``, from the probabilities the coder uses
+    (cached by the layer's prior: :meth:`strata.entropy.prior.LayerPrior.code_bits`)."""
+    return prior.layers[layer].code_bits()
 
 
 def rd_encode(codebooks: ResidualCodebooks, prior: CodePrior, latent: np.ndarray, layers: int | None,
