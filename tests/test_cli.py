@@ -191,6 +191,8 @@ def test_eval_options_are_checked_before_it_runs(tmp_path, capsys, tiny_registry
         (["image", "--decay-start", "1.5"], "--decay-start must be in [0, 1], got 1.5"),
         (["vocoder", "--recon-steps", "-1"], "--recon-steps must be >= 0, got -1"),
         (["audio", "--sets", ","], "--sets names no set: ','"),
+        (["image", "--stop-at", "0"], "--stop-at must be >= 1, got 0"),
+        (["audio", "--stop-at", "-5"], "--stop-at must be >= 1, got -5"),
     ],
 )
 def test_train_refuses_unusable_numbers_before_starting(tmp_path, capsys, argv, message):

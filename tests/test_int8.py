@@ -86,3 +86,13 @@ def test_service_decodes_with_int8_where_asked(int8_registry, tiny_codec):
         np.testing.assert_array_equal(client.decompress(stream, format="npy").to_array(), expected)
     doc = json.loads((int8_registry.root / "manifest.json").read_text())
     assert "synthesis_int8" in doc["models"]["tiny-image"]["files"]
+
+
+def test_export_refuses_a_folder_without_calibration_images(int8_registry, tmp_path):
+    from strata.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["--models", str(int8_registry.root), "export", "int8", "--name", "tiny-image",
+                 "--calibration", str(tmp_path / "empty")]) == 1
+    assert main(["--models", str(int8_registry.root), "export", "int8", "--name", "tiny-image",
+                 "--calibration", str(tmp_path / "empty"), "--crops", "0"]) == 1
