@@ -78,13 +78,13 @@ class AsyncClient:
         """See :meth:`client.Client.compress_audio`."""
         return await self._send(self._requests.compress_audio(data, model, layers))
 
-    async def decompress_audio(self, stream: StreamInput, *, layers: int | None = None, vocoder: str = "hifigan",
+    async def decompress_audio(self, stream: StreamInput, *, layers: int | None = None, vocoder: str | None = None,
                                partial: bool = False, refine: int | None = None) -> bytes:
         """See :meth:`client.Client.decompress_audio`."""
         return await self._send(self._requests.decompress_audio(stream, layers, vocoder, partial, refine))
 
     async def aiter_decompress_audio(self, stream: StreamInput, *, layers: int | None = None,
-                                     vocoder: str = "hifigan", partial: bool = False, refine: int | None = None,
+                                     vocoder: str | None = None, partial: bool = False, refine: int | None = None,
                                      chunk_size: int | None = None) -> AsyncIterator[bytes]:
         """See :meth:`client.Client.iter_decompress_audio`."""
         request = self._requests.stream_audio(stream, layers, vocoder, partial, refine)
@@ -110,7 +110,7 @@ class AsyncClient:
         """See :meth:`client.Client.encode_audio`."""
         return await self._send(self._requests.encode_audio(data, model, layers, format))
 
-    async def decode_audio(self, codes: AudioCodes, *, layers: int | None = None, vocoder: str = "hifigan",
+    async def decode_audio(self, codes: AudioCodes, *, layers: int | None = None, vocoder: str | None = None,
                            refine: int | None = None) -> bytes:
         """See :meth:`client.Client.decode_audio`."""
         return await self._send(self._requests.decode_audio(codes, layers, vocoder, refine))

@@ -35,7 +35,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)  # decoding a large image on 
 API_KEY_ENV = "STRATA_API_KEY"
 IMAGE_FORMATS = ("png", "webp", "npy")
 CODES_FORMATS = ("npy", "json")
-VOCODERS = ("hifigan", "griffinlim")
+VOCODERS = ("hifigan", "vocos", "griffinlim")
 OCTET, NPY, JSON = "application/octet-stream", "application/x-npy", "application/json"
 
 ImageInput = Any  # bytes | str | os.PathLike | numpy uint8 [H, W, 3]
@@ -134,6 +134,11 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _vocoder(vocoder: str | None) -> dict[str, str]:
+    """The ``vocoder`` query parameter (none: the server uses the model's default vocoder)."""
+    return {} if vocoder is None else {"vocoder": _check_choice("vocoder", vocoder, VOCODERS)}
 
 
 def _codes_format(format: str | None) -> str:
@@ -310,6 +315,8 @@ def _model_info(d: Any) -> ModelInfo:
         kbps_per_layer=tuple(float(k) for k in d.get("kbps_per_layer") or ()),
         sample_rate=int(d["sample_rate"]) if d.get("sample_rate") is not None else None,
         quantizer=str(d.get("quantizer", "rvq")), top_layers=int(d.get("top_layers") or 0),
+        vocoders=tuple(str(v) for v in d.get("vocoders") or ()),
+        default_vocoder=str(d["default_vocoder"]) if d.get("default_vocoder") is not None else None,
     )
 
 
@@ -404,15 +411,15 @@ class RequestBuilder:
         return Call(self._upload("v1/audio:compress", audio_body(sound), model=model, layers=layers),
                     parse_compressed_audio)
 
-    def decompress_audio(self, stream: StreamInput, layers: int | None = None, vocoder: str = "hifigan",
+    def decompress_audio(self, stream: StreamInput, layers: int | None = None, vocoder: str | None = None,
                          partial: bool = False, refine: int | None = None) -> Call[bytes]:
-        params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav", **_check_refine(refine)}
+        params = {**_vocoder(vocoder), "output": "wav", **_check_refine(refine)}
         return Call(self._audio_decompress(stream, layers, partial, params), parse_wav)
 
-    def stream_audio(self, stream: StreamInput, layers: int | None = None, vocoder: str = "hifigan",
+    def stream_audio(self, stream: StreamInput, layers: int | None = None, vocoder: str | None = None,
                      partial: bool = False, refine: int | None = None) -> httpx.Request:
         """The request of a WAV sent as it is decoded (``stream=true``); read its body in chunks."""
-        params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav", "stream": "true",
+        params = {**_vocoder(vocoder), "output": "wav", "stream": "true",
                   **_check_refine(refine)}
         return self._audio_decompress(stream, layers, partial, params)
 
@@ -432,9 +439,9 @@ class RequestBuilder:
         return Call(self._upload("v1/audio:encode", audio_body(sound), model=model, layers=layers, format=fmt),
                     audio_codes_parser(fmt))
 
-    def decode_audio(self, codes: AudioCodes, layers: int | None = None, vocoder: str = "hifigan",
+    def decode_audio(self, codes: AudioCodes, layers: int | None = None, vocoder: str | None = None,
                      refine: int | None = None) -> Call[bytes]:
-        params = {"vocoder": _check_choice("vocoder", vocoder, VOCODERS), "output": "wav", **_check_refine(refine)}
+        params = {**_vocoder(vocoder), "output": "wav", **_check_refine(refine)}
         return Call(self._audio_decode(codes, layers, params), parse_wav)
 
     def decode_audio_mel(self, codes: AudioCodes, layers: int | None = None) -> Call[Any]:

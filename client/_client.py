@@ -81,15 +81,17 @@ class Client:
         """Compress a sound (WAV/FLAC/OGG bytes or a path; any rate and channels) into a stream."""
         return self._send(self._requests.compress_audio(data, model, layers))
 
-    def decompress_audio(self, stream: StreamInput, *, layers: int | None = None, vocoder: str = "hifigan",
+    def decompress_audio(self, stream: StreamInput, *, layers: int | None = None, vocoder: str | None = None,
                          partial: bool = False, refine: int | None = None) -> bytes:
         """An audio stream (all its layers, or the first ``layers``) decoded to 16-bit WAV bytes at 22 050 Hz.
 
-        ``refine``: HiFi-GAN's mel-consistency iterations (0: the network's raw output; default: the model's).
+        ``vocoder``: ``hifigan``, ``vocos`` (where the model has one) or ``griffinlim``; default: the model's
+        (:attr:`ModelInfo.default_vocoder`). ``refine``: a network vocoder's mel-consistency iterations (0: the
+        network's raw output; default: the vocoder's).
         """
         return self._send(self._requests.decompress_audio(stream, layers, vocoder, partial, refine))
 
-    def iter_decompress_audio(self, stream: StreamInput, *, layers: int | None = None, vocoder: str = "hifigan",
+    def iter_decompress_audio(self, stream: StreamInput, *, layers: int | None = None, vocoder: str | None = None,
                               partial: bool = False, refine: int | None = None,
                               chunk_size: int | None = None) -> Iterator[bytes]:
         """:meth:`decompress_audio`'s WAV bytes as the server decodes them: the 44-byte header, then the samples
@@ -121,7 +123,7 @@ class Client:
         """The code stack of a sound (``.npy`` transfer when numpy is installed, else JSON)."""
         return self._send(self._requests.encode_audio(data, model, layers, format))
 
-    def decode_audio(self, codes: AudioCodes, *, layers: int | None = None, vocoder: str = "hifigan",
+    def decode_audio(self, codes: AudioCodes, *, layers: int | None = None, vocoder: str | None = None,
                      refine: int | None = None) -> bytes:
         """A sound's code stack (or its first ``layers`` layers) decoded to 16-bit WAV bytes."""
         return self._send(self._requests.decode_audio(codes, layers, vocoder, refine))

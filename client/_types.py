@@ -162,6 +162,8 @@ class ModelInfo:
     sample_rate: int | None = None  # audio: 22050; None for images
     quantizer: str = "rvq"  # family: rvq, rsq, hrvq, topbottom or sq-topbottom
     top_layers: int = 0  # first layers with one code per 2×2 block of the grid (repeated over it in codes arrays)
+    vocoders: tuple[str, ...] = ()  # audio: the vocoder= values the model takes (empty for images)
+    default_vocoder: str | None = None  # audio: the vocoder used when none is named
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 ::
 
     samples @ 22 050 Hz ─►─ pad ─►─┤ log-mel ├─►─ [80, F] ─►─┤ g_a ├─►─┤ RVQ ├─►─ codes [L, 10, F/4] ─►─ ANS ─►─ stream
-    stream ─►─ codes[:k] ─►─ Σ code vectors ─►─┤ g_s ├─►─ log-mel ─►─┤ HiFi-GAN | Griffin-Lim ├─►─ crop
+    stream ─►─ codes[:k] ─►─ Σ code vectors ─►─┤ g_s ├─►─ log-mel ─►─┤ HiFi-GAN | Vocos | Griffin-Lim ├─►─ crop
 
 The waveform is zero-padded at its end to a whole number of code columns (1 024 samples:
 4 mel frames of 256), at least one; the header keeps the true sample count, and decoding
@@ -17,6 +17,11 @@ over the whole input.
 ``encode``/``decode`` deal in codes (the tokens API), ``compress``/``decompress`` in bytes;
 ``decode_mel``/``decompress_mel`` stop at the spectrogram. The number of layers and the
 vocoder are per-call arguments; the codec holds no per-request state.
+
+Every audio model has a HiFi-GAN vocoder (file role ``vocoder``); it may also have a Vocos one (role
+``vocos``). The manifest's ``extra.vocoder`` names the one a decode uses when the caller names none
+(``hifigan`` when absent); Griffin-Lim needs no file. Mel-consistency refinement
+(:mod:`strata.vocoder.refine`) applies to either network; each has its own default number of iterations.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ from strata.quantize import Quantizer
 from strata.registry import ModelEntry, Registry
 from strata.runtime import OnnxNet
 from strata.vocoder.griffinlim import griffin_lim
-from strata.vocoder.hifigan import HifiGanVocoder, fill
+from strata.vocoder.hifigan import HifiGanVocoder
+from strata.vocoder.network import NetworkVocoder, fill
 from strata.vocoder.refine import DEFAULT_ITERATIONS
+from strata.vocoder.vocos import VocosVocoder
 
 SAMPLE_RATE = DEFAULT_MEL.sample_rate
 HOP = DEFAULT_MEL.hop
@@ -50,7 +57,16 @@ class Vocoder(enum.StrEnum):
     """How a decoded log-mel becomes a waveform."""
 
     HIFIGAN = "hifigan"  # the model's HiFi-GAN generator (ONNX), then mel-consistency refinement
+    VOCOS = "vocos"  # the model's Vocos network (ONNX STFT frames, numpy inverse STFT); no refinement by default
     GRIFFINLIM = "griffinlim"  # 32 iterations of fast Griffin-Lim (no network)
+
+
+NETWORK_ROLES = {Vocoder.HIFIGAN: "vocoder", Vocoder.VOCOS: "vocos"}  # manifest file role of each network
+
+
+def entry_vocoders(entry: ModelEntry) -> tuple[Vocoder, ...]:
+    """The vocoders an audio model's manifest entry provides: its networks (by file role), then Griffin-Lim."""
+    return (*(v for v, role in NETWORK_ROLES.items() if role in entry.files), Vocoder.GRIFFINLIM)
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,7 @@ class AudioCodec(StreamCodec):
         prior: CodePrior,
         vocoder: HifiGanVocoder,
         limits: StreamLimits | None = None,
+        vocos: VocosVocoder | None = None,
     ) -> None:
         super().__init__(entry, analysis, synthesis, quantizer, prior, limits)
         try:
@@ -118,7 +135,42 @@ class AudioCodec(StreamCodec):
                 raise ValueError("sample rate / hop differ from the frontend's")
         except (KeyError, TypeError, ValueError) as e:
             raise ModelIntegrityError(f"model {entry.name!r}: malformed audio settings in the manifest: {e}") from None
-        self.vocoder = vocoder
+        self.vocoder = vocoder  # HiFi-GAN: every audio model has one
+        self.vocos = vocos
+        try:
+            self.default_vocoder = Vocoder(entry.extra.get("vocoder", Vocoder.HIFIGAN.value))
+        except ValueError:
+            raise ModelIntegrityError(f"model {entry.name!r}: unknown default vocoder "
+                                      f"{entry.extra.get('vocoder')!r}") from None
+        if self.default_vocoder is Vocoder.VOCOS and vocos is None:
+            raise ModelIntegrityError(f"model {entry.name!r} names vocos its default vocoder but has no vocos file")
+
+    @property
+    def vocoders(self) -> tuple[Vocoder, ...]:
+        """The vocoders this model can decode with (its networks, then Griffin-Lim)."""
+        return (Vocoder.HIFIGAN, *((Vocoder.VOCOS,) if self.vocos is not None else ()), Vocoder.GRIFFINLIM)
+
+    def network(self, vocoder: Vocoder | str | None = None) -> NetworkVocoder | None:
+        """The network behind ``vocoder`` (default: the model's default), ``None`` for Griffin-Lim.
+
+        Raises :class:`InputError` for an unknown name or a network this model lacks.
+        """
+        voc = self.resolve_vocoder(vocoder)
+        if voc is Vocoder.GRIFFINLIM:
+            return None
+        return self.vocos if voc is Vocoder.VOCOS else self.vocoder
+
+    def resolve_vocoder(self, vocoder: Vocoder | str | None) -> Vocoder:
+        """``vocoder`` as a :class:`Vocoder` this model has (``None``: its default), or :class:`InputError`."""
+        if vocoder is None:
+            return self.default_vocoder
+        try:
+            voc = Vocoder(vocoder)
+        except ValueError:
+            raise InputError(f"vocoder must be one of {', '.join(v.value for v in Vocoder)}, got {vocoder!r}") from None
+        if voc is Vocoder.VOCOS and self.vocos is None:
+            raise InputError(f"model {self.name!r} has no vocos vocoder; it has {', '.join(self.vocoders)}")
+        return voc
 
     @classmethod
     def load(
@@ -129,14 +181,20 @@ class AudioCodec(StreamCodec):
         threads: int = 0,
         limits: StreamLimits | None = None,
         refine: int = DEFAULT_ITERATIONS,
+        vocos_refine: int = 0,
     ) -> AudioCodec:
         """Load (and sha256-verify) the model ``name`` (default: the registry's default audio model).
 
-        ``refine``: the vocoder's default number of mel-consistency iterations (a decode call may override it).
+        ``refine`` / ``vocos_refine``: HiFi-GAN's and Vocos's default numbers of mel-consistency
+        iterations (a decode call may override them).
         """
         entry, analysis, synthesis, quantizer, prior = cls._load_parts(registry, name, providers, threads)
         vocoder = HifiGanVocoder.load(registry.path(entry, "vocoder"), providers, threads, refine=refine)
-        return cls(entry, analysis, synthesis, quantizer, prior, vocoder, limits)
+        vocos = None
+        if NETWORK_ROLES[Vocoder.VOCOS] in entry.files:
+            vocos = VocosVocoder.load(registry.path(entry, NETWORK_ROLES[Vocoder.VOCOS]), providers, threads,
+                                      refine=vocos_refine)
+        return cls(entry, analysis, synthesis, quantizer, prior, vocoder, limits, vocos)
 
     @property
     def time_factor(self) -> int:
@@ -227,33 +285,32 @@ class AudioCodec(StreamCodec):
         return mel[:, : -(-int(codes.samples) // HOP)]
 
     def decode(self, codes: AudioCodes, layers: int | None = None,
-               vocoder: Vocoder | str = Vocoder.HIFIGAN, refine: int | None = None) -> np.ndarray:
+               vocoder: Vocoder | str | None = None, refine: int | None = None) -> np.ndarray:
         """Float32 ``[samples]`` at 22 050 Hz from (the first ``layers`` layers of) ``codes``.
 
-        ``refine``: HiFi-GAN's mel-consistency iterations (:mod:`strata.vocoder.refine`; default: the
-        vocoder's, ``self.vocoder.refine``; 0: the network's output). Griffin-Lim takes none.
+        ``vocoder``: ``hifigan``, ``vocos`` or ``griffinlim`` (default: the model's, :attr:`default_vocoder`).
+        ``refine``: a network vocoder's mel-consistency iterations (:mod:`strata.vocoder.refine`; default:
+        that vocoder's own, e.g. ``self.vocoder.refine``; 0: the network's output). Griffin-Lim takes none.
         """
         return fill(np.empty(int(codes.samples), dtype=np.float32), self.iter_decode(codes, layers, vocoder, refine))
 
     def iter_decode(self, codes: AudioCodes, layers: int | None = None,
-                    vocoder: Vocoder | str = Vocoder.HIFIGAN, refine: int | None = None) -> Iterator[np.ndarray]:
+                    vocoder: Vocoder | str | None = None, refine: int | None = None) -> Iterator[np.ndarray]:
         """:meth:`decode`'s samples in pieces, as the vocoder produces them (exactly ``codes.samples`` in all).
 
-        With HiFi-GAN the first piece comes after the first vocoder window and the memory is bounded by a
-        window (:meth:`strata.vocoder.hifigan.HifiGanVocoder.stream`); the decoded log-mel is held whole
+        With a network vocoder the first piece comes after its first window and the memory is bounded by a
+        window (:meth:`strata.vocoder.network.NetworkVocoder.stream`); the decoded log-mel is held whole
         (80 floats per 256 samples). Griffin-Lim is iterative over the whole sound: one piece. Arguments
         are checked before the first piece.
         """
-        try:
-            voc = Vocoder(vocoder)
-        except ValueError:
-            raise InputError(f"vocoder must be one of {', '.join(v.value for v in Vocoder)}, got {vocoder!r}") from None
-        if refine is not None and voc is not Vocoder.HIFIGAN:
-            raise InputError(f"refine applies to vocoder={Vocoder.HIFIGAN.value}, not {voc.value}")
-        if voc is Vocoder.HIFIGAN:
-            self.vocoder.iterations(1, refine)  # a bad refine is refused before g_s runs
+        net = self.network(vocoder)
+        if refine is not None and net is None:
+            raise InputError(f"refine applies to the network vocoders ({Vocoder.HIFIGAN.value}, "
+                             f"{Vocoder.VOCOS.value}), not {Vocoder.GRIFFINLIM.value}")
+        if net is not None:
+            net.iterations(1, refine)  # a bad refine is refused before g_s runs
         mel = self.decode_mel(codes, layers)
-        pieces = self.vocoder.stream(mel, refine) if voc is Vocoder.HIFIGAN else iter([griffin_lim(mel)])
+        pieces = net.stream(mel, refine) if net is not None else iter([griffin_lim(mel)])
         return _exactly(pieces, int(codes.samples))
 
     # -- bytes ---------------------------------------------------------------------------------
@@ -277,7 +334,7 @@ class AudioCodec(StreamCodec):
         return self.decode_mel(self.decompress_codes(data, layers, partial))
 
     def decompress(self, data: bytes, layers: int | None = None, partial: bool = False,
-                   vocoder: Vocoder | str = Vocoder.HIFIGAN, refine: int | None = None) -> np.ndarray:
+                   vocoder: Vocoder | str | None = None, refine: int | None = None) -> np.ndarray:
         """Float32 ``[samples]`` at 22 050 Hz from the first ``layers`` layers of a stream (see :meth:`decode`)."""
         return self.decode(self.decompress_codes(data, layers, partial), vocoder=vocoder, refine=refine)
 
@@ -294,4 +351,5 @@ def _exactly(pieces: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
         yield np.zeros(n - sent, dtype=np.float32)
 
 
-__all__ = ["HOP", "SAMPLE_RATE", "AudioCodec", "AudioCodes", "Vocoder", "analyse_mel", "padded_length"]
+__all__ = ["HOP", "NETWORK_ROLES", "SAMPLE_RATE", "AudioCodec", "AudioCodes", "Vocoder", "analyse_mel",
+           "entry_vocoders", "padded_length"]

@@ -222,12 +222,16 @@ def test_length_limits(tiny_audio_codec):
 def test_vocoder_argument(tiny_audio_codec):
     c = tiny_audio_codec
     data = c.compress(SOUND)
-    for bad in ("wavenet", "", None, 3, "HIFIGAN"):
+    for bad in ("wavenet", "", 3, "HIFIGAN"):
         with pytest.raises(InputError, match="vocoder"):
             c.decompress(data, vocoder=bad)
         with pytest.raises(InputError, match="vocoder"):
             c.decode(c.encode(SOUND), vocoder=bad)
+    with pytest.raises(InputError, match="has no vocos vocoder; it has hifigan, griffinlim"):
+        c.decompress(data, vocoder="vocos")  # the tiny model has no Vocos network
+    assert c.vocoders == (Vocoder.HIFIGAN, Vocoder.GRIFFINLIM) and c.default_vocoder is Vocoder.HIFIGAN
     np.testing.assert_array_equal(c.decompress(data, vocoder=Vocoder.HIFIGAN), c.decompress(data, vocoder="hifigan"))
+    np.testing.assert_array_equal(c.decompress(data, vocoder=None), c.decompress(data))  # None: the default
 
 
 def test_decode_validates_codes(tiny_audio_codec):
@@ -538,7 +542,7 @@ def test_refine_argument(tiny_audio_codec):
         with pytest.raises(InputError, match="refine"):
             c.decompress(data, refine=bad)
     for refine in (0, 1):
-        with pytest.raises(InputError, match="refine applies to vocoder=hifigan"):
+        with pytest.raises(InputError, match="refine applies to the network vocoders"):
             c.decode(codes, vocoder="griffinlim", refine=refine)
-        with pytest.raises(InputError, match="refine applies to vocoder=hifigan"):
+        with pytest.raises(InputError, match="refine applies to the network vocoders"):
             c.decompress(data, vocoder=Vocoder.GRIFFINLIM, refine=refine)

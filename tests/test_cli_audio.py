@@ -108,11 +108,11 @@ def bad_rate_wav() -> bytes:
         (["decompress", "{tmp}/a.strata", "{tmp}/x.wav", "--refine", "-1"], "--refine must be in 0..32, got -1"),
         (
             ["decompress", "{tmp}/a.strata", "{tmp}/x.wav", "--refine", "2", "--vocoder", "griffinlim"],
-            "--refine applies to .wav output with the hifigan vocoder",
+            "--refine applies to .wav output with a network vocoder",
         ),
         (
             ["decompress", "{tmp}/a.strata", "{tmp}/x.npy", "--refine", "2"],
-            "--refine applies to .wav output with the hifigan vocoder",
+            "--refine applies to .wav output with a network vocoder",
         ),
         (
             ["decompress", "{tmp}/p.strata", "{tmp}/x.png", "--refine", "1"],
@@ -202,7 +202,7 @@ def test_through_the_server(files, live_av_server, tiny_audio_codec, capsys) -> 
     capsys.readouterr()
     for argv, message in (
         (["--refine", "33"], "--refine must be in 0..32, got 33"),
-        (["--refine", "1", "--vocoder", "griffinlim"], "--refine applies to .wav output with the hifigan vocoder"),
+        (["--refine", "1", "--vocoder", "griffinlim"], "--refine applies to .wav output with a network vocoder"),
     ):
         assert main(["decompress", str(tmp / "r.strata"), str(tmp / "x.wav"), *argv, *url]) == 1
         err = capsys.readouterr().err

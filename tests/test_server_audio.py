@@ -355,7 +355,7 @@ def test_openapi_documents_the_audio_routes(live_av_server) -> None:
     assert {"model", "samples", "sample_rate", "vocoder", "output"} <= {p["name"] for p in decode["parameters"]}
     body_schema = decode["requestBody"]["content"]["application/json"]["schema"]
     assert {"model", "samples", "sample_rate", "codes"} <= set(body_schema["properties"])
-    assert spec["components"]["schemas"]["Vocoder"]["enum"] == ["hifigan", "griffinlim"]
+    assert spec["components"]["schemas"]["Vocoder"]["enum"] == ["hifigan", "vocos", "griffinlim"]
     assert params["output"]["schema"]["enum"] == ["wav", "mel"]
     model_info = spec["components"]["schemas"]["ModelInfo"]["properties"]
     assert {"kbps_per_layer", "sample_rate"} <= set(model_info)

@@ -55,11 +55,15 @@ def cmd_export_audio(args: argparse.Namespace) -> int:
             raise CliError("--layers and --data need --checkpoint (replacing a vocoder keeps the model's codec)")
         try:
             entry = replace_vocoder(models, args.name, Path(args.vocoder), args.description or None,
-                                    checkpoints_dir=args.checkpoints)
+                                    checkpoints_dir=args.checkpoints, make_default=args.default_vocoder)
         except (FileNotFoundError, ValueError) as e:
             raise CliError(str(e)) from None
-        print(f"replaced the vocoder of {entry.name} in {models}; its weights hash and streams are unchanged")
+        default = entry.extra.get("vocoder", "hifigan")
+        print(f"installed the vocoder in {entry.name} ({models}; default vocoder: {default}); its weights hash "
+              "and streams are unchanged")
         return 0
+    if args.default_vocoder:
+        raise CliError("--default-vocoder applies when adding a vocoder to a registered model (without --checkpoint)")
     if args.data is None:
         raise CliError("strata export audio --checkpoint needs --data (the training sounds the priors are fitted on)")
     try:
@@ -117,8 +121,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     au = kinds.add_parser("audio", help="a mel codec checkpoint + an exported vocoder → <models>/<name>/")
     au.add_argument("--vocoder", required=True, help="folder holding vocoder.onnx (from strata export vocoder)")
     au.add_argument("--name", required=True, help="model name in the manifest and in its streams")
-    au.add_argument("--checkpoint", help="mel codec training checkpoint; without it, only the vocoder of the "
-                    "registered model NAME is replaced")
+    au.add_argument("--checkpoint", help="mel codec training checkpoint; without it, the vocoder is installed in "
+                    "the registered model NAME (a HiFi-GAN one replaces its vocoder, a Vocos one is added or "
+                    "replaced beside it)")
+    au.add_argument("--default-vocoder", action="store_true",
+                    help="without --checkpoint: make the installed vocoder the model's default")
     au.add_argument("--data", help="folder with <set>/train/ sounds, for fitting the priors (with --checkpoint)")
     au.add_argument("--layers", type=int, help="ship only the first N residual layers (default: all)")
     au.add_argument("--checkpoints", type=Path,
@@ -133,7 +140,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i8.add_argument("--crops", type=int, default=16, help="calibration crops of 256×256 (default 16)")
     i8.set_defaults(func=cmd_export_int8, command_name="export int8")
 
-    vo = kinds.add_parser("vocoder", help="a vocoder checkpoint → vocoder.onnx + vocoder.pt")
+    vo = kinds.add_parser("vocoder", help="a HiFi-GAN or Vocos checkpoint → vocoder.onnx + vocoder.pt")
     vo.add_argument("--checkpoint", required=True, help="vocoder training checkpoint (a run's best.pt)")
     vo.add_argument("--out", required=True, help="output folder")
     vo.set_defaults(func=cmd_export_vocoder, command_name="export vocoder")

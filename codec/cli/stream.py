@@ -110,12 +110,12 @@ def _decompress_audio(args: argparse.Namespace, data: bytes, model: str) -> int:
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".wav", ".npy"):
         raise CliError(f"an audio stream decodes to .wav (the sound) or .npy (its log-mel), got {args.output!r}")
-    vocoder = args.vocoder or "hifigan"
+    vocoder = args.vocoder  # None: the model's default vocoder
     if args.refine is not None:
         from strata.vocoder.refine import MAX_ITERATIONS
 
-        if suffix == ".npy" or vocoder != "hifigan":
-            raise CliError("--refine applies to .wav output with the hifigan vocoder")
+        if suffix == ".npy" or vocoder == "griffinlim":
+            raise CliError("--refine applies to .wav output with a network vocoder (hifigan, vocos)")
         if not 0 <= args.refine <= MAX_ITERATIONS:
             raise CliError(f"--refine must be in 0..{MAX_ITERATIONS}, got {args.refine}")
     if args.url:
@@ -248,11 +248,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d.add_argument("output")
     d.add_argument("--layers", type=int, help="decode only the first K layers")
     d.add_argument("--partial", action="store_true", help="decode the complete layers of a stream cut short")
-    d.add_argument("--vocoder", choices=["hifigan", "griffinlim"],
-                   help="audio streams: how the decoded mel becomes a waveform (default hifigan; ignored for .npy)")
+    d.add_argument("--vocoder", choices=["hifigan", "vocos", "griffinlim"],
+                   help="audio streams: how the decoded mel becomes a waveform (default: the model's; vocos where "
+                   "the model has one; ignored for .npy)")
     d.add_argument("--refine", type=int, metavar="N",
-                   help="audio streams, hifigan: mel-consistency iterations after the network (0: its raw output; "
-                   "default: the model's)")
+                   help="audio streams, hifigan or vocos: mel-consistency iterations after the network (0: its raw "
+                   "output; default: the vocoder's)")
     d.set_defaults(func=cmd_decompress, command_name="decompress")
 
     i = sub.add_parser("info", help="print a stream's header and how many layers are complete and pass their CRC")

@@ -150,8 +150,8 @@ def cmd_train_vocoder(args: argparse.Namespace) -> int:
     _check_common(args)
     positive("--recon-steps", args.recon_steps, 0)
     from strata.train.checkpoint import read_checkpoint
-    from strata.train.nets.hifigan_model import HiFiGANConfig
-    from strata.train.vocoder import VocoderTrainConfig, train
+    from strata.train.nets.vocos_model import VocosConfig
+    from strata.train.vocoder import VocoderTrainConfig, generator_config, train
 
     run = Path(args.run)
     cfg_path = run / "config.json"
@@ -163,9 +163,13 @@ def cmd_train_vocoder(args: argparse.Namespace) -> int:
     else:
         if args.init_from:
             ckpt = read_checkpoint(args.init_from, ("config", "generator"))
-            cfg = VocoderTrainConfig(gen=HiFiGANConfig.from_dict(ckpt["config"]))
+            net = generator_config(ckpt["config"])
+            if args.arch and args.arch != ("vocos" if isinstance(net, VocosConfig) else "hifigan"):
+                raise CliError(f"--init-from {args.init_from} holds a generator of another --arch than {args.arch}")
+            cfg = (VocoderTrainConfig(arch="vocos", vocos=net) if isinstance(net, VocosConfig)
+                   else VocoderTrainConfig(gen=net))
         else:
-            cfg = VocoderTrainConfig()
+            cfg = VocoderTrainConfig(arch=args.arch or "hifigan")
         cfg = _apply(VocoderTrainConfig, cfg, _config_overrides(args.config), args.config)
     cfg.data = args.data
     if args.sets:
@@ -178,7 +182,16 @@ def cmd_train_vocoder(args: argparse.Namespace) -> int:
         if args.stft_weight < 0:
             raise CliError(f"--stft-weight must be >= 0, got {args.stft_weight}")
         cfg.stft_weight = args.stft_weight
+    if resuming and args.arch and args.arch != cfg.arch:
+        raise CliError(f"--arch {args.arch} cannot change a run being resumed (it trains {cfg.arch})")
+    if args.disc:
+        adversarial = resuming and (run / "last.pt").exists() and "mpd" in read_checkpoint(run / "last.pt", ())
+        if adversarial and args.disc != cfg.disc:
+            raise CliError(f"--disc {args.disc} cannot change a run whose adversarial phase has begun ({cfg.disc})")
+        cfg.disc = args.disc
     if args.balanced_upsampling:
+        if cfg.arch != "hifigan":
+            raise CliError("--balanced-upsampling applies to --arch hifigan")
         if resuming and not cfg.gen.balanced_upsampling:
             raise CliError("--balanced-upsampling cannot change a run being resumed; start a new run with --init-from")
         cfg.gen = dataclasses.replace(cfg.gen, balanced_upsampling=True)
@@ -245,7 +258,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "the default) or rsq (HQ-VAE stochastic residual quantization)")
     au.set_defaults(func=cmd_train_audio, command_name="train audio")
 
-    vo = kinds.add_parser("vocoder", help="the HiFi-GAN vocoder (reconstruction phase, then adversarial)")
+    vo = kinds.add_parser("vocoder", help="the HiFi-GAN or Vocos vocoder (reconstruction phase, then adversarial)")
     _common_flags(vo, "folder with <set>/train/ sound folders")
     vo.add_argument("--sets", help="comma-separated sets under --data (default speech)")
     vo.add_argument("--recon-steps", type=int,
@@ -254,6 +267,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="weight of the multi-resolution STFT loss in the reconstruction phase (default 15)")
     vo.add_argument("--stft-resolutions",
                     help="n_fft:hop:win,... of the STFT loss (default 512:50:240,1024:120:600,2048:240:1200)")
+    vo.add_argument("--arch", choices=("hifigan", "vocos"),
+                    help="generator of a new run: hifigan (V3, the default) or vocos (ConvNeXt + inverse STFT)")
+    vo.add_argument("--disc", choices=("msd", "mrd"),
+                    help="second discriminator of the adversarial phase: msd (HiFi-GAN's multi-scale, the "
+                    "default) or mrd (compact multi-resolution spectrogram, 0.28 M parameters)")
     vo.add_argument("--balanced-upsampling", action="store_true",
                     help="balance the transposed convolutions' phases (no frame-rate comb)")
     vo.add_argument("--d-width", type=float,

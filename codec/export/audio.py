@@ -97,6 +97,10 @@ def export_audio_model(
     vocoder_dir = Path(vocoder_dir)
     if not (vocoder_dir / "vocoder.onnx").is_file():
         raise FileNotFoundError(f"no vocoder.onnx in {vocoder_dir} (make one with strata export vocoder)")
+    if _vocoder_arch(vocoder_dir / "vocoder.onnx") != "hifigan":
+        raise ValueError(f"{vocoder_dir / 'vocoder.onnx'} is a Vocos network; an audio model is exported with "
+                         "its HiFi-GAN vocoder, and a Vocos one is added afterwards (export audio --name NAME "
+                         "--vocoder DIR, without --checkpoint)")
     model, cfg, ckpt = load_audio_checkpoint(checkpoint)
     if layers is not None:
         cfg = keep_layers(model, cfg, layers)
@@ -161,29 +165,39 @@ def export_audio_model(
     return entry
 
 
-def _keep_vocoder_checkpoint(vocoder_dir: Path, dest: Path) -> None:
-    """Copy ``vocoder.pt`` of an exported vocoder folder to ``dest`` (a stale one there is removed)."""
+def _keep_vocoder_checkpoint(vocoder_dir: Path, dest: Path, name: str = "vocoder.pt") -> None:
+    """Copy ``vocoder.pt`` of an exported vocoder folder to ``dest/name`` (a stale one there is removed)."""
     dest.mkdir(parents=True, exist_ok=True)
     src = Path(vocoder_dir) / "vocoder.pt"
     if not src.is_file():
-        (dest / "vocoder.pt").unlink(missing_ok=True)  # it would describe another generator
-    elif src.resolve() != (dest / "vocoder.pt").resolve():
-        shutil.copyfile(src, dest / "vocoder.pt")
+        (dest / name).unlink(missing_ok=True)  # it would describe another generator
+    elif src.resolve() != (dest / name).resolve():
+        shutil.copyfile(src, dest / name)
+
+
+def _vocoder_arch(path: Path) -> str:
+    """``"vocos"`` or ``"hifigan"``: what the exported network at ``path`` is (its ONNX metadata)."""
+    from strata.runtime import CPU, OnnxNet
+
+    return "vocos" if OnnxNet.load(path, [CPU]).session.get_modelmeta().custom_metadata_map.get("arch") == "vocos" \
+        else "hifigan"
 
 
 def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description: str | None = None,
-                    checkpoints_dir: Path | None = None) -> ModelEntry:
+                    checkpoints_dir: Path | None = None, make_default: bool = False) -> ModelEntry:
     """Give the registered audio model ``name`` the vocoder in ``vocoder_dir`` (from ``strata export vocoder``).
 
-    Only ``vocoder.onnx`` and its sha256 pin change (with ``checkpoints_dir``, the vocoder's
-    ``vocoder.pt`` is kept in ``<checkpoints_dir>/<name>/``):
-    the codec's files and its weights hash stay as they are, so every stream the model wrote still
-    decodes (the codes do not depend on the vocoder). ``description`` replaces the entry's when given.
-    The swapped model must load and decode a short sound, or the error says why.
+    A HiFi-GAN network replaces the model's ``vocoder.onnx``; a Vocos network becomes (or replaces) its
+    ``vocos.onnx`` (file role ``vocos``), beside the HiFi-GAN one. Only that file and its sha256 pin
+    change (with ``checkpoints_dir``, the network's ``vocoder.pt`` is kept in ``<checkpoints_dir>/<name>/``
+    as ``vocoder.pt`` or ``vocos.pt``): the codec's files and its weights hash stay as they are, so every
+    stream the model wrote still decodes (the codes do not depend on the vocoder). ``make_default`` makes
+    this network the model's default vocoder (``extra.vocoder``). ``description`` replaces the entry's when
+    given. The model must then load and decode a short sound with it, or the error says why.
     """
-    from strata.audio import AudioCodec
+    from strata.audio import NETWORK_ROLES, AudioCodec, Vocoder
     from strata.runtime import CPU
-    from strata.vocoder.hifigan import HifiGanVocoder
+    from strata.vocoder.loader import load_vocoder
 
     models_dir, vocoder_dir = Path(models_dir), Path(vocoder_dir)
     reg = Registry(models_dir)
@@ -193,22 +207,27 @@ def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description:
     if not (vocoder_dir / "vocoder.onnx").is_file():
         raise FileNotFoundError(f"no vocoder.onnx in {vocoder_dir} (make one with strata export vocoder)")
     # The new vocoder must run before the model's folder or manifest is touched.
-    trial = HifiGanVocoder.load(vocoder_dir / "vocoder.onnx", [CPU])
+    trial = load_vocoder(vocoder_dir / "vocoder.onnx", [CPU])
     if trial.n_mels != entry.extra.get("n_mels", 80) or trial.hop != entry.extra.get("hop", 256):
         raise ValueError(f"{vocoder_dir / 'vocoder.onnx'} takes {trial.n_mels} mels at hop {trial.hop}; "
                          f"{name!r} needs {entry.extra.get('n_mels', 80)} at hop {entry.extra.get('hop', 256)}")
+    arch = Vocoder(_vocoder_arch(vocoder_dir / "vocoder.onnx"))
+    role = NETWORK_ROLES[arch]
+    filename = f"{role}.onnx"
     out = (models_dir / entry.files["vocoder"].path).parent
-    if (vocoder_dir / "vocoder.onnx").resolve() != (out / "vocoder.onnx").resolve():
-        shutil.copyfile(vocoder_dir / "vocoder.onnx", out / "vocoder.onnx")
+    if (vocoder_dir / "vocoder.onnx").resolve() != (out / filename).resolve():
+        shutil.copyfile(vocoder_dir / "vocoder.onnx", out / filename)
     if checkpoints_dir is not None:
-        _keep_vocoder_checkpoint(vocoder_dir, Path(checkpoints_dir) / name)
+        _keep_vocoder_checkpoint(vocoder_dir, Path(checkpoints_dir) / name, f"{role}.pt")
     files = dict(entry.files)
-    files.update(file_refs(models_dir, out, [("vocoder", "vocoder.onnx")]))
-    new = dataclasses.replace(entry, files=files, description=entry.description if description is None else description)
+    files.update(file_refs(models_dir, out, [(role, filename)]))
+    extra = {**entry.extra, "vocoder": arch.value} if make_default else entry.extra
+    new = dataclasses.replace(entry, files=files, extra=extra,
+                              description=entry.description if description is None else description)
     register(models_dir, new, make_default=False)
     codec = AudioCodec.load(Registry(models_dir), name)
     sound = np.sin(np.linspace(0, 2000, 22050)).astype(np.float32) * 0.3
-    wave = codec.decompress(codec.compress(sound))
+    wave = codec.decompress(codec.compress(sound), vocoder=arch)
     if wave.shape != sound.shape or not np.isfinite(wave).all():
         raise RuntimeError(f"model {name!r} with the new vocoder does not decode a test sound")
     return new

@@ -1,12 +1,18 @@
-"""Training loop of the HiFi-GAN vocoder (``strata train vocoder``).
+"""Training loop of the vocoders (``strata train vocoder``): HiFi-GAN, or Vocos with ``arch="vocos"``.
 
 ::
 
     sound files ─► decoded once (float32, 22 050 Hz, cached .npz) ─► random segments [B, segment]
         segment ─► log_mel_torch (the serving mel) ─► G ─► ŷ
         phase 1, step < recon_steps:  L_G = 45·L1(mel(ŷ), mel(y)) + w·MR-STFT(ŷ, y)            (no discriminators)
-        phase 2, step ≥ recon_steps:  L_D = LSGAN(MPD) + LSGAN(MSD)
-                                      L_G = LSGAN_G(MPD, MSD) + 2·FM + 45·L1(mel(ŷ), mel(y))   (the paper's)
+        phase 2, step ≥ recon_steps:  L_D = LSGAN(MPD) + LSGAN(D2)
+                                      L_G = LSGAN_G(MPD, D2) + 2·FM + 45·L1(mel(ŷ), mel(y))   (the paper's)
+        D2 = MSD (HiFi-GAN's multi-scale discriminator, ``disc="msd"``) or the compact multi-resolution
+             spectrogram discriminator (``disc="mrd"``, :mod:`strata.train.nets.vocos_model`)
+
+``arch`` picks the generator: HiFi-GAN (``gen``, :mod:`strata.train.nets.hifigan_model`) or the
+Vocos-style ConvNeXt stack with an inverse-STFT head (``vocos``, :mod:`strata.train.nets.vocos_model`);
+the losses, data, schedule and selection are the same for both.
 
 The reconstruction phase without discriminators makes the run affordable on CPUs: a
 generator step with a reconstruction loss costs about 1/30 of an adversarial one. The loss
@@ -77,6 +83,7 @@ from strata.train.nets.hifigan_model import (
     MultiScaleDiscriminator,
 )
 from strata.train.nets.mel import log_mel_torch
+from strata.train.nets.vocos_model import MultiResolutionDiscriminator, VocosConfig, VocosGenerator
 
 SAMPLE_RATE = DEFAULT_MEL.sample_rate
 
@@ -91,7 +98,11 @@ class VocoderTrainConfig:
 
     data: str = "../shared/data/audio"  # folder with <set>/train/ sub-folders
     sets: tuple[str, ...] = ("speech",)  # which sets' train/ splits to use, e.g. ("speech", "environment")
+    arch: str = "hifigan"  # generator: "hifigan" (gen) or "vocos" (vocos: ConvNeXt + inverse STFT)
     gen: HiFiGANConfig = field(default_factory=HiFiGANConfig.v3)
+    vocos: VocosConfig = field(default_factory=VocosConfig)
+    disc: str = "msd"  # second discriminator beside the MPD: "msd" (HiFi-GAN's) or "mrd" (compact STFT)
+    mrd_channels: int = 32  # channels of every multi-resolution discriminator layer
     mpd_channels: tuple[int, ...] = (32, 128, 512, 1024, 1024)  # the paper's MPD
     msd_channels: tuple[int, ...] = (128, 128, 256, 512, 1024, 1024, 1024)  # the paper's MSD
     msd_groups: tuple[int, ...] = (1, 4, 16, 16, 16, 16, 1)
@@ -123,8 +134,14 @@ class VocoderTrainConfig:
     amp: bool = False  # bf16 autocast of the networks (losses stay float32)
 
     def __post_init__(self) -> None:
-        if self.segment % self.gen.hop or self.segment <= 2048:
-            raise ValueError(f"segment must be a multiple of the hop {self.gen.hop} and > 2048, got {self.segment}")
+        if self.arch not in ("hifigan", "vocos"):
+            raise ValueError(f"arch must be 'hifigan' or 'vocos', got {self.arch!r}")
+        if self.disc not in ("msd", "mrd"):
+            raise ValueError(f"disc must be 'msd' or 'mrd', got {self.disc!r}")
+        if self.mrd_channels < 1:
+            raise ValueError(f"mrd_channels must be >= 1, got {self.mrd_channels}")
+        if self.segment % self.hop or self.segment <= 2048:
+            raise ValueError(f"segment must be a multiple of the hop {self.hop} and > 2048, got {self.segment}")
         if not self.sets:
             raise ValueError("need at least one audio set")
         if not 0 < self.heldout < 1:
@@ -152,6 +169,15 @@ class VocoderTrainConfig:
             raise ValueError(f"msd_channels {self.msd_channels} must be positive and divisible by msd_groups "
                              f"{self.msd_groups}, layer by layer")
 
+    @property
+    def net(self) -> HiFiGANConfig | VocosConfig:
+        """The generator's configuration: ``gen`` or ``vocos``, as ``arch`` says."""
+        return self.vocos if self.arch == "vocos" else self.gen
+
+    @property
+    def hop(self) -> int:
+        return self.net.hop
+
     def with_discriminator_width(self, width: float) -> VocoderTrainConfig:
         """A copy whose MPD and MSD have ``width`` × the paper's channels (MSD's rounded to multiples of 16)."""
         if not 0 < width <= 1:
@@ -171,7 +197,8 @@ class VocoderTrainConfig:
     def from_dict(cls, d: dict) -> VocoderTrainConfig:
         d = dict(d)
         gen = HiFiGANConfig.from_dict(d.pop("gen"))
-        return cls(gen=gen, **{k: _tuples(v) for k, v in d.items()})
+        vocos = VocosConfig.from_dict(d.pop("vocos")) if "vocos" in d else VocosConfig()
+        return cls(gen=gen, vocos=vocos, **{k: _tuples(v) for k, v in d.items()})
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -219,9 +246,10 @@ class RandomSegments:
 # ------------------------------------------------------------------------------------------ networks
 
 
-def build_discriminators(cfg: VocoderTrainConfig, device: torch.device) -> tuple[MultiPeriodDiscriminator,
-                                                                              MultiScaleDiscriminator]:
-    """MPD and MSD, initialised from ``seed + 1`` without touching the global RNG stream.
+def build_discriminators(cfg: VocoderTrainConfig, device: torch.device) -> tuple[
+        MultiPeriodDiscriminator, MultiScaleDiscriminator | MultiResolutionDiscriminator]:
+    """MPD and the second discriminator (``cfg.disc``), initialised from ``seed + 1`` without touching
+    the global RNG stream.
 
     They are built only when the adversarial phase starts (71 M parameters at the paper's width),
     and always identically, so a reconstruction-phase checkpoint need not store them.
@@ -229,14 +257,27 @@ def build_discriminators(cfg: VocoderTrainConfig, device: torch.device) -> tuple
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
         mpd = MultiPeriodDiscriminator(channels=cfg.mpd_channels)
-        msd = MultiScaleDiscriminator(channels=cfg.msd_channels, groups=cfg.msd_groups)
-    return mpd.to(device), msd.to(device)
+        if cfg.disc == "mrd":
+            second = MultiResolutionDiscriminator(channels=cfg.mrd_channels)
+        else:
+            second = MultiScaleDiscriminator(channels=cfg.msd_channels, groups=cfg.msd_groups)
+    return mpd.to(device), second.to(device)
 
 
-def load_generator(path: Path | str, map_location: str | torch.device = "cpu") -> Generator:
+def build_generator(cfg: HiFiGANConfig | VocosConfig) -> Generator | VocosGenerator:
+    """A freshly initialised generator of either architecture."""
+    return VocosGenerator(cfg) if isinstance(cfg, VocosConfig) else Generator(cfg)
+
+
+def generator_config(d: dict) -> HiFiGANConfig | VocosConfig:
+    """A checkpoint's saved generator configuration (``arch: vocos`` marks a Vocos one)."""
+    return VocosConfig.from_dict(d) if d.get("arch") == "vocos" else HiFiGANConfig.from_dict(d)
+
+
+def load_generator(path: Path | str, map_location: str | torch.device = "cpu") -> Generator | VocosGenerator:
     """A float32 generator (weight norm kept, eval mode) from ``last.pt``, ``best.pt`` or ``vocoder.pt``."""
     ckpt = read_checkpoint(path, ("config", "generator"), map_location)
-    gen = Generator(HiFiGANConfig.from_dict(ckpt["config"]))
+    gen = build_generator(generator_config(ckpt["config"]))
     gen.load_state_dict({k: v.float() for k, v in ckpt["generator"].items()})
     return gen.eval()
 
@@ -280,7 +321,7 @@ def _pesq_stoi(ref: np.ndarray, deg: np.ndarray) -> tuple[float, float] | None:
 
 @torch.no_grad()
 def evaluate(
-    gen: Generator,
+    gen: Generator | VocosGenerator,
     clips: list[np.ndarray],
     device: torch.device,
     amp: bool = False,
@@ -362,8 +403,9 @@ def _atomic_save(obj: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def _generator_checkpoint(gen: Generator, cfg: VocoderTrainConfig, step: int, best: float, metrics: dict) -> dict:
-    return {"generator": gen.state_dict(), "config": cfg.gen.to_dict(), "train_config": cfg.to_dict(),
+def _generator_checkpoint(gen: Generator | VocosGenerator, cfg: VocoderTrainConfig, step: int, best: float,
+                          metrics: dict) -> dict:
+    return {"generator": gen.state_dict(), "config": cfg.net.to_dict(), "train_config": cfg.to_dict(),
             "step": step, "best": best, "metrics": metrics}
 
 
@@ -401,7 +443,7 @@ def train(
         if s == "speech":
             speech_held = list(range(len(held_clips), len(held_clips) + len(clips)))
         held_clips += clips
-    keep = [i for i, c in enumerate(held_clips) if len(c) >= 2 * cfg.gen.hop + DEFAULT_MEL.n_fft]
+    keep = [i for i, c in enumerate(held_clips) if len(c) >= 2 * cfg.hop + DEFAULT_MEL.n_fft]
     speech_held = [keep.index(i) for i in speech_held if i in keep]
     held_clips = [held_clips[i] for i in keep]
     if cfg.pesq_clips and speech_held:
@@ -413,15 +455,15 @@ def train(
     train_samples = sum(len(c) for c in train_clips)
     decay_every = cfg.decay_every or max(1, round(train_samples / (cfg.batch * cfg.segment)))
 
-    gen = Generator(cfg.gen).to(device).train()
+    gen = build_generator(cfg.net).to(device).train()
     betas = tuple(cfg.betas)
     opt_g = torch.optim.AdamW(gen.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
-    mpd = msd = opt_d = None
+    mpd = d2 = opt_d = None
 
     def build_d() -> None:
-        nonlocal mpd, msd, opt_d
-        mpd, msd = build_discriminators(cfg, device)
-        params = list(mpd.parameters()) + list(msd.parameters())
+        nonlocal mpd, d2, opt_d
+        mpd, d2 = build_discriminators(cfg, device)
+        params = list(mpd.parameters()) + list(d2.parameters())
         opt_d = torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
 
     step, best = 0, math.inf
@@ -433,7 +475,7 @@ def train(
         if "mpd" in ckpt:
             build_d()
             mpd.load_state_dict(ckpt["mpd"])
-            msd.load_state_dict(ckpt["msd"])
+            d2.load_state_dict(ckpt[cfg.disc])
             opt_d.load_state_dict(ckpt["opt_d"])
         step, best = ckpt["step"], ckpt["best"]
         decay_every = ckpt.get("decay_every", decay_every)
@@ -444,8 +486,10 @@ def train(
         print(f"resumed from {last} at step {step} (best selection score {best:.4f})", flush=True)
     elif init_from is not None:
         ckpt = torch.load(init_from, map_location=device, weights_only=False)
-        theirs = HiFiGANConfig.from_dict(ckpt["config"])  # balancing the upsamplers keeps the weights' shapes
-        if replace(theirs, balanced_upsampling=cfg.gen.balanced_upsampling) != cfg.gen:
+        theirs = generator_config(ckpt["config"])
+        if isinstance(theirs, HiFiGANConfig):  # balancing the upsamplers keeps the weights' shapes
+            theirs = replace(theirs, balanced_upsampling=cfg.gen.balanced_upsampling)
+        if theirs != cfg.net:
             raise ValueError(f"{init_from} holds a generator of another configuration: {ckpt['config']}")
         gen.load_state_dict({k: v.float() for k, v in ckpt["generator"].items()})
         step = int(ckpt.get("step") or 0)
@@ -463,7 +507,7 @@ def train(
         ckpt = {**_generator_checkpoint(gen, cfg, step, best, {}), "opt_g": opt_g.state_dict(), "rng": rng,
                 "decay_every": decay_every}
         if mpd is not None:
-            ckpt.update(mpd=mpd.state_dict(), msd=msd.state_dict(), opt_d=opt_d.state_dict())
+            ckpt.update({"mpd": mpd.state_dict(), cfg.disc: d2.state_dict(), "opt_d": opt_d.state_dict()})
         _atomic_save(ckpt, last)
 
     def run_eval() -> float:
@@ -498,7 +542,7 @@ def train(
                 shutil.copyfile(run_dir / "best.pt", run_dir / "best_recon.pt")
             best = math.inf
             build_d()
-            bar.write(f"step {step}: adversarial phase (MPD + MSD) begins")
+            bar.write(f"step {step}: adversarial phase (MPD + {cfg.disc.upper()}) begins")
         for g in opt_g.param_groups:
             g["lr"] = lr_at(cfg, step, decay_every)
         y = torch.from_numpy(segments.sample(cfg.batch)).to(device)
@@ -516,8 +560,8 @@ def train(
             fake = y_hat.detach()
             loss_d = discriminator_loss(_discriminate(mpd, y, device, amp).scores,
                                         _discriminate(mpd, fake, device, amp).scores) + \
-                discriminator_loss(_discriminate(msd, y, device, amp).scores,
-                                   _discriminate(msd, fake, device, amp).scores)
+                discriminator_loss(_discriminate(d2, y, device, amp).scores,
+                                   _discriminate(d2, fake, device, amp).scores)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -532,7 +576,7 @@ def train(
                 losses["stft"] = stft.detach()
                 loss_g = loss_g + stft_w * stft
             if cfg.frame_weight > 0:
-                frame = frame_pattern_loss(y_hat, y, cfg.gen.hop)
+                frame = frame_pattern_loss(y_hat, y, cfg.hop)
                 losses["frame"] = frame.detach()
                 loss_g = loss_g + cfg.frame_weight * frame
             if cfg.phase_weight > 0:
@@ -541,7 +585,7 @@ def train(
                 loss_g = loss_g + cfg.phase_weight * phase
             if adv:
                 adv_loss = fm = 0.0
-                for d in (mpd, msd):
+                for d in (mpd, d2):
                     real, fake_out = _discriminate(d, y, device, amp), _discriminate(d, y_hat, device, amp)
                     adv_loss = adv_loss + generator_adversarial_loss(fake_out.scores)
                     fm = fm + feature_matching_loss(real.features, fake_out.features)
@@ -586,6 +630,8 @@ __all__ = [
     "RandomSegments",
     "VocoderTrainConfig",
     "build_discriminators",
+    "build_generator",
+    "generator_config",
     "evaluate",
     "load_audio",
     "load_generator",

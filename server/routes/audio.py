@@ -74,10 +74,11 @@ from strata.vocoder.refine import MAX_ITERATIONS
 router = APIRouter(prefix="/v1", tags=["audio"], dependencies=[Depends(require_api_key), Depends(require_audio_model)])
 
 VocoderQuery = Annotated[
-    Vocoder,
+    Vocoder | None,
     Query(
         description="how the decoded log-mel becomes a waveform (ignored for output=mel): the model's HiFi-GAN, "
-        "or Griffin-Lim"
+        "its Vocos (where the model has one, GET /v1/models lists them), or Griffin-Lim; default: the model's "
+        "default vocoder, named in X-Strata-Vocoder"
     ),
 ]
 RefineQuery = Annotated[
@@ -85,9 +86,9 @@ RefineQuery = Annotated[
     Query(
         ge=0,
         le=MAX_ITERATIONS,
-        description="HiFi-GAN only: mel-consistency iterations after the network (0: its raw output; default: "
-        "the model's, given back in X-Strata-Refine); each pulls the waveform towards the decoded log-mel "
-        "(ignored for output=mel)",
+        description="network vocoders (hifigan, vocos): mel-consistency iterations after the network (0: its raw "
+        "output; default: the vocoder's, given back in X-Strata-Refine); each pulls the waveform towards the "
+        "decoded log-mel (ignored for output=mel)",
     ),
 ]
 OutputQuery = Annotated[
@@ -115,7 +116,9 @@ SOUND_HEADERS = {
     "X-Strata-Sample-Rate": header_doc("sample rate of the codec (22050)", "integer"),
 }
 REFINE_HEADER = "X-Strata-Refine"
-REFINE_DOC = header_doc("output=wav with vocoder=hifigan: the mel-consistency iterations applied (0 for a sound "
+VOCODER_HEADER = "X-Strata-Vocoder"
+VOCODER_DOC = header_doc("output=wav: the vocoder that made the waveform (hifigan, vocos or griffinlim)", "string")
+REFINE_DOC = header_doc("output=wav with a network vocoder: the mel-consistency iterations applied (0 for a sound "
                         "of 256 samples or fewer, too short to refine)", "integer")
 SOUND_CONTENT = {MEDIA_TYPES["wav"]: BINARY, MEDIA_TYPES["mel"]: BINARY}
 AUDIO_BODY = "the sound: WAV, FLAC or OGG (Vorbis, Opus) bytes, any sample rate, channels averaged to mono"
@@ -149,15 +152,22 @@ def _sound_work(data: bytes) -> Work:
     return NOTHING if seconds is None else Work.audio(seconds, decode=False)
 
 
-def _render(codec: AudioCodec, codes: AudioCodes, layers: int | None, vocoder: Vocoder, refine: int | None,
+def _vocoder_headers(codec: AudioCodec, codes: AudioCodes, vocoder: Vocoder | None,
+                     refine: int | None) -> dict[str, str]:
+    """``X-Strata-Vocoder`` and, for a network vocoder, ``X-Strata-Refine`` (the iterations its output had)."""
+    voc = codec.resolve_vocoder(vocoder)
+    net = codec.network(voc)
+    frames = -(-codes.samples // HOP)  # the mel the vocoder was given; a single frame is not refined
+    return {VOCODER_HEADER: voc.value} | ({REFINE_HEADER: str(net.iterations(frames, refine))} if net else {})
+
+
+def _render(codec: AudioCodec, codes: AudioCodes, layers: int | None, vocoder: Vocoder | None, refine: int | None,
             output: AudioOutput) -> tuple[bytes, dict[str, str]]:
-    """The body and its extra headers (``X-Strata-Refine``: the iterations HiFi-GAN's output had)."""
+    """The body and its extra headers (:func:`_vocoder_headers`)."""
     if output == "mel":
         return payloads.audio_payload(codec.decode_mel(codes, layers), "mel", codes.sample_rate), {}
     audio = codec.decode(codes, layers, vocoder, refine)
-    frames = -(-codes.samples // HOP)  # the mel the vocoder was given; a single frame is not refined
-    extra = {REFINE_HEADER: str(codec.vocoder.iterations(frames, refine))} if vocoder is Vocoder.HIFIGAN else {}
-    return payloads.audio_payload(audio, "wav", codes.sample_rate), extra
+    return payloads.audio_payload(audio, "wav", codes.sample_rate), _vocoder_headers(codec, codes, vocoder, refine)
 
 
 @router.post(
@@ -213,6 +223,7 @@ async def compress(
                 "X-Strata-Stream-Layers": STREAM_LAYERS_HEADER,
                 **SOUND_HEADERS,
                 REFINE_HEADER: REFINE_DOC,
+                VOCODER_HEADER: VOCODER_DOC,
             },
         },
         **responses(401, 404, 413, 415, 422, 503),
@@ -226,7 +237,7 @@ async def decompress(
     settings: SettingsDep,
     layers: LayersQuery = None,
     partial: PartialQuery = False,
-    vocoder: VocoderQuery = Vocoder.HIFIGAN,
+    vocoder: VocoderQuery = None,
     refine: RefineQuery = None,
     output: OutputQuery = "wav",
     stream: StreamQuery = False,
@@ -249,7 +260,7 @@ async def decompress(
     return Response(data, media_type=MEDIA_TYPES[output], headers=headers)
 
 
-async def _streamed_wav(codec: AudioCodec, data: bytes, layers: int | None, partial: bool, vocoder: Vocoder,
+async def _streamed_wav(codec: AudioCodec, data: bytes, layers: int | None, partial: bool, vocoder: Vocoder | None,
                         refine: int | None, pool: PoolDep, work: Work, present: int) -> StreamingResponse:
     """The WAV of a stream sent as it is decoded: the work is admitted once, the codes and the decoder's checks
     run before the answer starts (so errors keep their status), then each vocoder window's samples go out."""
@@ -265,8 +276,7 @@ async def _streamed_wav(codec: AudioCodec, data: bytes, layers: int | None, part
     except BaseException:
         admission.release()
         raise
-    extra = {REFINE_HEADER: str(codec.vocoder.iterations(-(-codes.samples // HOP), refine))} \
-        if vocoder is Vocoder.HIFIGAN else {}
+    extra = _vocoder_headers(codec, codes, vocoder, refine)
     headers = _sound_headers(codes.model, codes.layers, codes, {"X-Strata-Stream-Layers": str(present), **extra})
 
     async def body() -> AsyncIterator[bytes]:
@@ -352,6 +362,7 @@ async def encode(
                 "X-Strata-Layers": LAYERS_HEADER,
                 **SOUND_HEADERS,
                 REFINE_HEADER: REFINE_DOC,
+                VOCODER_HEADER: VOCODER_DOC,
             },
         },
         **responses(401, 404, 413, 415, 422, 503),
@@ -373,7 +384,7 @@ async def decode(
     samples: SamplesQuery = None,
     sample_rate: RateQuery = None,
     layers: LayersQuery = None,
-    vocoder: VocoderQuery = Vocoder.HIFIGAN,
+    vocoder: VocoderQuery = None,
     refine: RefineQuery = None,
     output: OutputQuery = "wav",
 ) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
+from strata.audio import Vocoder, entry_vocoders
 from strata.registry import ModelEntry
 from strata.server.deps import CodecsDep, require_api_key
 from strata.server.errors import responses
@@ -34,6 +35,10 @@ class ModelInfo(BaseModel):
                                                     "eval set, from the manifest's `extra.kbps_per_layer` (empty "
                                                     "when not measured or for images)")
     sample_rate: int | None = Field(description="audio: the codec's sample rate (22050); null for images")
+    vocoders: list[str] = Field(description="audio: the vocoder= values this model takes (hifigan, vocos where it "
+                                            "has a Vocos network, griffinlim); empty for images")
+    default_vocoder: str | None = Field(description="audio: the vocoder a decode uses when none is named; null for "
+                                                    "images")
     description: str
     weights_sha256: str = Field(description="first 16 hex digits of the weights hash (streams carry 8 bytes)")
     default: bool = Field(description="whether this is the default model of its modality")
@@ -50,6 +55,8 @@ class ModelInfo(BaseModel):
             kbps_per_layer=[float(k) for k in kbps] if isinstance(kbps, list) and all(
                 isinstance(k, (int, float)) for k in kbps) else [],
             sample_rate=int(rate) if isinstance(rate, int) else None,
+            vocoders=[v.value for v in entry_vocoders(entry)] if audio else [],
+            default_vocoder=str(entry.extra.get("vocoder", Vocoder.HIFIGAN.value)) if audio else None,
             description=entry.description, weights_sha256=entry.weights_sha256[:16], default=default,
         )
 

@@ -90,19 +90,22 @@ def test_decompress_audio_params_and_result(recorder: Recorder) -> None:
         assert recorder.last.headers["content-type"] == "application/octet-stream"
         assert recorder.last.content == AUDIO_STREAM and wav == WAV + b"2"
         assert c.decompress_audio(AUDIO_STREAM) == WAV + b"4"
-        assert dict(recorder.last.url.params) == {"vocoder": "hifigan", "output": "wav"}
+        assert dict(recorder.last.url.params) == {"output": "wav"}  # no vocoder: the model's default
+        c.decompress_audio(AUDIO_STREAM, vocoder="vocos")
+        assert dict(recorder.last.url.params) == {"vocoder": "vocos", "output": "wav"}
+        with pytest.raises(ValueError, match="vocoder must be one of hifigan, vocos, griffinlim"):
+            c.decompress_audio(AUDIO_STREAM, vocoder="melgan")
 
 
 def test_refine_is_sent_only_when_given(recorder: Recorder, no_numpy) -> None:
     codes = AudioCodes([[[1, 2]], [[3, 4]]], "tiny-audio", 2048, 22050, 2)
     with sync_client(recorder) as c:
         assert c.decompress_audio(AUDIO_STREAM, refine=3) == WAV + b"4"
-        assert dict(recorder.last.url.params) == {"vocoder": "hifigan", "output": "wav", "refine": "3"}
+        assert dict(recorder.last.url.params) == {"output": "wav", "refine": "3"}
         c.decompress_audio(AUDIO_STREAM, layers=2, partial=True, refine=0)  # 0 is a value, not "not given"
         assert dict(recorder.last.url.params) == {
             "layers": "2",
             "partial": "true",
-            "vocoder": "hifigan",
             "output": "wav",
             "refine": "0",
         }
@@ -110,20 +113,20 @@ def test_refine_is_sent_only_when_given(recorder: Recorder, no_numpy) -> None:
         assert "refine" not in recorder.last.url.params
         c.decode_audio(codes, refine=5)
         assert recorder.last.url.path == "/v1/audio:decode"
-        assert dict(recorder.last.url.params) == {"vocoder": "hifigan", "output": "wav", "refine": "5"}
+        assert dict(recorder.last.url.params) == {"output": "wav", "refine": "5"}
         c.decode_audio(codes, layers=1)
-        assert dict(recorder.last.url.params) == {"layers": "1", "vocoder": "hifigan", "output": "wav"}
+        assert dict(recorder.last.url.params) == {"layers": "1", "output": "wav"}
         c.decompress_audio_mel(AUDIO_STREAM)
         assert "refine" not in recorder.last.url.params
 
     async def main() -> None:
         async with AsyncClient(URL, transport=httpx.MockTransport(recorder)) as c:
             await c.decompress_audio(AUDIO_STREAM, refine=0)
-            assert dict(recorder.last.url.params) == {"vocoder": "hifigan", "output": "wav", "refine": "0"}
+            assert dict(recorder.last.url.params) == {"output": "wav", "refine": "0"}
             await c.decompress_audio(AUDIO_STREAM)
             assert "refine" not in recorder.last.url.params
             await c.decode_audio(codes, refine=32)
-            assert dict(recorder.last.url.params) == {"vocoder": "hifigan", "output": "wav", "refine": "32"}
+            assert dict(recorder.last.url.params) == {"output": "wav", "refine": "32"}
             await c.decode_audio(codes)
             assert "refine" not in recorder.last.url.params
 
@@ -191,14 +194,13 @@ def test_decode_audio_sends_npy_with_numpy(recorder: Recorder) -> None:
         "model": "tiny-audio",
         "samples": "2048",
         "sample_rate": "22050",
-        "vocoder": "hifigan",
         "output": "wav",
     }
 
 
 def test_client_side_argument_errors_send_nothing(recorder: Recorder) -> None:
     with sync_client(recorder) as c:
-        with pytest.raises(ValueError, match="vocoder must be one of hifigan, griffinlim"):
+        with pytest.raises(ValueError, match="vocoder must be one of hifigan, vocos, griffinlim"):
             c.decompress_audio(AUDIO_STREAM, vocoder="wavenet")
         with pytest.raises(TypeError, match="sound must be bytes or a path"):
             c.compress_audio(12345)
