@@ -284,3 +284,25 @@ def _wav_bytes(samples: np.ndarray) -> bytes:
     from strata.frontend.audio import pcm16, wav_header
 
     return wav_header(samples.size, 22050) + pcm16(samples)
+
+
+def test_eval_audio_reports_both_networks(vocos_models, vocos_export, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from strata.eval.audio import CODEC, CODEC_HIFIGAN, CODEC_VOCOS, TRUE_MEL, VOCOS, VOCOS_REFINED, evaluate_audio
+    from strata.export.audio import replace_vocoder
+    from strata.registry import Registry
+
+    from tests.conftest import flac_bytes, synthetic_sound
+
+    data = tmp_path / "data"
+    for split in ("speech", "environment"):
+        (data / split / "test").mkdir(parents=True)
+        (data / split / "test" / "a.flac").write_bytes(flac_bytes(synthetic_sound(1.0, 3)))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no Opus: not what this test is about
+    r = evaluate_audio(Registry(vocos_models), data, tmp_path / "out", model="tiny-audio", log=lambda _: None)
+    assert r.default_vocoder == "hifigan" and r.vocos_sha256 is not None
+    assert {CODEC, CODEC_VOCOS, VOCOS, VOCOS_REFINED} <= set(r.systems()) and CODEC_HIFIGAN not in r.systems()
+    assert len(r.series(CODEC_VOCOS)) == len(r.series(CODEC)) and r.point(VOCOS, TRUE_MEL) is not None
+    replace_vocoder(vocos_models, "tiny-audio", vocos_export, make_default=True)
+    r = evaluate_audio(Registry(vocos_models), data, tmp_path / "out2", model="tiny-audio", log=lambda _: None)
+    assert r.default_vocoder == "vocos" and CODEC_HIFIGAN in r.systems() and CODEC_VOCOS not in r.systems()

@@ -2,16 +2,21 @@
 
 ::
 
-    clip @ 22 050 Hz ─┬─► compress(k) ─► stream ─► decompress_mel ─► mel_k ─┬─┤ HiFi-GAN ├─► ŷ     k = 1…L
+    clip @ 22 050 Hz ─┬─► compress(k) ─► stream ─► decompress_mel ─► mel_k ─┬─┤ default vocoder ├─► ŷ  k = 1…L
+                      │                                                     ├─┤ the other network ├─► ŷ (two networks)
                       │                                                     └─┤ Griffin-Lim ├─► ŷ  (flag)
                       ├─► log-mel ─┬─┤ HiFi-GAN ├─► ŷ                     (the vocoder's upper bound)
                       │            ├─┤ HiFi-GAN, refine=0 ├─► ŷ          (the network alone)
+                      │            ├─┤ Vocos, refine=0 | 8 ├─► ŷ         (when the model has one)
                       │            └─┤ Griffin-Lim, 32 it. ├─► ŷ
                       └─► Opus hard-cbr | vbr at 6, 8, 12 kbps and at the codec's own bitrates ─► ŷ
 
-HiFi-GAN is the served vocoder: the generator, then ``refine`` mel-consistency iterations
-(:mod:`strata.vocoder.refine`; ``refine``, by default the library's, is recorded in the report); the ``hifigan-raw``
-row is the generator's own output.
+The ``codec`` rows use the model's default vocoder (``default_vocoder`` in the report); a model with
+both networks also gets ``codec+hifigan`` or ``codec+vocos`` rows for the other one. HiFi-GAN runs the
+generator, then ``refine`` mel-consistency iterations (:mod:`strata.vocoder.refine`; ``refine``, by
+default the library's, is recorded in the report); the ``hifigan-raw`` row is the generator's own output.
+Vocos runs with its own default (the network alone, ``vocos``) and with the library's default
+refinement (``vocos-refined``).
 
 On every clip of the test splits ``<data>/speech/test`` and ``<data>/environment/test``
 (the training splits are never read), for every system and operating point:
@@ -77,7 +82,10 @@ MATCH_TOLERANCE_KBPS = 0.5  # a matched Opus target this close to one already ru
 # Systems (AudioPoint.system).
 CODEC, CODEC_GL, HIFIGAN, GRIFFINLIM = "codec", "codec+griffinlim", "hifigan", "griffinlim"
 HIFIGAN_RAW = "hifigan-raw"  # the generator alone (refine=0): what training alone achieved
-TRUE_MEL_SYSTEMS = (HIFIGAN, HIFIGAN_RAW, GRIFFINLIM)
+VOCOS, VOCOS_REFINED = "vocos", "vocos-refined"  # the Vocos network alone, and with the default refinement
+CODEC_HIFIGAN, CODEC_VOCOS = "codec+hifigan", "codec+vocos"  # the codec through the non-default network
+TRUE_MEL_SYSTEMS = (HIFIGAN, HIFIGAN_RAW, VOCOS, VOCOS_REFINED, GRIFFINLIM)
+CODEC_SYSTEMS = (CODEC, CODEC_GL, CODEC_HIFIGAN, CODEC_VOCOS)
 TRUE_MEL = "true mel"
 
 # docs/design.md §7: Opus hard-cbr on the whole speech test split, target → (kbps, PESQ-WB, STOI); drawn for context.
@@ -135,12 +143,14 @@ class AudioReport:
     date: str  # UTC, ISO 8601
     machine: str
     threads: int
-    refine: int  # HiFi-GAN's mel-consistency iterations in the codec and hifigan rows
+    refine: int  # HiFi-GAN's mel-consistency iterations in its codec and hifigan rows
     points: list[AudioPoint]
     entropy: list[LayerAccount]
     header_bytes: float  # mean over clips, full stream
     opus_backend: str | None
     notes: list[str] = field(default_factory=list)
+    default_vocoder: str = "hifigan"  # the vocoder of the codec rows
+    vocos_sha256: str | None = None  # the model's Vocos network, when it has one
 
     def point(self, system: str, label: str, split: str = ALL) -> AudioPoint | None:
         return next((p for p in self.points if (p.system, p.label, p.split) == (system, label, split)), None)
@@ -148,7 +158,7 @@ class AudioReport:
     def series(self, system: str, split: str = ALL) -> list[AudioPoint]:
         """The points of one system on one split, in order of bitrate (codec: of layer count)."""
         pts = [p for p in self.points if p.system == system and p.split == split]
-        return pts if system in (CODEC, CODEC_GL) else sorted(pts, key=lambda p: p.kbps or 0.0)
+        return pts if system in CODEC_SYSTEMS else sorted(pts, key=lambda p: p.kbps or 0.0)
 
     def systems(self) -> list[str]:
         return list(dict.fromkeys(p.system for p in self.points))
@@ -263,6 +273,16 @@ def evaluate_audio(
     L = codec.layers
     clips = [_read_clip(split, p) for split in SPLITS for p in files[split]]
     codec.decompress(codec.compress(clips[0].samples))  # untimed warm-up: onnxruntime's first runs are slower
+    default = codec.network(None)  # the codec rows' vocoder (None: Griffin-Lim, never a model default)
+    other = None  # the model's second network, decoded in rows of its own
+    if codec.vocos is not None:
+        other = (CODEC_HIFIGAN, codec.vocoder) if codec.vocos is default else (CODEC_VOCOS, codec.vocos)
+        codec.vocos(log_mel(clips[0].samples))
+    true_mel = [(HIFIGAN, codec.vocoder), (HIFIGAN_RAW, lambda m: codec.vocoder(m, refine=0))]
+    if codec.vocos is not None:
+        true_mel += [(VOCOS, lambda m: codec.vocos(m, refine=0)),
+                     (VOCOS_REFINED, lambda m: codec.vocos(m, refine=DEFAULT_ITERATIONS))]
+    true_mel.append((GRIFFINLIM, _griffin_lim))
     speech = _SpeechMetrics()
     scores: dict[tuple[str, str], list[_Score]] = defaultdict(list)
     header, accounts = [], []
@@ -304,13 +324,19 @@ def evaluate_audio(
             stream = codec.compress(x, k)
             t1 = time.perf_counter()
             mel = codec.decompress_mel(stream)
-            y = _fit(codec.vocoder(mel), n)
+            y = _fit(default(mel), n)
             t2 = time.perf_counter()
             if stream != truncate(full, k):
                 raise RuntimeError(f"{clip.name}: compress(k={k}) differs from the truncated full stream")
             s = score(clip, y, CODEC, len(stream), t1 - t0, t2 - t1, mel)
             scores[CODEC, f"k={k}"].append(s)
             line.append(f"{8 * len(stream) / clip.seconds / 1000:.2f}/{s.mel_rmse:.3f}")
+            if other is not None:
+                t3 = time.perf_counter()
+                mel_o = codec.decompress_mel(stream)
+                y_o = _fit(other[1](mel_o), n)
+                t4 = time.perf_counter()
+                scores[other[0], f"k={k}"].append(score(clip, y_o, other[0], len(stream), t1 - t0, t4 - t3, mel_o))
             if codec_griffinlim:
                 t3 = time.perf_counter()
                 mel_gl = codec.decompress_mel(stream)
@@ -319,10 +345,7 @@ def evaluate_audio(
                 scores[CODEC_GL, f"k={k}"].append(score(clip, y_gl, CODEC_GL, len(stream), t1 - t0, t4 - t3, mel_gl))
             if keep and k in (1, L):
                 examples[clip.split][2][k] = mel
-        def raw(mel: np.ndarray) -> np.ndarray:
-            return codec.vocoder(mel, refine=0)
-
-        for system, vocode in ((HIFIGAN, codec.vocoder), (HIFIGAN_RAW, raw), (GRIFFINLIM, _griffin_lim)):
+        for system, vocode in true_mel:
             t0 = time.perf_counter()
             y = _fit(vocode(clip.mel), n)
             scores[system, TRUE_MEL].append(score(clip, y, system, None, None, time.perf_counter() - t0))
@@ -353,6 +376,8 @@ def evaluate_audio(
         header_bytes=float(np.mean(header)),
         opus_backend=backend,
         notes=speech.notes() + opus_notes,
+        default_vocoder=codec.default_vocoder.value,
+        vocos_sha256=codec.entry.files["vocos"].sha256 if "vocos" in codec.entry.files else None,
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
@@ -523,18 +548,25 @@ def record_in_manifest(registry: Registry, report: AudioReport) -> Path:
 
 # ------------------------------------------------------------------------------------------ plots and table
 
-_STYLE = {CODEC: "o-", CODEC_GL: "o:", "opus-hard-cbr": "s--", "opus-vbr": "^--"}
-_COLOR = {CODEC: "C0", CODEC_GL: "C1", "opus-hard-cbr": "C2", "opus-vbr": "C9", HIFIGAN: "C3", HIFIGAN_RAW: "C5",
-          GRIFFINLIM: "C4"}
-_LINE = {HIFIGAN: "-.", HIFIGAN_RAW: (0, (1, 3)), GRIFFINLIM: ":"}  # true-mel systems: horizontal lines
+_STYLE = {CODEC: "o-", CODEC_GL: "o:", CODEC_HIFIGAN: "d-", CODEC_VOCOS: "d-", "opus-hard-cbr": "s--",
+          "opus-vbr": "^--"}
+_COLOR = {CODEC: "C0", CODEC_GL: "C1", CODEC_HIFIGAN: "C6", CODEC_VOCOS: "C6", "opus-hard-cbr": "C2", "opus-vbr": "C9",
+          HIFIGAN: "C3", HIFIGAN_RAW: "C5", VOCOS: "C8", VOCOS_REFINED: "C7", GRIFFINLIM: "C4"}
+_LINE = {HIFIGAN: "-.", HIFIGAN_RAW: (0, (1, 3)), VOCOS: "--", VOCOS_REFINED: (0, (5, 1)),
+         GRIFFINLIM: ":"}  # true-mel systems: horizontal lines
 
 
-def _name(system: str) -> str:
+def _name(system: str, default_vocoder: str = "hifigan") -> str:
+    """How ``system`` is labelled in tables and plots (the codec rows name the model's default vocoder)."""
     return {
-        CODEC: "codec (HiFi-GAN)",
+        CODEC: f"codec ({ {'hifigan': 'HiFi-GAN', 'vocos': 'Vocos'}.get(default_vocoder, default_vocoder)})",
         CODEC_GL: "codec (Griffin-Lim)",
+        CODEC_HIFIGAN: "codec (HiFi-GAN)",
+        CODEC_VOCOS: "codec (Vocos)",
         HIFIGAN: "HiFi-GAN on the true mel",
         HIFIGAN_RAW: "HiFi-GAN network alone (refine=0) on the true mel",
+        VOCOS: "Vocos network alone on the true mel",
+        VOCOS_REFINED: f"Vocos + {DEFAULT_ITERATIONS} refinement it. on the true mel",
         GRIFFINLIM: f"Griffin-Lim ({GRIFFIN_LIM_ITERS} it.) on the true mel",
         "opus-hard-cbr": "Opus hard-CBR",
         "opus-vbr": "Opus VBR",
@@ -566,11 +598,12 @@ def plot_pesq_kbps(report: AudioReport, path: Path) -> None:
                     getattr(pts[0], metric),
                     ls=_LINE[system],
                     color=_COLOR[system],
-                    label=_name(system),
+                    label=_name(system, report.default_vocoder),
                 )
                 continue
             xs, ys = [p.kbps for p in pts], [getattr(p, metric) for p in pts]
-            ax.plot(xs, ys, _STYLE.get(system, ".-"), color=_COLOR.get(system), label=_name(system), ms=4)
+            ax.plot(xs, ys, _STYLE.get(system, ".-"), color=_COLOR.get(system),
+                    label=_name(system, report.default_vocoder), ms=4)
             if system == CODEC:
                 for p, xv, yv in zip(pts, xs, ys, strict=True):
                     ax.annotate(p.label[2:], (xv, yv), textcoords="offset points", xytext=(3, 3), fontsize=7)
@@ -637,7 +670,8 @@ def format_report(r: AudioReport) -> str:
     lines = [
         f"model {r.model} (weights {r.weights_sha256[:12]}…) on {n_s} speech + {n_e} environment test clips "
         f"({r.seconds['speech']:.0f} s + {r.seconds['environment']:.0f} s, {r.data}); CPU, onnxruntime threads "
-        f"{r.threads or 'all'}; HiFi-GAN with {r.refine} mel-consistency iterations",
+        f"{r.threads or 'all'}; codec rows through {r.default_vocoder}; HiFi-GAN with {r.refine} mel-consistency "
+        "iterations",
         "",
         "| system | kbps speech | kbps env. | mel RMSE speech | mel RMSE env. | mel dist. | LSD (dB) | PESQ-WB | STOI "
         "| encode × RT | decode × RT |",
@@ -646,7 +680,7 @@ def format_report(r: AudioReport) -> str:
     for system in r.systems():
         for p in r.series(system, ALL):
             s, e = r.point(system, p.label, "speech"), r.point(system, p.label, "environment")
-            name = _name(system) + ("" if system in TRUE_MEL_SYSTEMS else f" {p.label}")
+            name = _name(system, r.default_vocoder) + ("" if system in TRUE_MEL_SYSTEMS else f" {p.label}")
             lines.append(
                 f"| {name} | {_f(s.kbps, '.2f')} | {_f(e.kbps, '.2f')} | {_f(s.mel_rmse, '.3f')} | "
                 f"{_f(e.mel_rmse, '.3f')} | {p.mel_distance:.3f} | {p.lsd:.2f} | {_f(s.pesq, '.2f')} | "
