@@ -2,8 +2,9 @@
 
 For each thread setting (onnxruntime intra-op threads: 1 and all cores) times, on the given clips
 joined into one sound: ``compress`` (resample-free frontend: log-mel + g_a + RVQ search + entropy
-coding) at the first and last layer count, ``decompress`` with the HiFi-GAN vocoder (entropy
-decoding + g_s + network + mel-consistency refinement) and with Griffin-Lim (32 iterations, numpy; not threaded by
+coding) at the first and last layer count, ``decompress`` with each network vocoder of the model
+(entropy decoding + g_s + network + its default mel-consistency refinement: HiFi-GAN's 8, Vocos's 0),
+the Vocos network alone when the model has one, and with Griffin-Lim (32 iterations, numpy; not threaded by
 onnxruntime), and the vocoders alone on the true log-mel (HiFi-GAN as served, without refinement,
 and the refinement alone). Two Griffin-Lims are timed: ours
 (numpy, pseudo-inverse mel inversion) and librosa's ``mel_to_audio`` (NNLS mel inversion + 32
@@ -55,8 +56,13 @@ def main() -> None:
         for k in (1, codec.layers):
             row(f"{codec.name} compress k={k}", label, median_time(lambda: codec.compress(sound, k), args.repeat))  # noqa: B023
         stream = codec.compress(sound)
-        row(f"{codec.name} decompress k={codec.layers} (HiFi-GAN)", label,
-            median_time(lambda: codec.decompress(stream), args.repeat))  # noqa: B023
+        for vocoder in (v for v in codec.vocoders if v != "griffinlim"):
+            default = " (default)" if vocoder == codec.default_vocoder else ""
+            row(f"{codec.name} decompress k={codec.layers} ({vocoder}{default})", label,
+                median_time(lambda: codec.decompress(stream, vocoder=vocoder), args.repeat))  # noqa: B023
+        if codec.vocos is not None:
+            row("Vocos network + inverse STFT on the true mel (refine=0)", label,
+                median_time(lambda: codec.vocos(mel, refine=0), args.repeat))  # noqa: B023
         row(f"HiFi-GAN on the true mel ({codec.vocoder.refine} refinement it., served)", label,
             median_time(lambda: codec.vocoder(mel), args.repeat))  # noqa: B023
         row("HiFi-GAN network alone (refine=0) on the true mel", label,
