@@ -72,3 +72,22 @@ def test_export_refuses_a_layer_count_it_does_not_have(sources, tmp_path, layers
     with pytest.raises(ValueError, match="integer in 1..4"):
         export_image_model(ckpt, "tiny-x", data, tmp_path / "models", layers=layers)
     assert not (tmp_path / "models" / "manifest.json").exists()
+
+
+def test_export_onnx_refuses_a_graph_that_differs_from_its_network(tmp_path):
+    """export_onnx runs the exported graph and compares it with the torch network before anything is registered."""
+    torch = pytest.importorskip("torch")
+    from strata.export.common import ExportParityError, export_onnx
+
+    class Noisy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # a fresh draw in every run: torch and ONNX disagree
+            return x + torch.rand_like(x)
+
+    class Scale(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * x
+
+    example = torch.rand(1, 3, 8, 8)
+    assert export_onnx(Scale(), example, tmp_path / "scale.onnx", "image", "latent") == 0.0
+    with pytest.raises(ExportParityError, match="differs from the torch network"):
+        export_onnx(Noisy(), example, tmp_path / "noisy.onnx", "image", "latent")

@@ -60,9 +60,15 @@ def export_onnx(
     input_name: str,
     output_name: str,
     axes: tuple[dict[int, str], dict[int, str]] | None = None,
-) -> None:
+) -> float:
     """Export ``net`` with float16-stored weights; ``axes``: the dynamic axes of input and output
-    (default: batch, height and width of an image)."""
+    (default: batch, height and width of an image).
+
+    ``net``'s weights must already be float16-exact (:func:`round_to_fp16`): the exported graph then
+    computes ``net``'s function, which is checked on ``example`` (``ExportParityError`` beyond
+    1e-3 · max(1, |output|)), so no model is registered whose ONNX graph differs from its torch network.
+    Returns the largest absolute difference.
+    """
     image_axes = {0: "batch", 2: "height", 3: "width"}
     in_axes, out_axes = axes or (image_axes, image_axes)
     with warnings.catch_warnings():
@@ -78,6 +84,24 @@ def export_onnx(
             dynamic_axes={input_name: in_axes, output_name: out_axes},
         )
     store_fp16(path)
+    import onnxruntime as ort
+
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        ref = net(example).float().numpy()
+    net.train(was_training)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {input_name: example.numpy()})[0]
+    diff = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
+    if not diff <= 1e-3 * max(1.0, float(np.abs(ref).max())):
+        raise ExportParityError(f"{path.name}: the ONNX graph differs from the torch network by {diff} "
+                                f"(output shapes {got.shape} and {ref.shape})")
+    return diff
+
+
+class ExportParityError(RuntimeError):
+    """An exported ONNX graph does not compute its torch network's function."""
 
 
 BASE_FILES = (("analysis", "analysis.onnx"), ("synthesis", "synthesis.onnx"), ("codebooks", "codebooks.npz"),
