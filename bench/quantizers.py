@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 from strata.bitstream import truncate
-from strata.eval.metrics import ms_ssim, psnr
+from strata.errors import InputError
+from strata.eval.metrics import bd_psnr, bd_rate, interp_psnr_at, ms_ssim, psnr
 from strata.frontend.image import list_images, pad_uint8, read_image
 from strata.image import ImageCodec
 from strata.quantize.tree import TreeCodebooks
@@ -157,8 +158,38 @@ def evaluate(registry: Registry, name: str, run: Path | None, files: list[Path],
     )
 
 
+RATES = (0.1, 0.25, 0.5)  # bpp at which the families' PSNR is compared (interpolated in log rate)
+
+
+def comparison(reports: list[FamilyReport]) -> list[dict]:
+    """Each model against the first (the anchor): BD-rate and BD-PSNR, and PSNR at :data:`RATES` bpp."""
+    anchor = reports[0]
+    rows = []
+    for r in reports:
+        row = {"model": r.model, "quantizer": r.quantizer,
+               "psnr_at": {str(b): interp_psnr_at(r.bpp, r.psnr, b) for b in RATES}}
+        if r is not anchor:
+            try:
+                row["bd_rate"] = bd_rate(anchor.bpp, anchor.psnr, r.bpp, r.psnr)
+                row["bd_psnr"] = bd_psnr(anchor.bpp, anchor.psnr, r.bpp, r.psnr)
+            except InputError as e:  # curves that do not overlap
+                row["note"] = str(e)
+        rows.append(row)
+    return rows
+
+
 def format_tables(reports: list[FamilyReport], data: str, images: int) -> str:
     lines = [f"# Quantizer families on {images} images of {data}", ""]
+    head = " | ".join(f"PSNR at {b} bpp" for b in RATES)
+    lines += [f"Against {reports[0].model} (BD over the common range; PSNR interpolated in log bpp, – outside "
+              "a curve):", "", f"| model | family | BD-rate | BD-PSNR | {head} |",
+              "|---|---|---:|---:|" + "---:|" * len(RATES)]
+    for row in comparison(reports):
+        at = " | ".join("–" if v is None else f"{v:.2f}" for v in row["psnr_at"].values())
+        bd = (f"{row['bd_rate']:+.1f}% | {row['bd_psnr']:+.2f} dB" if "bd_rate" in row
+              else ("anchor | anchor" if row["model"] == reports[0].model else "– | –"))
+        lines.append(f"| {row['model']} | {row['quantizer']} | {bd} | {at} |")
+    lines.append("")
     lines += ["| model | family | k | bpp | PSNR (dB) | MS-SSIM |", "|---|---|---:|---:|---:|---:|"]
     for r in reports:
         for k in range(r.layers):
@@ -226,7 +257,8 @@ def main() -> None:
     text = format_tables(reports, str(args.data), len(files))
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quantizers.json").write_text(json.dumps([asdict(r) for r in reports], indent=2) + "\n")
+    (args.out / "quantizers.json").write_text(json.dumps({"reports": [asdict(r) for r in reports],
+                                                           "comparison": comparison(reports)}, indent=2) + "\n")
     (args.out / "quantizers.md").write_text(text + "\n")
     plot(reports, args.out / "quantizers-rd.png", f"Quantizer families on {len(files)} images of {args.data.name}")
 
