@@ -1,4 +1,4 @@
-"""The shipped audio model (default audio model of models/manifest.json): golden stream, parity, coding.
+"""Every shipped audio model (models/manifest.json): golden stream, parity, coding, the served vocoder.
 
 The golden stream ``tests/expected/<model>.strata`` is the stream of a fixed synthetic sound, and
 ``<model>.mel.npy`` its decoded log-mel. Any change that alters the bytes (new weights, another
@@ -11,6 +11,7 @@ import os
 import numpy as np
 import pytest
 from strata.bitstream import parse, truncate
+from strata.registry import Registry
 
 from tests.conftest import ROOT, shipped_checkpoint, synthetic_sound
 
@@ -18,14 +19,15 @@ EXPECTED = ROOT / "tests" / "expected"
 GOLDEN_SOUND = synthetic_sound(2.5, seed=11)
 
 
-@pytest.fixture(scope="module")
-def codec(shipped_registry):
+SHIPPED = Registry(ROOT / "models").names("audio")
+
+
+@pytest.fixture(scope="module", params=SHIPPED)
+def codec(shipped_registry, request):
     pytest.importorskip("soundfile")
     from strata.audio import AudioCodec
 
-    if not shipped_registry.names("audio"):
-        pytest.skip("the shipped manifest has no audio model")
-    return AudioCodec.load(shipped_registry)
+    return AudioCodec.load(shipped_registry, request.param)
 
 
 def test_golden_stream(codec):
