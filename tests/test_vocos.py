@@ -66,6 +66,18 @@ def test_streamed_inverse_equals_the_whole_inverse():
     assert istft(re[:, :1], im[:, :1]).shape == (256,)
 
 
+@pytest.mark.parametrize(("n_fft", "hop"), [(1024, 256), (1000, 300), (512, 128)])
+def test_inverse_is_exact_and_split_invariant_for_other_sizes(n_fft, hop):
+    """Hops that do not divide n_fft take the frame-by-frame overlap-add; both orders add frames in sequence."""
+    x = np.random.default_rng(2).standard_normal(hop * 17)
+    spec = _stft(x, n_fft, hop)
+    whole = istft(spec.real, spec.imag, n_fft, hop)
+    np.testing.assert_allclose(whole, x, atol=1e-5)
+    stream = IstftStream(17, n_fft, hop)
+    pieces = [stream.push(spec.real[:, a:b], spec.imag[:, a:b]) for a, b in ((0, 2), (2, 3), (3, 11), (11, 17))]
+    assert np.array_equal(np.concatenate([*pieces, stream.finish()]), whole)
+
+
 def test_istft_stream_refuses_bad_input():
     s = IstftStream(3)
     with pytest.raises(InputError, match="real and imag"):

@@ -58,14 +58,29 @@ class IstftStream:
             if need > self._acc.size:
                 self._acc = np.concatenate([self._acc, np.zeros(need - self._acc.size)])
                 self._env = np.concatenate([self._env, np.zeros(need - self._env.size)])
-            w2 = self.window**2
-            for i in range(k):  # k additions of n_fft samples: cheap next to the irfft
-                lo = start + i * self.hop
-                self._acc[lo : lo + self.n_fft] += seg[i]
-                self._env[lo : lo + self.n_fft] += w2
+            self._overlap_add(seg, start)
             self._pushed += k
         final = self.total + self.pad if self._pushed == self.frames else self._pushed * self.hop
         return self._take(final)
+
+    def _overlap_add(self, seg: np.ndarray, start: int) -> None:
+        """Add frames ``seg`` ``[k, n_fft]`` (and their squared windows) from buffer offset ``start`` on.
+
+        Every sample receives its frames' contributions in increasing frame order, however the frames
+        were split between pushes, so the sums (and the samples) do not depend on the pushes' sizes.
+        """
+        k, hop, w2 = len(seg), self.hop, self.window**2
+        if self.n_fft % hop:
+            for i in range(k):
+                lo = start + i * hop
+                self._acc[lo : lo + self.n_fft] += seg[i]
+                self._env[lo : lo + self.n_fft] += w2
+            return
+        parts = self.n_fft // hop  # each frame spans `parts` hops; the r-th goes r hops after its start
+        for r in reversed(range(parts)):  # for a sample, the frame starting earliest comes first
+            lo = start + r * hop
+            self._acc[lo : lo + k * hop] += seg[:, r * hop : (r + 1) * hop].reshape(-1)
+            self._env[lo : lo + k * hop] += np.tile(w2[r * hop : (r + 1) * hop], k)
 
     def finish(self) -> np.ndarray:
         """The samples still held once every frame was pushed (raises if some are missing)."""
