@@ -34,7 +34,7 @@ from fractions import Fraction
 import numpy as np
 from strata.base import Geometry, StreamCodec
 from strata.bitstream import Modality, StreamHeader, StreamLimits
-from strata.chunking import apply_chunked
+from strata.chunking import PendingArray, apply_chunked, iter_chunked
 from strata.entropy.prior import CodePrior
 from strata.errors import HeaderError, InputError, LimitExceededError, ModelIntegrityError
 from strata.frontend.audio import DEFAULT_MEL, log_mel
@@ -276,13 +276,30 @@ class AudioCodec(StreamCodec):
 
     def decode_mel(self, codes: AudioCodes, layers: int | None = None) -> np.ndarray:
         """Log-mel ``[80, ceil(samples / 256)]`` from (the first ``layers`` layers of) ``codes``."""
+        return np.asarray(self.pending_mel(codes, layers))
+
+    def pending_mel(self, codes: AudioCodes, layers: int | None = None) -> PendingArray:
+        """:meth:`decode_mel`'s log-mel, computed window by window as it is read (``g_s`` on windows of
+        :data:`CHUNK_FRAMES` frames): a vocoder reading it forward starts after the first window. The codes
+        and ``layers`` are checked here; reading the whole of it gives :meth:`decode_mel`'s array."""
         k = self._layers(layers, codes.layers)
         c = self._check_codes(codes)
         latent = self.quantizer.decode(c[:k, None].astype(np.int64))  # [1, D, rows, columns]
         tf = self.time_factor
-        mel = apply_chunked(self.synthesis, latent, chunk=CHUNK_FRAMES // tf, context=-(-self.context_s // tf),
-                            scale=tf)[0]
-        return mel[:, : -(-int(codes.samples) // HOP)]
+        frames = -(-int(codes.samples) // HOP)
+        windows = iter_chunked(self.synthesis, latent, chunk=CHUNK_FRAMES // tf, context=-(-self.context_s // tf),
+                               scale=tf)
+
+        def pieces() -> Iterator[np.ndarray]:
+            sent = 0
+            for _, piece in windows:
+                piece = piece[0, :, : frames - sent]  # the last column's frames past the sound are dropped
+                sent += piece.shape[-1]
+                if piece.shape[-1]:
+                    yield piece.astype(np.float32, copy=False)
+
+        return PendingArray((int(self.entry.extra["n_mels"]), frames), np.float32, pieces(),
+                            check=_finite_mel)
 
     def decode(self, codes: AudioCodes, layers: int | None = None,
                vocoder: Vocoder | str | None = None, refine: int | None = None) -> np.ndarray:
@@ -298,10 +315,13 @@ class AudioCodec(StreamCodec):
                     vocoder: Vocoder | str | None = None, refine: int | None = None) -> Iterator[np.ndarray]:
         """:meth:`decode`'s samples in pieces, as the vocoder produces them (exactly ``codes.samples`` in all).
 
-        With a network vocoder the first piece comes after its first window and the memory is bounded by a
-        window (:meth:`strata.vocoder.network.NetworkVocoder.stream`); the decoded log-mel is held whole
-        (80 floats per 256 samples). Griffin-Lim is iterative over the whole sound: one piece. Arguments
-        are checked before the first piece.
+        With a network vocoder the first piece comes after its first window: ``g_s`` runs window by window
+        as the vocoder reads the log-mel (:meth:`pending_mel`), and the vocoder's own windows, DC removal
+        and refinement are streamed (:meth:`strata.vocoder.network.NetworkVocoder.stream`); refinement
+        works on blocks of 512 frames, so with it the first piece waits for the first block. The network
+        activations are bounded by a window; the decoded log-mel is kept as it arrives (80 floats per 256
+        samples). Griffin-Lim is iterative over the whole sound: one piece. Arguments are checked before
+        the first piece.
         """
         net = self.network(vocoder)
         if refine is not None and net is None:
@@ -309,8 +329,8 @@ class AudioCodec(StreamCodec):
                              f"{Vocoder.VOCOS.value}), not {Vocoder.GRIFFINLIM.value}")
         if net is not None:
             net.iterations(1, refine)  # a bad refine is refused before g_s runs
-        mel = self.decode_mel(codes, layers)
-        pieces = net.stream(mel, refine) if net is not None else iter([griffin_lim(mel)])
+        mel = self.pending_mel(codes, layers)  # g_s runs as the vocoder reads its windows
+        pieces = net.stream(mel, refine) if net is not None else iter([griffin_lim(np.asarray(mel))])
         return _exactly(pieces, int(codes.samples))
 
     # -- bytes ---------------------------------------------------------------------------------
@@ -337,6 +357,12 @@ class AudioCodec(StreamCodec):
                    vocoder: Vocoder | str | None = None, refine: int | None = None) -> np.ndarray:
         """Float32 ``[samples]`` at 22 050 Hz from the first ``layers`` layers of a stream (see :meth:`decode`)."""
         return self.decode(self.decompress_codes(data, layers, partial), vocoder=vocoder, refine=refine)
+
+
+def _finite_mel(piece: np.ndarray) -> None:
+    """Refuse a decoded log-mel piece with NaN or infinite values (a network fault, never valid input)."""
+    if not np.isfinite(piece).all():
+        raise RuntimeError("the synthesis network produced NaN or infinite log-mel values")
 
 
 def _exactly(pieces: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:

@@ -39,6 +39,57 @@ def _fraction(scale: Fraction | int | float) -> Fraction:
     return Fraction(float(scale)).limit_denominator(1 << 20)
 
 
+class PendingArray:
+    """An array ``[..., N]`` whose positions along the last axis arrive in pieces, computed when first read.
+
+    ``source`` yields consecutive pieces ``[..., n_i]`` (the leading shape of ``shape``) adding up to ``N``;
+    reading ``a[..., lo:hi]`` (or ``a[:, lo:hi]`` for 2-D) pulls pieces until position ``hi`` is there. A
+    producer (a decoder's ``g_s`` on its windows) and consumers that read forward (a vocoder's windows, its
+    refinement) are thus chained: the consumers start after the first pieces, not after the whole array.
+    The values are stored as they arrive (the array is allocated once), so reads in any order give the
+    same values as a complete array would. ``check`` is called on every piece as it arrives (e.g. to refuse
+    non-finite values).
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | type, source: Iterator[np.ndarray],
+                 check: Callable[[np.ndarray], None] | None = None) -> None:
+        if not shape or min(shape) < 0:
+            raise InputError(f"shape must have at least one axis and no negative length, got {shape}")
+        self.shape, self.ndim, self.dtype = tuple(shape), len(shape), np.dtype(dtype)
+        self._data = np.empty(self.shape, dtype=self.dtype)
+        self._source, self._check = source, check
+        self.available = 0  # positions of the last axis received so far
+
+    def _fill(self, stop: int) -> None:
+        n = self.shape[-1]
+        while self.available < min(stop, n):
+            piece = next(self._source, None)
+            if piece is None:
+                raise RuntimeError(f"the source ended after {self.available} of {n} positions")
+            piece = np.asarray(piece)
+            if piece.shape[:-1] != self.shape[:-1] or self.available + piece.shape[-1] > n:
+                raise RuntimeError(f"a piece of shape {piece.shape} does not continue {self.shape} at "
+                                   f"{self.available}")
+            if self._check is not None:
+                self._check(piece)
+            self._data[..., self.available : self.available + piece.shape[-1]] = piece
+            self.available += piece.shape[-1]
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        last = key[-1] if isinstance(key, tuple) else key
+        if not isinstance(last, slice) or last.step not in (None, 1):
+            raise TypeError("a PendingArray is read by slices of its last axis, e.g. a[..., lo:hi]")
+        if isinstance(key, tuple) and len(key) != self.ndim and Ellipsis not in key:
+            raise TypeError(f"index {key!r} does not end on the last axis of a {self.ndim}-d array")
+        self._fill(self.shape[-1] if last.stop is None else last.stop)
+        return self._data[key]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        """All of it (pulls the rest of the source)."""
+        self._fill(self.shape[-1])
+        return self._data if dtype is None else self._data.astype(dtype, copy=False)
+
+
 def apply_chunked(
     fn: Callable[[np.ndarray], np.ndarray],
     x: np.ndarray,
@@ -92,7 +143,7 @@ def apply_chunked(
 
 def iter_chunked(
     fn: Callable[[np.ndarray], np.ndarray],
-    x: np.ndarray,
+    x: np.ndarray | PendingArray,
     *,
     chunk: int,
     context: int,
@@ -104,12 +155,13 @@ def iter_chunked(
     The pieces are exactly the parts :func:`apply_chunked` assembles (it is built on this), so a consumer that
     streams them (a vocoder's waveform, say) gets the same values as the single result, with the memory of
     one window. The argument checks and errors are :func:`apply_chunked`'s, raised before the first piece.
+    ``x`` may be a :class:`PendingArray`: each window is then read when its run starts.
     """
     chunk = _whole("chunk", chunk, 1)
     context = _whole("context", context, 0)
     align = _whole("align", align, 1)
     s = _fraction(scale)
-    if not isinstance(x, np.ndarray) or x.ndim < 1:
+    if not isinstance(x, np.ndarray | PendingArray) or x.ndim < 1:
         raise InputError(f"x must be a numpy array [..., N] with at least one axis, got {type(x).__name__}")
     n = x.shape[-1]
     if n < 1:
@@ -198,4 +250,4 @@ def receptive_field(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
     return max(mid - lo, hi - (mid + 1), Fraction(0))
 
 
-__all__ = ["apply_chunked", "apply_tiled", "iter_chunked", "receptive_field"]
+__all__ = ["PendingArray", "apply_chunked", "apply_tiled", "iter_chunked", "receptive_field"]

@@ -107,6 +107,67 @@ def test_codec_iter_decode_pieces_are_decode(tiny_audio_codec):
         codec.iter_decode(codes, vocoder="griffinlim", refine=2)
 
 
+def test_first_samples_come_before_the_synthesis_network_has_decoded_the_whole_mel(tiny_audio_codec, monkeypatch):
+    """g_s runs window by window as the vocoder reads the mel (a PendingArray): the first samples of a long sound
+    need only its first windows, and the samples equal the one-shot decode's."""
+    import strata.audio
+
+    codec = tiny_audio_codec
+    sound = synthetic_sound(12.0, seed=9)
+    codes = codec.encode(sound)
+    monkeypatch.setattr(strata.audio, "CHUNK_FRAMES", 64)  # g_s windows of 64 frames: ~16 of them
+    calls = []
+    synthesis = codec.synthesis
+    monkeypatch.setattr(codec, "synthesis", lambda x: calls.append(x.shape[-1]) or synthesis(x))
+    voc = dataclasses.replace(codec.vocoder, chunk_frames=32)
+    monkeypatch.setattr(codec, "vocoder", voc)
+    mel = codec.decode_mel(codes, 3)  # the whole mel first, then the vocoder on an array: the unchained path
+    assert isinstance(mel, np.ndarray) and len(calls) == -(-mel.shape[1] // 64)
+    expected = voc(mel, 2)[: sound.size]
+    calls.clear()
+    windows = -(-mel.shape[1] // 64)
+    pieces = codec.iter_decode(codes, 3, refine=0)  # refinement works on 512-frame blocks: it would wait for 8
+    first = next(pieces)
+    assert first.size and len(calls) <= 2, (len(calls), windows)
+    rest = list(pieces)
+    assert len(calls) == windows
+    np.testing.assert_array_equal(np.concatenate([first, *rest]), voc(mel, 0)[: sound.size])
+    calls.clear()
+    pieces = list(codec.iter_decode(codes, 3, refine=2))
+    np.testing.assert_array_equal(np.concatenate(pieces), expected)
+
+
+def test_pending_array_reads_its_source_on_demand():
+    from strata.chunking import PendingArray
+
+    pulled = []
+
+    def source():
+        for i in range(5):
+            pulled.append(i)
+            yield np.full((2, 3), i, dtype=np.float32)
+
+    a = PendingArray((2, 15), np.float32, source())
+    assert a[..., 0:2].tolist() == [[0, 0], [0, 0]] and pulled == [0]
+    assert a[:, 2:7].tolist() == [[0, 1, 1, 1, 2]] * 2 and pulled == [0, 1, 2]
+    assert a[:, 0:1].tolist() == [[0], [0]] and pulled == [0, 1, 2]  # stored: earlier positions stay readable
+    np.testing.assert_array_equal(np.asarray(a), np.repeat(np.arange(5, dtype=np.float32), 3)[None].repeat(2, 0))
+    with pytest.raises(TypeError, match="slices of its last axis"):
+        a[0]
+    short = PendingArray((2, 7), np.float32, iter([np.zeros((2, 3), np.float32)]))
+    with pytest.raises(RuntimeError, match="ended after 3 of 7"):
+        np.asarray(short)
+    wrong = PendingArray((2, 7), np.float32, iter([np.zeros((3, 3), np.float32)]))
+    with pytest.raises(RuntimeError, match="does not continue"):
+        wrong[:, 0:1]
+
+    def refuse(piece: np.ndarray) -> None:
+        raise ValueError("checked")
+
+    with pytest.raises(ValueError, match="checked"):
+        PendingArray((2, 3), np.float32, iter([np.zeros((2, 3), np.float32)]), check=refuse)[:, 0:1]
+
+
 def test_wav_in_pieces_is_write_wav():
     x = (np.random.default_rng(0).uniform(-1.3, 1.3, 5001)).astype(np.float32)
     assert wav_header(x.size, 22050) + pcm16(x[:1234]) + pcm16(x[1234:]) == write_wav(x, 22050)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from strata.chunking import iter_chunked
+from strata.chunking import PendingArray, iter_chunked
 from strata.runtime import OnnxNet
 from strata.vocoder.network import CHUNK_FRAMES, NetworkVocoder, fill, read_metadata
 from strata.vocoder.refine import DEFAULT_ITERATIONS
@@ -70,7 +70,7 @@ class HifiGanVocoder(NetworkVocoder):
         meta = read_metadata(net, path, receptive_field)
         return cls(net, meta["receptive_field"], chunk_frames, meta["n_mels"], meta["hop"], remove_dc, refine)
 
-    def _waveform(self, m: np.ndarray) -> Iterator[np.ndarray]:
+    def _waveform(self, m: np.ndarray | PendingArray) -> Iterator[np.ndarray]:
         pieces = iter_chunked(lambda window: self.net(window[None])[0, 0], m, chunk=self.chunk_frames,
                               context=self.receptive_field, scale=self.hop)
         return (piece for _, piece in pieces)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from strata.chunking import PendingArray
 from strata.errors import InputError, ModelIntegrityError
 from strata.frontend.audio import DEFAULT_MEL
 from strata.runtime import OnnxNet
@@ -86,31 +87,37 @@ class NetworkVocoder:
         out = np.empty(np.shape(log_mel)[1] * self.hop, dtype=np.float32)
         return fill(out, pieces)
 
-    def stream(self, log_mel: np.ndarray, refine: int | None = None) -> Iterator[np.ndarray]:
+    def stream(self, log_mel: np.ndarray | PendingArray, refine: int | None = None) -> Iterator[np.ndarray]:
         """The waveform of :meth:`__call__` in pieces, each given as soon as nothing later can change it.
 
         The network runs on windows of ``chunk_frames`` frames and DC removal and refinement are streamed
         (:mod:`strata.vocoder.stream`), so memory is bounded by a window and the first piece comes after the
-        first window (plus the refinement's margin), not after the whole sound. Arguments are checked here,
-        before the first piece.
+        first window (plus the refinement's margin), not after the whole sound. ``log_mel`` may be a
+        :class:`strata.chunking.PendingArray` still being computed (a decoder's ``g_s`` output): each window
+        is read when it is needed. Arguments are checked here, before the first piece.
         """
         self._iterations(self.refine if refine is None else refine)
-        m = np.asarray(log_mel)
-        if m.dtype.kind not in "biuf":
-            raise InputError(f"log-mel must be real numbers, got dtype {m.dtype}")
-        if m.ndim != 2 or m.shape[0] != self.n_mels or m.shape[1] < 1:
-            raise InputError(f"log-mel must be [{self.n_mels}, frames ≥ 1], got {m.shape}")
-        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf and is refused below
-            m = m.astype(np.float32, copy=False)
-        if not np.isfinite(m).all():
-            raise InputError("log-mel contains NaN or infinite values (or values beyond float32)")
+        if isinstance(log_mel, PendingArray):  # a decoder's mel, arriving as it is computed: checked per piece
+            m = log_mel
+            if m.dtype != np.float32 or m.ndim != 2 or m.shape[0] != self.n_mels or m.shape[1] < 1:
+                raise InputError(f"log-mel must be float32 [{self.n_mels}, frames ≥ 1], got {m.dtype} {m.shape}")
+        else:
+            m = np.asarray(log_mel)
+            if m.dtype.kind not in "biuf":
+                raise InputError(f"log-mel must be real numbers, got dtype {m.dtype}")
+            if m.ndim != 2 or m.shape[0] != self.n_mels or m.shape[1] < 1:
+                raise InputError(f"log-mel must be [{self.n_mels}, frames ≥ 1], got {m.shape}")
+            with np.errstate(over="ignore"):  # a value beyond float32 becomes inf and is refused below
+                m = m.astype(np.float32, copy=False)
+            if not np.isfinite(m).all():
+                raise InputError("log-mel contains NaN or infinite values (or values beyond float32)")
         total = m.shape[1] * self.hop
         dc = DcStream(total, self.hop) if self.remove_dc else None
         iterations = self.iterations(m.shape[1], refine)
         refiner = RefineStream(m, total, iterations) if iterations else None
         return self._pipeline(self._waveform(m), dc, refiner)
 
-    def _waveform(self, m: np.ndarray) -> Iterator[np.ndarray]:
+    def _waveform(self, m: np.ndarray | PendingArray) -> Iterator[np.ndarray]:
         """The network's raw waveform for the checked float32 log-mel ``m``, in order, in pieces."""
         raise NotImplementedError
 

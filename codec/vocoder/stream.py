@@ -15,6 +15,7 @@ Both need the signal's total length up front (a stream header gives it).
 from __future__ import annotations
 
 import numpy as np
+from strata.chunking import PendingArray
 from strata.errors import InputError
 from strata.frontend.audio import DEFAULT_MEL, MelConfig
 from strata.vocoder.dc import frame_means, smooth
@@ -78,14 +79,19 @@ class DcStream:
 class RefineStream:
     """:func:`strata.vocoder.refine.refine` of a ``total``-sample signal towards ``log_mel``, given in pieces."""
 
-    def __init__(self, log_mel: np.ndarray, total: int, iterations: int, cfg: MelConfig = DEFAULT_MEL, *,
+    def __init__(self, log_mel: np.ndarray | PendingArray, total: int, iterations: int, cfg: MelConfig = DEFAULT_MEL, *,
                  max_boost: float = MAX_BOOST, max_cut: float = MAX_CUT, block_frames: int = BLOCK_FRAMES) -> None:
         if total <= cfg.pad or iterations < 1:
             raise InputError(f"refinement needs more than {cfg.pad} samples and ≥ 1 iteration")
         self.frames = frames_for(total, cfg)
-        m = np.asarray(log_mel, dtype=np.float32)
-        if m.shape != (cfg.n_mels, self.frames) or not np.isfinite(m).all():
-            raise InputError(f"log-mel must be finite [{cfg.n_mels}, {self.frames}] for {total} samples")
+        if isinstance(log_mel, PendingArray):  # still being computed: its producer checks each piece
+            m = log_mel
+            if m.shape != (cfg.n_mels, self.frames):
+                raise InputError(f"log-mel must be [{cfg.n_mels}, {self.frames}] for {total} samples, got {m.shape}")
+        else:
+            m = np.asarray(log_mel, dtype=np.float32)
+            if m.shape != (cfg.n_mels, self.frames) or not np.isfinite(m).all():
+                raise InputError(f"log-mel must be finite [{cfg.n_mels}, {self.frames}] for {total} samples")
         self.mel, self.total, self.iterations, self.cfg = m, total, iterations, cfg
         self.limits = float(np.log(max_boost)), float(np.log(max_cut))
         self.margin = margin_frames(iterations, cfg)

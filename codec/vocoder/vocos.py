@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from strata.chunking import iter_chunked
+from strata.chunking import PendingArray, iter_chunked
 from strata.errors import ModelIntegrityError
 from strata.runtime import OnnxNet
 from strata.vocoder.istft import IstftStream
@@ -78,7 +78,7 @@ class VocosVocoder(NetworkVocoder):
                                                                                           dtype=np.float32)})
         return np.stack([real[0], imag[0]])
 
-    def _waveform(self, m: np.ndarray) -> Iterator[np.ndarray]:
+    def _waveform(self, m: np.ndarray | PendingArray) -> Iterator[np.ndarray]:
         inverse = IstftStream(m.shape[1], self.n_fft, self.hop)
         for _, piece in iter_chunked(self.spectrum, m, chunk=self.chunk_frames, context=self.receptive_field):
             yield inverse.push(piece[0], piece[1])
