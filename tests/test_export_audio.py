@@ -164,7 +164,9 @@ def test_replace_vocoder_through_the_cli(tiny_audio_codec, models, tmp_path, cap
     assert main(["--models", str(models), "export", "audio", "--name", "nope", "--vocoder", vocoder]) == 1
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert main([*argv, "--layers", "2"]) == 1
-    assert "--layers and --data need --checkpoint" in capsys.readouterr().err
+    assert "--layers, --data and --no-default need --checkpoint" in capsys.readouterr().err
+    assert main([*argv, "--no-default"]) == 1
+    assert "need --checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # an image export without a checkpoint is a usage error
         main(["--models", str(models), "export", "image", "--name", "x", "--data", str(tmp_path)])
     assert "--checkpoint" in capsys.readouterr().err

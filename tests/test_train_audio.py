@@ -191,6 +191,7 @@ def test_rsq_mel_codec_trains_exports_and_serves(data, tmp_path, tiny_audio_regi
     """``quantizer="rsq"``: HQ-VAE's stochastic residual quantizer on the mel; the export names the family and
     the served model round-trips at every layer count (its search is the nearest-code one)."""
     from strata.audio import AudioCodec
+    from strata.cli import main
     from strata.export.audio import export_audio_model
     from strata.registry import Registry
     from strata.train.quantize.rsq import RSQConfig
@@ -204,9 +205,14 @@ def test_rsq_mel_codec_trains_exports_and_serves(data, tmp_path, tiny_audio_regi
     assert all(math.isfinite(v) for v in _log(run)[-1]["rmse"])
     vocoder = tiny_audio_registry.root / "tiny-audio"  # holds vocoder.onnx
     models = tmp_path / "models"
-    models.mkdir()
-    entry = export_audio_model(run / "best.pt", vocoder, "tiny-rsq", data, models)
+    shutil.copytree(tiny_audio_registry.root, models)
+    assert main(["--models", str(models), "export", "audio", "--checkpoint", str(run / "best.pt"), "--vocoder",
+                 str(vocoder), "--name", "tiny-rsq", "--data", str(data), "--no-default"]) == 0
+    entry = Registry(models).entry("tiny-rsq")
     assert entry.quantizer == "rsq" and entry.layers == LAYERS
+    assert Registry(models).defaults["audio"] == "tiny-audio"  # --no-default: registered beside the default
+    export_audio_model(run / "best.pt", vocoder, "tiny-rsq", data, models)
+    assert Registry(models).defaults["audio"] == "tiny-rsq"  # the library's default: make it the default
     codec = AudioCodec.load(Registry(models), "tiny-rsq")
     sound = synthetic_sound(1.2, seed=9)
     stream, codes = codec.compress(sound), codec.encode(sound)

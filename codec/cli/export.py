@@ -51,8 +51,9 @@ def cmd_export_audio(args: argparse.Namespace) -> int:
 
     models = _models(args)
     if args.checkpoint is None:  # only the vocoder changes; streams of the model stay valid
-        if args.layers is not None or args.data is not None:
-            raise CliError("--layers and --data need --checkpoint (replacing a vocoder keeps the model's codec)")
+        if args.layers is not None or args.data is not None or args.no_default:
+            raise CliError("--layers, --data and --no-default need --checkpoint (installing a vocoder keeps the "
+                           "model's codec)")
         try:
             entry = replace_vocoder(models, args.name, Path(args.vocoder), args.description or None,
                                     checkpoints_dir=args.checkpoints, make_default=args.default_vocoder)
@@ -68,7 +69,8 @@ def cmd_export_audio(args: argparse.Namespace) -> int:
         raise CliError("strata export audio --checkpoint needs --data (the training sounds the priors are fitted on)")
     try:
         entry = export_audio_model(Path(args.checkpoint), Path(args.vocoder), args.name, Path(args.data), models,
-                                   args.description, layers=args.layers, checkpoints_dir=args.checkpoints)
+                                   args.description, layers=args.layers, checkpoints_dir=args.checkpoints,
+                                   make_default=not args.no_default)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
     print(f"exported {entry.name} ({entry.weights_sha256[:16]}) to {models}")
@@ -126,6 +128,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "replaced beside it)")
     au.add_argument("--default-vocoder", action="store_true",
                     help="without --checkpoint: make the installed vocoder the model's default")
+    au.add_argument("--no-default", action="store_true",
+                    help="with --checkpoint: register the model without making it the default audio model")
     au.add_argument("--data", help="folder with <set>/train/ sounds, for fitting the priors (with --checkpoint)")
     au.add_argument("--layers", type=int, help="ship only the first N residual layers (default: all)")
     au.add_argument("--checkpoints", type=Path,
