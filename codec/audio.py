@@ -27,7 +27,7 @@ Every audio model has a HiFi-GAN vocoder (file role ``vocoder``); it may also ha
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -93,11 +93,13 @@ def padded_length(samples: int, column: int) -> int:
 
 
 def analyse_mel(analysis: OnnxNet, quantizer: Quantizer, mel: np.ndarray, time_factor: int,
-                layers: int | None = None, context: int = 0, chunk: int | None = None) -> np.ndarray:
+                layers: int | None = None, context: int = 0, chunk: int | None = None,
+                search: Callable[[np.ndarray, int | None], np.ndarray] | None = None) -> np.ndarray:
     """Codes ``[k, rows, F/time_factor]`` of a log-mel ``[n_mels, F]`` (F a multiple of ``time_factor``).
 
     ``context`` (mel frames) > 0 runs ``g_a`` in windows of ``chunk`` frames (default
-    :data:`CHUNK_FRAMES`, read at call time); 0 runs it once.
+    :data:`CHUNK_FRAMES`, read at call time); 0 runs it once. ``search`` (latent ``[1, D, rows, columns]``,
+    layers → codes ``[k, 1, rows, columns]``) picks the codes; default: ``quantizer``'s nearest-code search.
     """
     m = np.asarray(mel, dtype=np.float32)[None]
     if context > 0:
@@ -105,7 +107,7 @@ def analyse_mel(analysis: OnnxNet, quantizer: Quantizer, mel: np.ndarray, time_f
                                scale=Fraction(1, time_factor), align=time_factor)
     else:
         latent = analysis(m)
-    return quantizer.encode(latent, layers)[:, 0]
+    return (quantizer.encode if search is None else search)(latent, layers)[:, 0]
 
 
 class AudioCodec(StreamCodec):
@@ -125,8 +127,10 @@ class AudioCodec(StreamCodec):
         vocoder: HifiGanVocoder,
         limits: StreamLimits | None = None,
         vocos: VocosVocoder | None = None,
+        rdo_lambda: float | None = None,
     ) -> None:
         super().__init__(entry, analysis, synthesis, quantizer, prior, limits)
+        self.rdo_lambda = self._rdo_lambda(rdo_lambda)
         try:
             self.rows = int(entry.extra["n_mels"]) // int(entry.extra["freq_factor"])
             rf = entry.extra["receptive_field"]
@@ -182,11 +186,14 @@ class AudioCodec(StreamCodec):
         limits: StreamLimits | None = None,
         refine: int = DEFAULT_ITERATIONS,
         vocos_refine: int = 0,
+        rdo_lambda: float | None = None,
     ) -> AudioCodec:
         """Load (and sha256-verify) the model ``name`` (default: the registry's default audio model).
 
         ``refine`` / ``vocos_refine``: HiFi-GAN's and Vocos's default numbers of mel-consistency
-        iterations (a decode call may override them).
+        iterations (a decode call may override them). ``rdo_lambda``: the encoder's rate–distortion
+        trade-off (:mod:`strata.quantize.rdo`); default the model's ``extra.rdo_lambda`` (chosen on
+        held-out training clips), 0 for the nearest-code search.
         """
         entry, analysis, synthesis, quantizer, prior = cls._load_parts(registry, name, providers, threads)
         vocoder = HifiGanVocoder.load(registry.path(entry, "vocoder"), providers, threads, refine=refine)
@@ -194,7 +201,7 @@ class AudioCodec(StreamCodec):
         if NETWORK_ROLES[Vocoder.VOCOS] in entry.files:
             vocos = VocosVocoder.load(registry.path(entry, NETWORK_ROLES[Vocoder.VOCOS]), providers, threads,
                                       refine=vocos_refine)
-        return cls(entry, analysis, synthesis, quantizer, prior, vocoder, limits, vocos)
+        return cls(entry, analysis, synthesis, quantizer, prior, vocoder, limits, vocos, rdo_lambda)
 
     @property
     def time_factor(self) -> int:
@@ -257,7 +264,8 @@ class AudioCodec(StreamCodec):
         # whole signal) it holds a few MiB instead of four times the sound.
         mel = apply_chunked(log_mel, padded, chunk=CHUNK_FRAMES * HOP, context=DEFAULT_MEL.pad,
                             scale=Fraction(1, HOP), align=HOP)
-        codes = analyse_mel(self.analysis, self.quantizer, mel, self.time_factor, k, self.context_a)
+        codes = analyse_mel(self.analysis, self.quantizer, mel, self.time_factor, k, self.context_a,
+                            search=self._search)
         return AudioCodes(codes, int(x.size), SAMPLE_RATE, self.name)
 
     def _check_codes(self, codes: AudioCodes) -> np.ndarray:

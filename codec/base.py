@@ -22,6 +22,7 @@ the block in that array; their chunks code each block's code once, on the top gr
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -39,6 +40,8 @@ from strata.errors import (
     WeightsMismatchError,
 )
 from strata.quantize import Quantizer, load_quantizer
+from strata.quantize.rdo import rd_encode
+from strata.quantize.search import ResidualCodebooks
 from strata.quantize.topbottom import expand
 from strata.registry import ModelEntry, Registry
 from strata.runtime import OnnxNet
@@ -66,6 +69,23 @@ class StreamCodec(ABC):
         self.entry, self.analysis, self.synthesis = entry, analysis, synthesis
         self.quantizer, self.prior = quantizer, prior
         self.limits = limits or StreamLimits()
+
+    def _rdo_lambda(self, value: float | None) -> float:
+        """The encoder's λ: ``value``, else the manifest's ``extra.rdo_lambda``, else 0 (checked)."""
+        lam = self.entry.extra.get("rdo_lambda", 0.0) if value is None else value
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+            raise InputError(f"rdo_lambda must be a finite number ≥ 0, got {lam!r}")
+        if lam > 0 and not isinstance(self.quantizer, ResidualCodebooks):
+            raise InputError(f"rate–distortion optimised search serves the rvq and rsq families, not "
+                             f"{self.entry.quantizer} (model {self.entry.name!r})")
+        return float(lam)
+
+    def _search(self, latent: np.ndarray, layers: int | None) -> np.ndarray:
+        """The code search the encoder uses: RD-optimised when ``rdo_lambda > 0`` (:mod:`strata.quantize.rdo`),
+        nearest-code otherwise. ``latent`` ``[1, D, H, W]`` → codes ``[k, 1, H, W]``."""
+        if self.rdo_lambda > 0:
+            return rd_encode(self.quantizer, self.prior, latent, layers, self.rdo_lambda)  # type: ignore[arg-type]
+        return self.quantizer.encode(latent, layers)
 
     @classmethod
     def _load_parts(

@@ -34,8 +34,6 @@ from strata.entropy.prior import CodePrior
 from strata.errors import HeaderError, InputError, LimitExceededError, ModelIntegrityError
 from strata.frontend.image import pad_uint8, to_uint8
 from strata.quantize import Quantizer
-from strata.quantize.rdo import rd_encode
-from strata.quantize.search import ResidualCodebooks
 from strata.registry import ModelEntry, Registry
 from strata.runtime import OnnxNet
 
@@ -162,22 +160,6 @@ class ImageCodec(StreamCodec):
     def precisions(entry: ModelEntry) -> tuple[str, ...]:
         """The precisions a model can decode with (``"float"``, and ``"int8"`` when it has that network)."""
         return ("float", "int8") if "synthesis_int8" in entry.files else ("float",)
-
-    def _rdo_lambda(self, value: float | None) -> float:
-        """The encoder's λ: ``value``, else the manifest's ``extra.rdo_lambda``, else 0 (checked)."""
-        lam = self.entry.extra.get("rdo_lambda", 0.0) if value is None else value
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-            raise InputError(f"rdo_lambda must be a finite number ≥ 0, got {lam!r}")
-        if lam > 0 and not isinstance(self.quantizer, ResidualCodebooks):
-            raise InputError(f"rate–distortion optimised search serves the rvq and rsq families, not "
-                             f"{self.entry.quantizer} (model {self.name!r})")
-        return float(lam)
-
-    def _search(self, latent: np.ndarray, layers: int | None) -> np.ndarray:
-        """The code search the encoder uses: RD-optimised when ``rdo_lambda > 0``, nearest-code otherwise."""
-        if self.rdo_lambda > 0:
-            return rd_encode(self.quantizer, self.prior, latent, layers, self.rdo_lambda)  # type: ignore[arg-type]
-        return self.quantizer.encode(latent, layers)
 
     @property
     def factor(self) -> int:

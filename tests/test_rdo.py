@@ -11,9 +11,10 @@ from strata.image import ImageCodec
 from strata.quantize.rdo import code_prices, rd_encode
 from strata.quantize.search import ResidualCodebooks
 
-from tests.conftest import synthetic_image
+from tests.conftest import synthetic_image, synthetic_sound
 
 RNG = np.random.default_rng(0)
+SOUND = synthetic_sound(2.0, seed=12)
 BOOKS = ResidualCodebooks(RNG.standard_normal((3, 16, 4)).astype(np.float32))
 
 
@@ -89,3 +90,24 @@ def test_codec_lambda_from_manifest_and_checks(tiny_codec):
     for bad in (-0.1, float("nan"), "0.1", True):
         with pytest.raises(InputError, match="rdo_lambda"):
             ImageCodec(tiny_codec.entry, *parts, rdo_lambda=bad)
+
+
+def test_audio_codec_streams_with_rdo_decode_unchanged(tiny_audio_codec):
+    """The mel codec takes the same search: smaller streams, the same decoder, prefixes kept, λ = 0 nearest."""
+    from strata.audio import AudioCodec
+
+    c = tiny_audio_codec
+    parts = (c.entry, c.analysis, c.synthesis, c.quantizer, c.prior, c.vocoder)
+    rdo = AudioCodec(*parts, rdo_lambda=0.5)
+    assert c.rdo_lambda == 0.0 and rdo.rdo_lambda == 0.5
+    assert AudioCodec(*parts, rdo_lambda=0.0).encode(SOUND).codes.tolist() == c.encode(SOUND).codes.tolist()
+    full = rdo.compress(SOUND)
+    assert len(full) < len(c.compress(SOUND))
+    codes = rdo.encode(SOUND)
+    for k in range(1, c.layers + 1):
+        np.testing.assert_array_equal(c.decompress_mel(full, k), rdo.decode_mel(codes, k))  # the same decoder
+        assert rdo.compress(SOUND, k) == c.compress_codes(dataclasses.replace(codes, codes=codes.codes[:k]))
+    entry = dataclasses.replace(c.entry, extra={**c.entry.extra, "rdo_lambda": 0.25})
+    assert AudioCodec(entry, *parts[1:]).rdo_lambda == 0.25
+    with pytest.raises(InputError, match="rdo_lambda"):
+        AudioCodec(*parts, rdo_lambda=-1.0)
