@@ -15,7 +15,8 @@ For HR-VQ models it also times the codebook tree against a flat search of *equal
 ``K^d`` sums of every root-to-depth-``d`` path, searched exhaustively (``d = 2``: 4 096 codes for
 ``K = 64``), with the mean squared error each leaves.
 
-Prints the tables and writes ``quantizers.json`` and ``quantizers-rd.png`` to ``--out``::
+Prints the tables and writes ``quantizers.json``, ``quantizers.md``, ``quantizers-rd.png`` and one
+``<model>.json`` per model (``--reuse`` takes those instead of measuring again) to ``--out``::
 
     python bench/quantizers.py --models /work/runs/fam-models --data ../shared/data/images/kodak \\
         --model cmp-rvq=/work/runs/image-rvq-9k --model cmp-hrvq=/work/runs/image-hrvq ... --out docs/eval/quantizers
@@ -154,7 +155,7 @@ def evaluate(registry: Registry, name: str, run: Path | None, files: list[Path],
         ms_ssim=mean[:, 2].tolist(), perplexity=ppl, dead_codes=dead,
         search_ms=1e3 * statistics.mean(search), analysis_ms=1e3 * statistics.mean(analysis),
         run=run_summary(run) if run else {},
-        tree_vs_flat=tree_against_flat(tree, latents, flat_depths) if tree is not None else [],
+        tree_vs_flat=tree_against_flat(tree, latents, flat_depths) if tree is not None and latents else [],
     )
 
 
@@ -245,18 +246,25 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="search timings per image (median)")
     ap.add_argument("--flat-images", type=int, default=4, help="images for the tree-against-flat search timing")
     ap.add_argument("--flat-depths", default="2,3", help="tree depths compared with a flat search")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take a model's figures from OUT/<model>.json when an earlier run wrote them")
     args = ap.parse_args()
     registry = Registry(args.models)
     files = list_images(args.data)[: args.limit]
     depths = tuple(int(d) for d in args.flat_depths.split(",") if d.strip())
     reports = []
+    args.out.mkdir(parents=True, exist_ok=True)
     for spec in args.model:
         name, _, run = spec.partition("=")
+        saved = args.out / f"{name}.json"
+        if args.reuse and saved.is_file():  # measured by an earlier run on the same data
+            reports.append(FamilyReport(**json.loads(saved.read_text())))
+            continue
         reports.append(evaluate(registry, name, Path(run) if run else None, files, args.repeat, args.flat_images,
                                 depths))
+        saved.write_text(json.dumps(asdict(reports[-1]), indent=2) + "\n")
     text = format_tables(reports, str(args.data), len(files))
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quantizers.json").write_text(json.dumps({"reports": [asdict(r) for r in reports],
                                                            "comparison": comparison(reports)}, indent=2) + "\n")
     (args.out / "quantizers.md").write_text(text + "\n")
