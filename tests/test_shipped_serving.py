@@ -1,5 +1,6 @@
 """Every shipped model (models/manifest.json), by name, through the CLI, HTTP and the SDK: the same bytes as the
-library, every layer count decoding as the library decodes it, and a truncated stream decoding as ``--layers k``.
+library, every layer count decoding as the library decodes it (images to pixels, sounds to their log-mel), and a
+truncated stream decoding as ``--layers k``.
 
 The service runs with float synthesis here (``image_precision="float"``) so its pixels are the library's.
 """
@@ -37,6 +38,27 @@ def test_cli_image_round_trip_by_name(shipped_registry, name, tmp_path):
         (tmp_path / "t.strata").write_bytes(truncate(full, k))
         assert main(["decompress", str(tmp_path / "t.strata"), str(tmp_path / "t.png")]) == 0
         np.testing.assert_array_equal(read_image((tmp_path / "t.png").read_bytes()), expected)
+
+
+@pytest.mark.parametrize("name", SOUNDS)
+def test_cli_audio_round_trip_by_name(shipped_registry, name, tmp_path):
+    pytest.importorskip("soundfile")
+    from strata.audio import AudioCodec
+    from strata.frontend.audio import read_audio
+
+    codec = AudioCodec.load(shipped_registry, name)
+    wav = _wav(SOUND)
+    (tmp_path / "in.wav").write_bytes(wav)
+    assert main(["compress", str(tmp_path / "in.wav"), str(tmp_path / "a.strata"), "--model", name]) == 0
+    full = (tmp_path / "a.strata").read_bytes()
+    assert full == codec.compress(read_audio(wav, 60.0, rate=22050).samples)
+    for k in range(1, codec.layers + 1):
+        assert main(["decompress", str(tmp_path / "a.strata"), str(tmp_path / f"{k}.npy"), "--layers", str(k)]) == 0
+        expected = codec.decompress_mel(full, k)
+        np.testing.assert_array_equal(np.load(tmp_path / f"{k}.npy"), expected)
+        (tmp_path / "t.strata").write_bytes(truncate(full, k))
+        assert main(["decompress", str(tmp_path / "t.strata"), str(tmp_path / "t.npy")]) == 0
+        np.testing.assert_array_equal(np.load(tmp_path / "t.npy"), expected)
 
 
 def test_http_and_sdk_serve_every_shipped_model(shipped_registry):
