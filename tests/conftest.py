@@ -197,6 +197,16 @@ def shipped_registry():
     return Registry(ROOT / "models")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (fast for tiny networks, and the same sums on every machine)."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def shipped_checkpoint(model: str, file: str = "checkpoint.pt") -> Path:
     """A shipped model's training checkpoint in the repository's ``checkpoints/`` (not packaged)."""
     path = ROOT / "checkpoints" / model / file

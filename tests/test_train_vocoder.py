@@ -24,12 +24,7 @@ sf = pytest.importorskip("soundfile")
 TINY_GEN = HiFiGANConfig(upsample_initial_channel=16)  # V3 layout at 1/16 of the width
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tone(seconds: float, rate: int, seed: int) -> np.ndarray:

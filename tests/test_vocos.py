@@ -25,12 +25,7 @@ from tests.conftest import server_settings
 TINY = VocosConfig(dim=16, intermediate=32, blocks=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _stft(x: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:

@@ -198,6 +198,7 @@ def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description:
     from strata.audio import NETWORK_ROLES, AudioCodec, Vocoder
     from strata.runtime import CPU
     from strata.vocoder.loader import load_vocoder
+    from strata.vocoder.vocos import VocosVocoder
 
     models_dir, vocoder_dir = Path(models_dir), Path(vocoder_dir)
     reg = Registry(models_dir)
@@ -211,7 +212,7 @@ def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description:
     if trial.n_mels != entry.extra.get("n_mels", 80) or trial.hop != entry.extra.get("hop", 256):
         raise ValueError(f"{vocoder_dir / 'vocoder.onnx'} takes {trial.n_mels} mels at hop {trial.hop}; "
                          f"{name!r} needs {entry.extra.get('n_mels', 80)} at hop {entry.extra.get('hop', 256)}")
-    arch = Vocoder(_vocoder_arch(vocoder_dir / "vocoder.onnx"))
+    arch = Vocoder.VOCOS if isinstance(trial, VocosVocoder) else Vocoder.HIFIGAN
     role = NETWORK_ROLES[arch]
     filename = f"{role}.onnx"
     out = (models_dir / entry.files["vocoder"].path).parent

@@ -76,15 +76,11 @@ def export_vocoder(checkpoint: Path | str, out_dir: Path | str, frames: int = 32
     if isinstance(loaded, VocosGenerator):
         return _export_vocos(fp16_vocos(loaded), src, out, frames)
     gen = fp16_generator(loaded)
-    state = {k: v.half() if v.is_floating_point() and torch.equal(v.half().float(), v) else v
-             for k, v in gen.state_dict().items()}
-    torch.save({"generator": state, "config": gen.cfg.to_dict(), "train_config": src.get("train_config"),
-                "step": src.get("step"), "best": src.get("best"), "metrics": src.get("metrics")},
-               out / "vocoder.pt")
+    _save_fp16(gen, src, out / "vocoder.pt")
     onnx_path = export_generator(gen, out / "vocoder.onnx")
     store_fp16(onnx_path)
 
-    mel = torch.randn(1, gen.cfg.n_mels, frames, generator=torch.Generator().manual_seed(0)) - 4
+    mel = _check_mel(gen.cfg.n_mels, frames)
     with torch.no_grad():
         ref = load_generator(out / "vocoder.pt")(mel).numpy()
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -95,19 +91,29 @@ def export_vocoder(checkpoint: Path | str, out_dir: Path | str, frames: int = 32
     return ExportedVocoder(onnx_path, out / "vocoder.pt", diff)
 
 
+def _save_fp16(gen: Generator | VocosGenerator, src: dict, path: Path) -> None:
+    """``vocoder.pt``: ``gen``'s float16-exact tensors stored as float16, its config, and ``src``'s history."""
+    state = {k: v.half() if v.is_floating_point() and torch.equal(v.half().float(), v) else v
+             for k, v in gen.state_dict().items()}
+    torch.save({"generator": state, "config": gen.cfg.to_dict(), "train_config": src.get("train_config"),
+                "step": src.get("step"), "best": src.get("best"), "metrics": src.get("metrics")}, path)
+
+
+def _check_mel(n_mels: int, frames: int) -> torch.Tensor:
+    """The fixed random log-mel ``[1, n_mels, frames]`` an export is checked on."""
+    return torch.randn(1, n_mels, frames, generator=torch.Generator().manual_seed(0)) - 4
+
+
 def _export_vocos(gen: VocosGenerator, src: dict, out: Path, frames: int) -> ExportedVocoder:
     """:func:`export_vocoder` for a Vocos network (``gen`` already float16-exact)."""
     import onnxruntime as ort
     from strata.vocoder.istft import istft
 
-    state = {k: v.half() if v.is_floating_point() else v for k, v in gen.state_dict().items()}
-    torch.save({"generator": state, "config": gen.cfg.to_dict(), "train_config": src.get("train_config"),
-                "step": src.get("step"), "best": src.get("best"), "metrics": src.get("metrics")},
-               out / "vocoder.pt")
+    _save_fp16(gen, src, out / "vocoder.pt")
     onnx_path = export_vocos(gen, out / "vocoder.onnx")
     store_fp16(onnx_path)
 
-    mel = torch.randn(1, gen.cfg.n_mels, frames, generator=torch.Generator().manual_seed(0)) - 4
+    mel = _check_mel(gen.cfg.n_mels, frames)
     ref_gen = load_generator(out / "vocoder.pt")
     with torch.no_grad():
         ref_real, ref_imag = (t[0].numpy() for t in ref_gen.spectrum(mel))

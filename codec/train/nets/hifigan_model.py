@@ -307,13 +307,7 @@ class PeriodDiscriminator(nn.Module):
         if t % self.period:
             x = F.pad(x, (0, self.period - t % self.period), mode="reflect")
         x = x.view(b, c, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return conv_stack(self.convs, self.post, x)
 
 
 class ScaleDiscriminator(nn.Module):
@@ -333,16 +327,23 @@ class ScaleDiscriminator(nn.Module):
         self.post = norm(nn.Conv1d(cin, 1, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            feats.append(x)
-        x = self.post(x)
+        return conv_stack(self.convs, self.post, x)
+
+
+def conv_stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A sub-discriminator's body: LReLU after each of ``convs``, then ``post``; the flattened score and every
+    layer's output (for feature matching)."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
         feats.append(x)
-        return x.flatten(1), feats
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
 
 
-def _check_audio(x: torch.Tensor) -> None:
+def check_audio(x: torch.Tensor) -> None:
+    """Refuse anything but audio ``[B, 1, T]``."""
     if x.dim() != 3 or x.shape[1] != 1:
         raise InputError(f"audio must be [B, 1, T], got {tuple(x.shape)}")
 
@@ -360,7 +361,7 @@ class MultiPeriodDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> DiscriminatorOutput:
         """Audio ``[B, 1, T]`` (T > largest period) → scores and feature maps per period."""
-        _check_audio(x)
+        check_audio(x)
         out = DiscriminatorOutput()
         for d in self.discriminators:
             score, feats = d(x)
@@ -392,7 +393,7 @@ class MultiScaleDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> DiscriminatorOutput:
         """Audio ``[B, 1, T]`` → scores and feature maps per scale."""
-        _check_audio(x)
+        check_audio(x)
         out = DiscriminatorOutput()
         for i, d in enumerate(self.discriminators):
             if i:
@@ -449,6 +450,8 @@ __all__ = [
     "HiFiGANConfig",
     "MultiPeriodDiscriminator",
     "MultiScaleDiscriminator",
+    "check_audio",
+    "conv_stack",
     "count_parameters",
     "export_generator",
     "phase_imbalance",

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from strata.errors import InputError
-from strata.train.nets.hifigan_model import LRELU_SLOPE, OPSET, DiscriminatorOutput
+from strata.train.nets.hifigan_model import OPSET, DiscriminatorOutput, check_audio, conv_stack
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
@@ -219,14 +219,7 @@ class ResolutionDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         spec = torch.stft(x[:, 0].float(), self.n_fft, self.hop, self.win, self.window, center=True,
                           return_complex=True)
-        y = spec.abs().transpose(1, 2)[:, None]  # [B, 1, frames, bins]
-        feats = []
-        for conv in self.convs:
-            y = F.leaky_relu(conv(y), LRELU_SLOPE)
-            feats.append(y)
-        y = self.post(y)
-        feats.append(y)
-        return y.flatten(1), feats
+        return conv_stack(self.convs, self.post, spec.abs().transpose(1, 2)[:, None])  # [B, 1, frames, bins]
 
 
 class MultiResolutionDiscriminator(nn.Module):
@@ -242,8 +235,7 @@ class MultiResolutionDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> DiscriminatorOutput:
         """Audio ``[B, 1, T]`` → scores and feature maps per resolution."""
-        if x.dim() != 3 or x.shape[1] != 1:
-            raise InputError(f"audio must be [B, 1, T], got {tuple(x.shape)}")
+        check_audio(x)
         out = DiscriminatorOutput()
         for d in self.discriminators:
             score, feats = d(x)
@@ -252,17 +244,12 @@ class MultiResolutionDiscriminator(nn.Module):
         return out
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 __all__ = [
     "ARCH",
     "ConvNeXtBlock",
     "MultiResolutionDiscriminator",
     "VocosConfig",
     "VocosGenerator",
-    "count_parameters",
     "export_vocos",
     "inverse_stft",
     "receptive_field",
