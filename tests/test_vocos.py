@@ -313,3 +313,16 @@ def test_eval_audio_reports_both_networks(vocos_models, vocos_export, tmp_path, 
     replace_vocoder(vocos_models, "tiny-audio", vocos_export, make_default=True)
     r = evaluate_audio(Registry(vocos_models), data, tmp_path / "out2", model="tiny-audio", log=lambda _: None)
     assert r.default_vocoder == "vocos" and CODEC_HIFIGAN in r.systems() and CODEC_VOCOS not in r.systems()
+
+
+def test_cli_refuses_arch_flags_that_do_not_fit(tmp_path, capsys):
+    from strata.cli import main
+    from strata.train.vocoder import VocoderTrainConfig
+
+    base = ["train", "vocoder", "--data", str(tmp_path), "--run", str(tmp_path / "run")]
+    assert main([*base, "--arch", "vocos", "--balanced-upsampling"]) == 1
+    assert "--balanced-upsampling applies to --arch hifigan" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(VocoderTrainConfig(data=str(tmp_path)).to_dict()))
+    assert main([*base, "--resume", "--arch", "vocos"]) == 1
+    assert "--arch vocos cannot change a run being resumed (it trains hifigan)" in capsys.readouterr().err
