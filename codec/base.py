@@ -90,10 +90,10 @@ class StreamCodec(ABC):
     @classmethod
     def _load_parts(
         cls, registry: Registry, name: str | None, providers: list[str] | None, threads: int,
-        synthesis_role: str = "synthesis",
+        synthesis_role: str = "synthesis", analysis_role: str = "analysis",
     ) -> tuple[ModelEntry, OnnxNet, OnnxNet, Quantizer, CodePrior]:
-        """Entry, ``g_a``, ``g_s`` (the file of ``synthesis_role``), codebooks and prior of ``name`` (default: the
-        registry's default of this modality), sha256-verified by the registry."""
+        """Entry, ``g_a`` and ``g_s`` (the files of ``analysis_role`` and ``synthesis_role``), codebooks and prior of
+        ``name`` (default: the registry's default of this modality), sha256-verified by the registry."""
         kind = cls.modality.name.lower()
         entry = registry.entry(name) if name else registry.default(kind)
         if entry.modality != kind:
@@ -101,7 +101,7 @@ class StreamCodec(ABC):
         quantizer = load_quantizer(registry.path(entry, "codebooks"), entry.quantizer)
         return (
             entry,
-            OnnxNet.load(registry.path(entry, "analysis"), providers, threads),
+            OnnxNet.load(registry.path(entry, analysis_role), providers, threads),
             OnnxNet.load(registry.path(entry, synthesis_role), providers, threads),
             quantizer,
             CodePrior.load(registry.path(entry, "prior")),

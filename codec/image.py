@@ -38,6 +38,7 @@ from strata.registry import ModelEntry, Registry
 from strata.runtime import OnnxNet
 
 PRECISIONS = ("float", "int8")  # of the synthesis network (ImageCodec.load)
+ENCODERS = ("full", "light")  # analysis networks (ImageCodec.load): the trained one, or a distilled lighter one
 MAX_GRID = 2**16 - 1  # the v1 header stores each side of the code grid in 16 bits
 TILE = 512  # pixels per side of a network tile (without its context) in an image over ONE_PASS_PIXELS
 ONE_PASS_PIXELS = 1 << 20  # images up to this many (padded) pixels run through each network in one call
@@ -139,6 +140,7 @@ class ImageCodec(StreamCodec):
         tile: int = TILE,
         rdo_lambda: float | None = None,
         precision: str = "float",
+        encoder: str = "full",
     ) -> ImageCodec:
         """Load (and sha256-verify) the model ``name`` (default: the registry's default image model).
 
@@ -147,19 +149,33 @@ class ImageCodec(StreamCodec):
         model's ``extra.rdo_lambda`` (chosen on validation images), 0 for nearest-code search.
         ``precision``: ``"float"``, or ``"int8"`` for the model's int8 synthesis network
         (:mod:`strata.export.int8`; :class:`InputError` if it has none). The codes, and so every stream,
-        are the same either way; only the decoded pixels differ, slightly."""
+        are the same either way; only the decoded pixels differ, slightly.
+        ``encoder``: ``"full"``, or ``"light"`` for the model's distilled analysis network
+        (:mod:`strata.export.encoder`; :class:`InputError` if it has none). Every stream decodes with the
+        same model either way; the light network is faster and picks slightly different codes."""
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if encoder not in ENCODERS:
+            raise InputError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
         role = "synthesis_int8" if precision == "int8" else "synthesis"
+        analysis_role = "analysis_light" if encoder == "light" else "analysis"
         entry = registry.entry(name) if name else registry.default("image")
         if role not in entry.files:
             raise InputError(f"model {entry.name!r} has no int8 synthesis network (strata export int8 makes one)")
-        return cls(*cls._load_parts(registry, name, providers, threads, role), limits, tile, rdo_lambda)
+        if analysis_role not in entry.files:
+            raise InputError(f"model {entry.name!r} has no light analysis network (strata export encoder makes one)")
+        return cls(*cls._load_parts(registry, name, providers, threads, role, analysis_role), limits, tile,
+                   rdo_lambda)
 
     @staticmethod
     def precisions(entry: ModelEntry) -> tuple[str, ...]:
         """The precisions a model can decode with (``"float"``, and ``"int8"`` when it has that network)."""
         return ("float", "int8") if "synthesis_int8" in entry.files else ("float",)
+
+    @staticmethod
+    def encoders(entry: ModelEntry) -> tuple[str, ...]:
+        """The analysis networks a model can encode with (``"full"``, and ``"light"`` when it has that network)."""
+        return ("full", "light") if "analysis_light" in entry.files else ("full",)
 
     @property
     def factor(self) -> int:

@@ -127,18 +127,20 @@ def load_codecs(settings: Settings) -> Codecs:
     threads = settings.session_threads
     image: dict[str, ImageCodec] = {}
     for name in names:
-        precision = settings.image_precision if settings.image_precision in ImageCodec.precisions(
-            registry.entry(name)) else "float"
+        entry = registry.entry(name)
+        precision = settings.image_precision if settings.image_precision in ImageCodec.precisions(entry) else "float"
+        encoder = settings.image_encoder if settings.image_encoder in ImageCodec.encoders(entry) else "full"
         codec = ImageCodec.load(registry, name, providers=providers, threads=threads, limits=limits,
-                                precision=precision)
+                                precision=precision, encoder=encoder)
         if settings.use_batching(codec.provider):
             codec = batched(codec, settings)
         log.info(
-            "loaded model %s (%d layers, provider %s, batching %s, %s synthesis)",
+            "loaded model %s (%d layers, provider %s, batching %s, %s analysis, %s synthesis)",
             name,
             codec.layers,
             codec.provider,
             isinstance(codec.analysis, MicroBatcher),
+            encoder,
             precision,
         )
         image[name] = codec

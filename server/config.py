@@ -34,6 +34,9 @@ STRATA_BLAS_THREADS         0 (auto)                     numpy's BLAS threads (t
                                                          many as an onnxruntime session
 STRATA_IMAGE_PRECISION      int8                         int8: a model's int8 synthesis network where it
                                                          has one (same streams); float: the float one
+STRATA_IMAGE_ENCODER        light                        light: a model's distilled analysis network where
+                                                         it has one (streams any decoder of the model
+                                                         reads); full: the trained one
 STRATA_BATCHING             auto                         GPU micro-batching: auto (on for CUDA) | on | off
 STRATA_BATCH_MAX_SIZE       8                            largest batch (images) per onnxruntime call
 STRATA_BATCH_MAX_WAIT_MS    2.0                          how long a batch waits for company
@@ -103,6 +106,10 @@ class Settings(BaseSettings):
                                                      "int8 synthesis network where it has one (the same streams; "
                                                      "0.02-0.07 dB under float on Kodak, 2.8x faster); float: "
                                                      "the float network, as the library's default")
+    image_encoder: Literal["full", "light"] = Field("light", description="light: encode images with a model's "
+                                                   "distilled analysis network where it has one (faster; the "
+                                                   "streams decode with the same model); full: the trained "
+                                                   "one, as the library's default")
     batching: Literal["auto", "on", "off"] = "auto"
     batch_max_size: int = Field(8, ge=1, le=256)
     batch_max_wait_ms: float = Field(2.0, ge=0.0, le=100.0)

@@ -1,11 +1,13 @@
-"""``strata export image | audio | vocoder``: trained checkpoints to served ONNX models
+"""``strata export image | audio | int8 | encoder | vocoder``: trained checkpoints to served ONNX models
 (needs the ``train`` extra).
 
 ``export image`` and ``export audio`` write ``<models>/<name>/`` (ONNX graphs, codebooks, priors)
 and register the model in ``<models>/manifest.json``; ``--checkpoints DIR`` also keeps a compact
 training checkpoint in ``DIR/<name>/`` (not served). ``export vocoder`` writes ``vocoder.onnx``
 and ``vocoder.pt`` to a folder that ``export audio --vocoder`` takes; ``export audio`` without
-``--checkpoint`` gives a registered model that new vocoder and leaves its streams valid.
+``--checkpoint`` gives a registered model that new vocoder and leaves its streams valid. ``export int8``
+and ``export encoder`` add a faster synthesis or analysis network to a registered image model, again
+leaving its weights hash and streams valid.
 """
 
 from __future__ import annotations
@@ -92,6 +94,20 @@ def cmd_export_int8(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_encoder(args: argparse.Namespace) -> int:
+    from strata.export.encoder import export_light_analysis
+
+    models = _models(args)
+    try:
+        entry = export_light_analysis(Path(args.checkpoint), models, args.name)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    info = entry.extra["analysis_light"]
+    print(f"wrote {entry.files['analysis_light'].path} for {entry.name} (widths {info['enc_channels']}, blocks "
+          f"{info['enc_blocks']}); its weights hash and streams are unchanged")
+    return 0
+
+
 def cmd_export_vocoder(args: argparse.Namespace) -> int:
     from strata.export.vocoder import export_vocoder
 
@@ -106,7 +122,7 @@ def cmd_export_vocoder(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export", help="export a checkpoint to ONNX + priors + manifest entry (torch)")
-    kinds = x.add_subparsers(dest="exporter", required=True, metavar="{image,audio,int8,vocoder}")
+    kinds = x.add_subparsers(dest="exporter", required=True, metavar="{image,audio,int8,encoder,vocoder}")
 
     im = kinds.add_parser("image", help="an image codec checkpoint → <models>/<name>/")
     im.add_argument("--checkpoint", required=True, help="training checkpoint (a run's best.pt)")
@@ -143,6 +159,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="images whose crops set the activation ranges (training images, never the evaluation set)")
     i8.add_argument("--crops", type=int, default=16, help="calibration crops of 256×256 (default 16)")
     i8.set_defaults(func=cmd_export_int8, command_name="export int8")
+
+    en = kinds.add_parser("encoder", help="a distilled light analysis network for a registered image model "
+                          "(same decoder, valid streams)")
+    en.add_argument("--checkpoint", required=True, help="checkpoint of strata train encoder (its run's best.pt)")
+    en.add_argument("--name", required=True, help="the registered image model it was distilled from")
+    en.set_defaults(func=cmd_export_encoder, command_name="export encoder")
 
     vo = kinds.add_parser("vocoder", help="a HiFi-GAN or Vocos checkpoint → vocoder.onnx + vocoder.pt")
     vo.add_argument("--checkpoint", required=True, help="vocoder training checkpoint (a run's best.pt)")

@@ -1,4 +1,4 @@
-"""``strata train image | audio | vocoder``: resumable training runs (needs the ``train`` extra).
+"""``strata train image | audio | vocoder | encoder``: resumable training runs (needs the ``train`` extra).
 
 Each trainer has its own flags. A run folder holds ``config.json``, ``last.pt``, ``best.pt`` and a
 log; ``--resume`` continues it. Settings without a flag (the loss weights of experiments, network
@@ -132,6 +132,50 @@ def cmd_train_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _widths(flag: str, text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise CliError(f"{flag} must be three comma-separated integers, got {text!r}") from None
+    if len(values) != 3:
+        raise CliError(f"{flag} must be three comma-separated integers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def cmd_train_encoder(args: argparse.Namespace) -> int:
+    _check_common(args)
+    channels, blocks = _widths("--enc-channels", args.enc_channels), _widths("--enc-blocks", args.enc_blocks)
+    if channels is not None and min(channels) < 1:
+        raise CliError(f"--enc-channels must be positive, got {args.enc_channels}")
+    if blocks is not None and min(blocks) < 0:
+        raise CliError(f"--enc-blocks must be >= 0, got {args.enc_blocks}")
+    from strata.train import encoder as trainer
+
+    run = Path(args.run)
+    try:
+        if args.resume and (run / "config.json").exists():
+            cfg = trainer.EncoderTrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+        else:
+            if args.teacher is None:
+                raise CliError("--teacher is required for a new run")
+            cfg = _apply(trainer.EncoderTrainConfig, trainer.EncoderTrainConfig(teacher=args.teacher),
+                         _config_overrides(args.config), args.config)
+            if channels is not None:
+                cfg.enc_channels = channels
+            if blocks is not None:
+                cfg.enc_blocks = blocks
+        cfg.data = args.data
+        for attr in ("steps", "lr", "threads", "eval_every"):
+            if getattr(args, attr, None) is not None:
+                setattr(cfg, attr, getattr(args, attr))
+        trainer.train(cfg, run, resume=args.resume, max_minutes=args.max_minutes)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
 def _stft_resolutions(text: str) -> tuple[tuple[int, int, int], ...]:
     """``"512:50:240,1024:120:600"`` → ``((512, 50, 240), (1024, 120, 600))`` (n_fft:hop:win)."""
     out = []
@@ -234,7 +278,7 @@ def _common_flags(p: argparse.ArgumentParser, data_help: str) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("train", help="train a model (torch; resumable)")
-    kinds = tr.add_subparsers(dest="trainer", required=True, metavar="{image,audio,vocoder}")
+    kinds = tr.add_subparsers(dest="trainer", required=True, metavar="{image,audio,vocoder,encoder}")
 
     im = kinds.add_parser("image", help="the image codec: transforms and quantizer")
     _common_flags(im, "folder with train/ and val/ image sub-folders (val chooses the checkpoint)")
@@ -278,3 +322,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="discriminator channels as a fraction of the paper's (default 1; 0.25 costs ~1/10)")
     vo.add_argument("--amp", action="store_true", help="bf16 autocast of the networks (default off)")
     vo.set_defaults(func=cmd_train_vocoder, command_name="train vocoder")
+
+    en = kinds.add_parser("encoder", help="a lighter analysis network for a trained image model, distilled from "
+                          "its own (the decoder, codebooks and prior stay; streams stay compatible)")
+    en.add_argument("--data", required=True, help="folder with train/ and val/ image sub-folders (val chooses the "
+                    "checkpoint)")
+    en.add_argument("--run", required=True, help="run folder (config.json, last.pt, best.pt, log)")
+    en.add_argument("--resume", action="store_true", help="continue the run in --run with its own config")
+    en.add_argument("--teacher", help="image checkpoint to distil (a run's best.pt or "
+                    "checkpoints/<name>/checkpoint.pt)")
+    en.add_argument("--enc-channels", help="student widths at 1/2, 1/4, 1/8 resolution (default 32,64,192)")
+    en.add_argument("--enc-blocks", help="student residual blocks per scale (default 0,0,1)")
+    en.add_argument("--config", help="JSON object of config fields for a new run (settings without a flag)")
+    en.add_argument("--steps", type=int, help="total steps of the schedule (default 4000)")
+    en.add_argument("--lr", type=float, help="peak learning rate (default 5e-4)")
+    en.add_argument("--threads", type=int, help="torch threads (default 1)")
+    en.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default 500)")
+    en.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    en.set_defaults(func=cmd_train_encoder, command_name="train encoder")

@@ -35,6 +35,7 @@ class ImageNetConfig:
     channels: tuple[int, int, int] = (64, 128, 192)  # widths at 1/2, 1/4, 1/8 resolution
     enc_blocks: tuple[int, int, int] = (1, 1, 1)  # residual blocks per scale in g_a
     dec_blocks: tuple[int, int, int] = (1, 2, 3)  # residual blocks per scale in g_s
+    enc_channels: tuple[int, int, int] | None = None  # widths of g_a when they differ from g_s's (``channels``)
     linear_skip: bool = True  # a linear (block-PCA-initialised) path around each transform
 
     @property
@@ -90,7 +91,7 @@ class Analysis(nn.Module):
         super().__init__()
         skip = nn.Sequential(nn.PixelUnshuffle(8), nn.Conv2d(BLOCK, cfg.latent_dim, 1))
         self.skip = skip if cfg.linear_skip else None
-        c1, c2, c3 = cfg.channels
+        c1, c2, c3 = cfg.enc_channels or cfg.channels
         b1, b2, b3 = cfg.enc_blocks
         self.net = nn.Sequential(
             nn.PixelUnshuffle(2),
