@@ -89,7 +89,7 @@ def test_export_adds_the_light_network_and_keeps_streams(distilled, tiny_registr
 
     models = tmp_path / "models"
     shutil.copytree(tiny_registry.root, models)
-    entry = export_light_analysis(distilled[1], models, "tiny-image")
+    entry = export_light_analysis(distilled[1], models, "tiny-image", checkpoints_dir=tmp_path / "ckpt")
     before = tiny_registry.entry("tiny-image")
     assert entry.weights_sha256 == before.weights_sha256  # the decoder's files are unchanged
     assert entry.files["analysis_light"].path == "tiny-image/analysis.light.onnx"
@@ -104,6 +104,12 @@ def test_export_adds_the_light_network_and_keeps_streams(distilled, tiny_registr
     for k in range(1, full.layers + 1):  # any decoder of the model reads the light encoder's streams
         np.testing.assert_array_equal(full.decompress(stream, k), light.decompress(stream, k))
     assert full.compress(image) == ImageCodec.load(tiny_registry, "tiny-image").compress(image)
+    from strata.export.encoder import load_light_analysis
+
+    g_a = load_light_analysis(tmp_path / "ckpt" / "tiny-image" / "analysis_light.pt")  # ONNX parity
+    x = np.random.default_rng(1).random((1, 3, 32, 48), dtype=np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(light.analysis(x), g_a(torch.from_numpy(x)).numpy(), atol=1e-4, rtol=1e-4)
 
 
 def test_export_refusals(distilled, tiny_registry, tmp_path):

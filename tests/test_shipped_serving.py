@@ -2,7 +2,8 @@
 library, every layer count decoding as the library decodes it (images to pixels, sounds to their log-mel), and a
 truncated stream decoding as ``--layers k``.
 
-The service runs with float synthesis here (``image_precision="float"``) so its pixels are the library's.
+The service runs with the full analysis and float synthesis networks here (``image_encoder="full"``,
+``image_precision="float"``) so its streams and pixels are the library's.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def test_http_and_sdk_serve_every_shipped_model(shipped_registry):
     from strata.frontend.audio import read_audio
     from strata.server.main import create_app
 
-    app = create_app(server_settings(shipped_registry, image_precision="float"))
+    app = create_app(server_settings(shipped_registry, image_precision="float", image_encoder="full"))
     with running_server(app) as url, Client(url, timeout=120) as client:
         listed = {m.name: m for m in client.models()}
         assert set(listed) == set(IMAGES) | set(SOUNDS)

@@ -99,7 +99,7 @@ def cmd_export_encoder(args: argparse.Namespace) -> int:
 
     models = _models(args)
     try:
-        entry = export_light_analysis(Path(args.checkpoint), models, args.name)
+        entry = export_light_analysis(Path(args.checkpoint), models, args.name, checkpoints_dir=args.checkpoints)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
     info = entry.extra["analysis_light"]
@@ -164,6 +164,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                           "(same decoder, valid streams)")
     en.add_argument("--checkpoint", required=True, help="checkpoint of strata train encoder (its run's best.pt)")
     en.add_argument("--name", required=True, help="the registered image model it was distilled from")
+    en.add_argument("--checkpoints", type=Path, help="also keep the student's float16 weights in "
+                    "DIR/<name>/analysis_light.pt")
     en.set_defaults(func=cmd_export_encoder, command_name="export encoder")
 
     vo = kinds.add_parser("vocoder", help="a HiFi-GAN or Vocos checkpoint → vocoder.onnx + vocoder.pt")

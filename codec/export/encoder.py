@@ -30,12 +30,14 @@ FILE = "analysis.light.onnx"
 CODEBOOK_TOLERANCE = 1e-2  # float16 rounding of the checkpoints' codebooks, relative to their largest value
 
 
-def export_light_analysis(checkpoint: Path, models_dir: Path, name: str, check_image: np.ndarray | None = None
-                          ) -> ModelEntry:
+def export_light_analysis(checkpoint: Path, models_dir: Path, name: str, check_image: np.ndarray | None = None,
+                          checkpoints_dir: Path | None = None) -> ModelEntry:
     """Write ``<models_dir>/<name>/analysis.light.onnx`` from a distillation checkpoint and register it.
 
     ``check_image`` (RGB ``uint8 [H, W, 3]``): round-tripped through the registered model with the new
-    network before the manifest changes (default: a 64×96 gradient).
+    network before the manifest changes (default: a 64×96 gradient). ``checkpoints_dir`` receives
+    ``<name>/analysis_light.pt``, the student's float16 weights and network config (what the ONNX parity
+    test rebuilds it from; :func:`load_light_analysis`).
     """
     from strata.export.image import load_checkpoint
     from strata.image import ImageCodec  # serving side
@@ -73,7 +75,23 @@ def export_light_analysis(checkpoint: Path, models_dir: Path, name: str, check_i
     if not np.array_equal(ImageCodec.load(registry, name).decompress(stream), light.decode(light.encode(image))):
         raise RuntimeError(f"the light analysis network of {name!r} does not round-trip")
     register(Path(models_dir), updated, make_default=registry.defaults.get("image") == name)
+    if checkpoints_dir is not None:
+        path = Path(checkpoints_dir) / name / "analysis_light.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"g_a": {k: v.half() for k, v in model.g_a.state_dict().items()}, "net": cfg.net.to_dict(),
+                    "encoder": ckpt["encoder"], "step": ckpt.get("step")}, path)
     return updated
+
+
+def load_light_analysis(path: Path) -> torch.nn.Module:
+    """The student ``g_a`` (eval mode, float32) of an ``analysis_light.pt`` written by :func:`export_light_analysis`."""
+    from strata.train.checkpoint import read_checkpoint
+    from strata.train.nets.image import Analysis, ImageNetConfig
+
+    ckpt = read_checkpoint(path, ("g_a", "net"))
+    g_a = Analysis(ImageNetConfig.from_dict(ckpt["net"]))
+    g_a.load_state_dict({k: v.float() for k, v in ckpt["g_a"].items()})
+    return g_a.eval()
 
 
 def _parts(registry: Registry, entry: ModelEntry) -> tuple:
@@ -127,4 +145,4 @@ def _gradient() -> np.ndarray:
     return np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (h + w)], axis=-1).astype(np.uint8)
 
 
-__all__ = ["FILE", "ROLE", "export_light_analysis"]
+__all__ = ["FILE", "ROLE", "export_light_analysis", "load_light_analysis"]
