@@ -1,4 +1,4 @@
-"""``strata export image | audio | int8 | encoder | vocoder``: trained checkpoints to served ONNX models
+"""``strata export image | audio | int8 | encoder | prior | vocoder``: trained checkpoints to served ONNX models
 (needs the ``train`` extra).
 
 ``export image`` and ``export audio`` write ``<models>/<name>/`` (ONNX graphs, codebooks, priors)
@@ -7,7 +7,9 @@ training checkpoint in ``DIR/<name>/`` (not served). ``export vocoder`` writes `
 and ``vocoder.pt`` to a folder that ``export audio --vocoder`` takes; ``export audio`` without
 ``--checkpoint`` gives a registered model that new vocoder and leaves its streams valid. ``export int8``
 and ``export encoder`` add a faster synthesis or analysis network to a registered image model, again
-leaving its weights hash and streams valid.
+leaving its weights hash and streams valid. ``export prior`` refits an image model's entropy prior on the
+codes its RD-optimised encoder produces and registers the result under a new name (streams depend on the
+prior; the original model stays).
 """
 
 from __future__ import annotations
@@ -108,6 +110,24 @@ def cmd_export_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_prior(args: argparse.Namespace) -> int:
+    _check_name(args.as_name)
+    positive("--rounds", args.rounds)
+    if args.rdo_lambda is not None and not args.rdo_lambda > 0:
+        raise CliError(f"--rdo-lambda must be > 0, got {args.rdo_lambda}")
+    from strata.export.prior import refit_prior
+
+    models = _models(args)
+    try:
+        entry = refit_prior(models, args.name, args.as_name, Path(args.data), rounds=args.rounds,
+                            rdo_lambda=args.rdo_lambda, make_default=args.default, description=args.description)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    print(f"registered {entry.name} ({entry.weights_sha256[:16]}): {args.name}'s networks with a prior refitted on "
+          f"its codes at rdo_lambda {entry.extra['rdo_lambda']:g}; {args.name} and its streams are unchanged")
+    return 0
+
+
 def cmd_export_vocoder(args: argparse.Namespace) -> int:
     from strata.export.vocoder import export_vocoder
 
@@ -122,7 +142,7 @@ def cmd_export_vocoder(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export", help="export a checkpoint to ONNX + priors + manifest entry (torch)")
-    kinds = x.add_subparsers(dest="exporter", required=True, metavar="{image,audio,int8,encoder,vocoder}")
+    kinds = x.add_subparsers(dest="exporter", required=True, metavar="{image,audio,int8,encoder,prior,vocoder}")
 
     im = kinds.add_parser("image", help="an image codec checkpoint → <models>/<name>/")
     im.add_argument("--checkpoint", required=True, help="training checkpoint (a run's best.pt)")
@@ -167,6 +187,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     en.add_argument("--checkpoints", type=Path, help="also keep the student's float16 weights in "
                     "DIR/<name>/analysis_light.pt")
     en.set_defaults(func=cmd_export_encoder, command_name="export encoder")
+
+    pr = kinds.add_parser("prior", help="a registered image model with its entropy prior refitted on the codes its "
+                          "RD-optimised encoder produces, as a new model")
+    pr.add_argument("--name", required=True, help="the registered image model")
+    pr.add_argument("--as", dest="as_name", required=True, help="name of the new model (streams carry it)")
+    pr.add_argument("--data", required=True, help="folder with train/ (fitted on) and val/ (chooses contexts and "
+                    "smoothing) images; never Kodak")
+    pr.add_argument("--rounds", type=int, default=2, help="encode-and-refit rounds (default 2)")
+    pr.add_argument("--rdo-lambda", type=float, help="λ of the encoder's search (default: the model's)")
+    pr.add_argument("--default", action="store_true", help="make the new model the default image model")
+    pr.add_argument("--description", help="manifest description (default: the model's, with a note)")
+    pr.set_defaults(func=cmd_export_prior, command_name="export prior")
 
     vo = kinds.add_parser("vocoder", help="a HiFi-GAN or Vocos checkpoint → vocoder.onnx + vocoder.pt")
     vo.add_argument("--checkpoint", required=True, help="vocoder training checkpoint (a run's best.pt)")
