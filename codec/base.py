@@ -40,7 +40,7 @@ from strata.errors import (
     WeightsMismatchError,
 )
 from strata.quantize import Quantizer, load_quantizer
-from strata.quantize.rdo import rd_encode
+from strata.quantize.rdo import check_scales, rd_encode
 from strata.quantize.search import ResidualCodebooks
 from strata.quantize.topbottom import expand
 from strata.registry import ModelEntry, Registry
@@ -71,7 +71,12 @@ class StreamCodec(ABC):
         self.limits = limits or StreamLimits()
 
     def _rdo_lambda(self, value: float | None) -> float:
-        """The encoder's λ: ``value``, else the manifest's ``extra.rdo_lambda``, else 0 (checked)."""
+        """The encoder's λ: ``value``, else the manifest's ``extra.rdo_lambda``, else 0 (checked). Also sets
+        ``rdo_scales``, the per-layer factors of λ (the manifest's ``extra.rdo_lambda_scales``) or ``None``."""
+        try:
+            self.rdo_scales = check_scales(self.entry.extra.get("rdo_lambda_scales"), self.entry.layers)
+        except InputError as e:
+            raise ModelIntegrityError(f"model {self.entry.name!r}: {e}") from None
         lam = self.entry.extra.get("rdo_lambda", 0.0) if value is None else value
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
             raise InputError(f"rdo_lambda must be a finite number ≥ 0, got {lam!r}")
@@ -84,7 +89,8 @@ class StreamCodec(ABC):
         """The code search the encoder uses: RD-optimised when ``rdo_lambda > 0`` (:mod:`strata.quantize.rdo`),
         nearest-code otherwise. ``latent`` ``[1, D, H, W]`` → codes ``[k, 1, H, W]``."""
         if self.rdo_lambda > 0:
-            return rd_encode(self.quantizer, self.prior, latent, layers, self.rdo_lambda)  # type: ignore[arg-type]
+            return rd_encode(self.quantizer, self.prior, latent, layers, self.rdo_lambda,  # type: ignore[arg-type]
+                             self.rdo_scales)
         return self.quantizer.encode(latent, layers)
 
     @classmethod

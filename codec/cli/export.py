@@ -120,7 +120,8 @@ def cmd_export_prior(args: argparse.Namespace) -> int:
     models = _models(args)
     try:
         entry = refit_prior(models, args.name, args.as_name, Path(args.data), rounds=args.rounds,
-                            rdo_lambda=args.rdo_lambda, make_default=args.default, description=args.description)
+                            rdo_lambda=args.rdo_lambda, schedule=args.schedule, make_default=args.default,
+                            description=args.description)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
     print(f"registered {entry.name} ({entry.weights_sha256[:16]}): {args.name}'s networks with a prior refitted on "
@@ -196,6 +197,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "smoothing) images; never Kodak")
     pr.add_argument("--rounds", type=int, default=2, help="encode-and-refit rounds (default 2)")
     pr.add_argument("--rdo-lambda", type=float, help="λ of the encoder's search (default: the model's)")
+    pr.add_argument("--schedule", choices=("flat", "energy"), default="flat",
+                    help="per-layer λ: flat (the model's), or energy (scaled by the residual each layer refines)")
     pr.add_argument("--default", action="store_true", help="make the new model the default image model")
     pr.add_argument("--description", help="manifest description (default: the model's, with a note)")
     pr.set_defaults(func=cmd_export_prior, command_name="export prior")

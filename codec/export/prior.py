@@ -19,24 +19,51 @@ from pathlib import Path
 
 import numpy as np
 from strata.export.common import choose_contexts, fit_prior, register
+from strata.image import ImageCodec, analyse
+from strata.quantize.rdo import energy_scales
 from strata.registry import SERVING_ROLES, FileRef, ModelEntry, Registry, sha256_file, weights_hash
 from strata.train.data import load_images
 
+SCHEDULES = ("flat", "energy")  # per-layer λ: the same everywhere, or scaled by the residual each layer refines
+
+
+def residual_energies(codec: ImageCodec, images: list[np.ndarray]) -> list[float]:
+    """Mean squared latent residual left after each layer of the nearest-code search, over ``images``."""
+    sums = np.zeros(codec.layers)
+    count = 0
+    latents: list[np.ndarray] = []
+
+    def keep(latent: np.ndarray, layers: int | None) -> np.ndarray:
+        latents.append(latent)
+        return codec.quantizer.encode(latent, layers)
+
+    for image in images:
+        codes = analyse(codec.analysis, codec.quantizer, image, codec.factor, context=codec.context_a,
+                        search=keep).codes
+        y = latents.pop()
+        for k in range(1, codec.layers + 1):
+            sums[k - 1] += float(((y - codec.quantizer.decode(codes[:k, None])) ** 2).sum())
+        count += y.size
+    return list(sums / count)
+
 
 def refit_prior(models_dir: Path, name: str, new_name: str, data: Path, rounds: int = 2,
-                rdo_lambda: float | None = None, make_default: bool = False, description: str | None = None,
-                cache: Path | None = None, log=print) -> ModelEntry:
+                rdo_lambda: float | None = None, schedule: str = "flat", make_default: bool = False,
+                description: str | None = None, cache: Path | None = None, log=print) -> ModelEntry:
     """Register ``new_name``: model ``name`` with its prior refitted on its own RD-searched codes of ``data``.
 
     ``data`` holds ``train/`` (fitted on) and ``val/`` (chooses each layer's context and the smoothing;
     never Kodak). ``rdo_lambda`` (default: the model's) is the λ of the search the codes come from and is
-    recorded as the new model's. Raises ``ValueError`` for a model whose encoder does not search with a
-    positive λ (its prior already fits its codes), a name already registered, or Kodak as ``data``.
+    recorded as the new model's; ``schedule="energy"`` scales it per layer by the residual each layer
+    refines on the validation images (:func:`strata.quantize.rdo.energy_scales`, recorded as
+    ``extra.rdo_lambda_scales``), ``"flat"`` keeps the model's scales. Raises ``ValueError`` for a model
+    whose encoder does not search with a positive λ (its prior already fits its codes), a name already
+    registered, or Kodak as ``data``.
     """
-    from strata.image import ImageCodec  # serving side
-
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     data = Path(data)
     for sub in ("train", "val"):
         if "kodak" in str((data / sub).resolve()).lower():
@@ -53,6 +80,14 @@ def refit_prior(models_dir: Path, name: str, new_name: str, data: Path, rounds: 
     val = load_images(data / "val", cache)
     if not train or not val:
         raise ValueError(f"{data} needs images in train/ and val/")
+    if schedule == "energy":
+        if codec.quantizer.top_layers:
+            raise ValueError("the energy schedule is for one-scale residual models")
+        scales = energy_scales(residual_energies(codec, val))
+        entry = dataclasses.replace(entry, extra={**entry.extra, "rdo_lambda_scales": list(scales)})
+        codec = ImageCodec(entry, codec.analysis, codec.synthesis, codec.quantizer, codec.prior, codec.limits,
+                           codec.tile, codec.rdo_lambda)
+        log("per-layer λ scales: " + " ".join(f"{v:.3f}" for v in scales))
     sizes = [codec.quantizer.codebook_size(layer) for layer in range(codec.layers)]
     top = codec.quantizer.top_layers
     positions = sum(codec.grid(im.shape[:2])[0] * codec.grid(im.shape[:2])[1] for im in val)
