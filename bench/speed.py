@@ -3,8 +3,9 @@
 For each thread setting (onnxruntime intra-op threads: 1 and all cores) and each layer count asked
 for, times ``compress`` (frontend + g_a + code search + entropy coding) and ``decompress`` (entropy
 decoding + code sum + g_s) on the given images, with the float synthesis network and, when the model
-has one, the int8 one the service decodes with (``STRATA_IMAGE_PRECISION``). In the same run, at the
-same thread settings: the analysis and synthesis transforms alone of bmshj2018-factorized (N=128, M=192;
+has one, the int8 one the service decodes with (``STRATA_IMAGE_PRECISION``); and, when it has one,
+with its light analysis network and the int8 synthesis one, the service's default
+(``STRATA_IMAGE_ENCODER``). In the same run, at the same thread settings: the analysis and synthesis transforms alone of bmshj2018-factorized (N=128, M=192;
 :mod:`learned_baseline`, random weights, no entropy coding: a floor for that codec; needs torch), and
 Pillow JPEG (q=75), WebP (q=75) and AVIF (q=60, speed 6) on the same images. Prints a markdown table of
 megapixels per second and ms per image (median of --repeat runs).
@@ -56,6 +57,8 @@ def main() -> None:
         codec = ImageCodec.load(registry, args.model, threads=threads)
         int8 = (ImageCodec.load(registry, codec.name, threads=threads, precision="int8")
                 if "int8" in ImageCodec.precisions(codec.entry) else None)
+        light = (ImageCodec.load(registry, codec.name, threads=threads, encoder="light")
+                 if "light" in ImageCodec.encoders(codec.entry) else None)
         for k in args.layers or [1, codec.layers]:
             streams = [codec.compress(im, k) for im in images]
             enc = median_time(lambda: [codec.compress(im, k) for im in images], args.repeat)  # noqa: B023
@@ -64,6 +67,12 @@ def main() -> None:
             if int8 is not None:
                 dec8 = median_time(lambda: [int8.decompress(s) for s in streams], args.repeat)  # noqa: B023
                 row(f"{codec.name} k={k}, int8 synthesis (decode)", label, None, dec8)
+            if light is not None:
+                enc_l = median_time(lambda: [light.compress(im, k) for im in images], args.repeat)  # noqa: B023
+                served = [light.compress(im, k) for im in images]
+                dec_s = median_time(lambda: [(int8 or codec).decompress(s) for s in served], args.repeat)  # noqa: B023
+                row(f"{codec.name} k={k}, light analysis + {'int8' if int8 else 'float'} synthesis (the service's "
+                    "default)", label, enc_l, dec_s)
         if baseline is not None:
             g_a, g_s = (OnnxNet.load(path, [CPU], threads) for path in baseline)
             padded = [pad_uint8(im, 16).astype(np.float32) / 255 for im in images]
