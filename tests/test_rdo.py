@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 from strata.entropy.prior import CodePrior
-from strata.errors import InputError
+from strata.errors import InputError, ModelIntegrityError
 from strata.image import ImageCodec
-from strata.quantize.rdo import code_prices, rd_encode
+from strata.quantize.rdo import code_prices, energy_scales, rd_encode
 from strata.quantize.search import ResidualCodebooks
 
 from tests.conftest import synthetic_image, synthetic_sound
@@ -66,6 +66,44 @@ def test_bad_lambda_and_shapes_are_refused():
             rd_encode(BOOKS, prior, z, None, lam)
     with pytest.raises(InputError, match="latent"):
         rd_encode(BOOKS, prior, np.concatenate([z, z]), None, 0.1)
+
+
+@pytest.mark.parametrize("kinds", KINDS)
+def test_per_layer_scales(kinds):
+    prior = fitted_prior(kinds)
+    z = RNG.standard_normal((1, 4, 10, 9)).astype(np.float32)
+    ones = rd_encode(BOOKS, prior, z, None, 0.5, [1, 1, 1])
+    np.testing.assert_array_equal(ones, rd_encode(BOOKS, prior, z, None, 0.5))
+    np.testing.assert_array_equal(rd_encode(BOOKS, prior, z, None, 0.5, [0, 0, 0]), BOOKS.encode(z))
+    # A layer's scale moves only that layer and the residuals after it: layer 1 at λ, the others nearest.
+    mixed = rd_encode(BOOKS, prior, z, None, 0.5, [1, 0, 0])
+    np.testing.assert_array_equal(mixed[:1], rd_encode(BOOKS, prior, z, 1, 0.5))
+    for bad in ([1, 1], [1, -1, 1], [1, float("nan"), 1], ["a", 1, 1]):
+        with pytest.raises(InputError, match="scales"):
+            rd_encode(BOOKS, prior, z, None, 0.5, bad)
+
+
+def test_energy_scales():
+    assert energy_scales([8.0, 4.0, 2.0, 1.0]) == (1.0, 1.0, 0.5, 0.25)
+    for bad in ([], [1.0, 0.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError):
+            energy_scales(bad)
+
+
+def test_codec_reads_scales_from_the_manifest(tiny_codec):
+    parts = (tiny_codec.analysis, tiny_codec.synthesis, tiny_codec.quantizer, tiny_codec.prior)
+    scales = [1.0, 1.0, 0.5, 0.25][: tiny_codec.layers]
+    entry = dataclasses.replace(tiny_codec.entry, extra={**tiny_codec.entry.extra, "rdo_lambda": 0.05,
+                                                         "rdo_lambda_scales": scales})
+    codec = ImageCodec(entry, *parts)
+    assert codec.rdo_scales == tuple(scales)
+    image = synthetic_image(40, 56, seed=9)
+    flat = ImageCodec(dataclasses.replace(entry, extra={**entry.extra, "rdo_lambda_scales": None}), *parts)
+    assert flat.rdo_scales is None
+    np.testing.assert_array_equal(codec.decode(codec.encode(image)), tiny_codec.decompress(codec.compress(image)))
+    bad = dataclasses.replace(entry, extra={**entry.extra, "rdo_lambda_scales": [1.0]})
+    with pytest.raises(ModelIntegrityError, match="scales"):
+        ImageCodec(bad, *parts)
 
 
 def test_codec_streams_with_rdo_decode_unchanged_and_keep_prefixes(tiny_codec):
