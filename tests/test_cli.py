@@ -48,6 +48,9 @@ def test_compress_decompress_truncate_info(files, capsys, tiny_codec):
         (["compress", "{tmp}/in.png", "{tmp}/x.strata", "--model", "nope"], "unknown model"),
         (["decompress", "{tmp}/in.png", "{tmp}/x.png"], "not a Strata stream"),
         (["info", "{tmp}/in.png"], "not a Strata stream"),
+        (["compress", "{tmp}/in.png", "{tmp}/x.strata", "--encoder", "light"], "no light analysis network"),
+        (["compress", "{tmp}/in.png", "{tmp}/x.strata", "--encoder", "light", "--url", "http://127.0.0.1:9"],
+         "--encoder applies to local compression"),
     ],
 )
 def test_errors_exit_1_with_message(files, capsys, argv, message):
@@ -55,6 +58,23 @@ def test_errors_exit_1_with_message(files, capsys, argv, message):
     assert main([*models, *[a.format(tmp=tmp) for a in argv]]) == 1
     err = capsys.readouterr().err
     assert err.startswith("strata: error:") and message in err and "Traceback" not in err
+
+
+def test_encoder_and_precision_choose_the_networks(tmp_path, capsys, shipped_registry):
+    """``--encoder light`` and ``--precision int8`` pick the shipped default model's faster networks; the
+    streams of either encoder decode with the model."""
+    from strata.image import ImageCodec
+
+    img = synthetic_image(48, 64, seed=3)
+    (tmp_path / "in.png").write_bytes(png_bytes(img))
+    light = ImageCodec.load(shipped_registry, encoder="light")
+    assert main(["compress", str(tmp_path / "in.png"), str(tmp_path / "l.strata"), "--encoder", "light"]) == 0
+    assert (tmp_path / "l.strata").read_bytes() == light.compress(img)
+    assert main(["decompress", str(tmp_path / "l.strata"), str(tmp_path / "l.npy"), "--precision", "int8"]) == 0
+    int8 = ImageCodec.load(shipped_registry, precision="int8")
+    np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), int8.decompress(light.compress(img)))
+    assert main(["compress", str(tmp_path / "in.png"), str(tmp_path / "f.strata"), "--encoder", "full"]) == 0
+    assert (tmp_path / "f.strata").read_bytes() == ImageCodec.load(shipped_registry).compress(img)
 
 
 def test_bad_output_suffix(files, capsys):

@@ -131,10 +131,22 @@ def registry(args: argparse.Namespace):
     return Registry(Path(args.models) if args.models else None)
 
 
-def image_codec(args: argparse.Namespace, name: str | None):
+def image_codec(args: argparse.Namespace, name: str | None, encoder: str = "full", precision: str = "float"):
+    """The image codec ``name`` with the ``encoder`` and ``precision`` asked for (a :class:`CliError` naming the
+    option when the model has no such network)."""
+    from strata.errors import InputError
     from strata.image import ImageCodec
 
-    return ImageCodec.load(registry(args), name)
+    reg = registry(args)
+    entry = reg.entry(name) if name else reg.default("image")
+    if encoder not in ImageCodec.encoders(entry):
+        raise CliError(f"--encoder {encoder}: model {entry.name!r} has no light analysis network")
+    if precision not in ImageCodec.precisions(entry):
+        raise CliError(f"--precision {precision}: model {entry.name!r} has no int8 synthesis network")
+    try:
+        return ImageCodec.load(reg, entry.name, encoder=encoder, precision=precision)
+    except InputError as e:
+        raise CliError(str(e)) from None
 
 
 def audio_codec(args: argparse.Namespace, name: str | None):
