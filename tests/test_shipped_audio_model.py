@@ -75,6 +75,23 @@ def test_onnx_matches_torch(codec):
     np.testing.assert_allclose(codec.quantizer.codebooks, model.quantizer.codebooks().numpy())
 
 
+def test_vocos_matches_torch(codec):
+    """A shipped Vocos vocoder (``vocoder=vocos``) against its float16 torch weights, up to the STFT head."""
+    if codec.vocos is None:
+        pytest.skip(f"{codec.name} has no Vocos vocoder")
+    torch = pytest.importorskip("torch")
+    from strata.train.vocoder import load_generator
+    from strata.vocoder.vocos import VocosVocoder
+
+    gen = load_generator(shipped_checkpoint(codec.name, "vocos.pt"))
+    mel = (np.random.default_rng(1).standard_normal((80, 48)) - 5).astype(np.float32)
+    with torch.no_grad():
+        ref = gen(torch.from_numpy(mel)[None])[0, 0].numpy()
+    voc = codec.vocos
+    raw = VocosVocoder(voc.net, voc.receptive_field, chunk_frames=1000, remove_dc=False, refine=0)
+    np.testing.assert_allclose(raw(mel), np.clip(ref, -1, 1), atol=1e-3)
+
+
 def test_conditional_prior_beats_static_and_coding_is_efficient(codec, shipped_registry):
     from strata.entropy.prior import CodePrior
 
