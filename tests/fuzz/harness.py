@@ -3,7 +3,7 @@
 Targets (each takes the bytes of one input):
 
 - ``stream``: the bitstream reader (:func:`strata.bitstream.parse`, whole and partial);
-- ``image-stream`` / ``audio-stream``: a stream through the shipped model's entropy decoder
+- ``image-stream`` / ``audio-stream``: a stream through a shipped model's entropy decoder (the model it names,
   (``decompress_codes``, no networks), with small size limits so that every input is fast;
 - ``npy`` / ``json``: the HTTP codes payload parsers and the checks against a model;
 - ``image-file`` / ``sound-file``: the image and sound frontends (Pillow, libsndfile).
@@ -64,8 +64,14 @@ def build_targets(models: Path | None = None) -> dict[str, Target]:
             pass
         parse(data, partial=True)
 
+    images: dict[str, ImageCodec] = {image.name: image}
+
     def image_stream(data: bytes) -> None:
-        image.decompress_codes(data, partial=True)
+        # As the service does: the stream names its model (streams of every shipped image model decode).
+        name = parse(data, partial=True).header.model
+        if name not in images:
+            images[name] = ImageCodec.load(registry, name, limits=small)
+        images[name].decompress_codes(data, partial=True)
 
     def audio_stream(data: bytes) -> None:
         audio.decompress_codes(data, partial=True)
