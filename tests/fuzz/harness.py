@@ -3,8 +3,9 @@
 Targets (each takes the bytes of one input):
 
 - ``stream``: the bitstream reader (:func:`strata.bitstream.parse`, whole and partial);
-- ``image-stream`` / ``audio-stream``: a stream through a shipped model's entropy decoder (the model it names,
-  (``decompress_codes``, no networks), with small size limits so that every input is fast;
+- ``image-stream``: a stream through the entropy decoder (``decompress_codes``, no networks) of the
+  shipped image model it names; ``audio-stream``: the same with the default audio model; both with
+  small size limits so that every input is fast;
 - ``npy`` / ``json``: the HTTP codes payload parsers and the checks against a model;
 - ``image-file`` / ``sound-file``: the image and sound frontends (Pillow, libsndfile).
 
