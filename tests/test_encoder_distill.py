@@ -169,3 +169,22 @@ def test_service_encodes_with_the_light_network_where_asked(distilled, tiny_regi
         app = create_app(server_settings(registry, image_encoder=encoder))
         with running_server(app) as url, Client(url, timeout=60) as client:
             assert client.compress(image).data == expected
+
+
+def test_models_sharing_the_analysis_network_share_the_light_one(distilled, tiny_registry, tmp_path):
+    from strata.export.encoder import export_light_analysis
+    from strata.export.prior import refit_prior
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_registry.root, models)
+    refit_prior(models, "tiny-image", "tiny-image-ec", tiny_registry.root.parent / "data", rounds=1,
+                rdo_lambda=0.05, log=lambda _: None)
+    export_light_analysis(distilled[1], models, "tiny-image")
+    registry = Registry(models)
+    ec = registry.entry("tiny-image-ec")
+    assert ec.files["analysis_light"] == registry.entry("tiny-image").files["analysis_light"]
+    assert ec.weights_sha256 != registry.entry("tiny-image").weights_sha256  # its own prior
+    image = synthetic_image(40, 48, seed=2)
+    light = ImageCodec.load(registry, "tiny-image-ec", encoder="light")  # sha256-verified
+    np.testing.assert_array_equal(ImageCodec.load(registry, "tiny-image-ec").decompress(light.compress(image)),
+                                  light.decode(light.encode(image)))

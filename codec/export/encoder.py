@@ -6,7 +6,8 @@ been distilled from this model: its quantizer has to equal the registered codebo
 student's latents would be quantized against codebooks it never saw.
 
 The synthesis network, codebooks and prior are untouched, so the model's weights hash and every stream
-made with either analysis network stay valid: ``ImageCodec.load(..., encoder="light")`` (or the service's
+made with either analysis network stay valid (a model that shares the analysis network, such as a
+refitted prior's, gets the light network too): ``ImageCodec.load(..., encoder="light")`` (or the service's
 ``STRATA_IMAGE_ENCODER=light``) encodes with the light network, and any decoder of the model decodes the
 result. Before registering, the export round-trips a validation image through the registered model with
 the new network and records the student's validation PSNR per layer count beside its teacher's.
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from strata.export.common import export_onnx, register, round_to_fp16
+from strata.export.common import export_onnx, round_to_fp16
 from strata.quantize import Quantizer
-from strata.registry import FileRef, ModelEntry, Registry, sha256_file
+from strata.registry import FileRef, ModelEntry, Registry, sha256_file, write_manifest
 
 ROLE = "analysis_light"
 FILE = "analysis.light.onnx"
@@ -74,7 +75,15 @@ def export_light_analysis(checkpoint: Path, models_dir: Path, name: str, check_i
     stream = light.compress(image)
     if not np.array_equal(ImageCodec.load(registry, name).decompress(stream), light.decode(light.encode(image))):
         raise RuntimeError(f"the light analysis network of {name!r} does not round-trip")
-    register(Path(models_dir), updated, make_default=registry.defaults.get("image") == name)
+    # Models that share this analysis network (a refitted prior points at its original's files) share its
+    # light network too: their manifest entries are updated with the new file's hash as well.
+    entries = dict(registry.entries)
+    entries[name] = updated
+    for other, e in registry.entries.items():
+        if other != name and e.files.get("analysis") == entry.files["analysis"]:
+            entries[other] = dataclasses.replace(e, files={**e.files, ROLE: files[ROLE]},
+                                                 extra={**e.extra, ROLE: info})
+    write_manifest(Path(models_dir), entries, dict(registry.defaults))
     if checkpoints_dir is not None:
         path = Path(checkpoints_dir) / name / "analysis_light.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
