@@ -5,10 +5,11 @@ for, times ``compress`` (frontend + g_a + code search + entropy coding) and ``de
 decoding + code sum + g_s) on the given images, with the float synthesis network and, when the model
 has one, the int8 one the service decodes with (``STRATA_IMAGE_PRECISION``); and, when it has one,
 with its light analysis network and the int8 synthesis one, the service's default
-(``STRATA_IMAGE_ENCODER``). In the same run, at the same thread settings: the analysis and synthesis transforms alone of bmshj2018-factorized (N=128, M=192;
-:mod:`learned_baseline`, random weights, no entropy coding: a floor for that codec; needs torch), and
-Pillow JPEG (q=75), WebP (q=75) and AVIF (q=60, speed 6) on the same images. Prints a markdown table of
-megapixels per second and ms per image (median of --repeat runs).
+(``STRATA_IMAGE_ENCODER``). In the same run, at the same thread settings: the analysis and synthesis
+transforms alone of bmshj2018-factorized (N=128, M=192; :mod:`learned_baseline`, random weights, no
+entropy coding: a floor for that codec; needs torch), and Pillow JPEG (q=75), WebP (q=75) and AVIF
+(q=60, speed 6) on the same images. Prints a markdown table of megapixels per second and ms per image
+(median of --repeat runs).
 
     python bench/speed.py --data ../shared/data/images/kodak --limit 4
 """

@@ -251,7 +251,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--layers", type=int, help="residual layers to spend (default: all)")
     c.add_argument("--model", help="model name (default: the manifest's default image or audio model)")
     c.add_argument("--encoder", choices=["full", "light"], help="images: the model's analysis network (default "
-                   "full; light: its distilled one, 3.5x faster, the service's default; any decoder of the model "
+                   "full; light: its distilled one, 5x faster, the service's default; any decoder of the model "
                    "reads the stream)")
     c.set_defaults(func=cmd_compress, command_name="compress")
 
