@@ -69,14 +69,13 @@ class StreamCodec(ABC):
         self.entry, self.analysis, self.synthesis = entry, analysis, synthesis
         self.quantizer, self.prior = quantizer, prior
         self.limits = limits or StreamLimits()
+        try:  # per-layer factors of the encoder's λ (strata.quantize.rdo), or None
+            self.rdo_scales = check_scales(entry.extra.get("rdo_lambda_scales"), entry.layers)
+        except InputError as e:
+            raise ModelIntegrityError(f"model {entry.name!r}: {e}") from None
 
     def _rdo_lambda(self, value: float | None) -> float:
-        """The encoder's λ: ``value``, else the manifest's ``extra.rdo_lambda``, else 0 (checked). Also sets
-        ``rdo_scales``, the per-layer factors of λ (the manifest's ``extra.rdo_lambda_scales``) or ``None``."""
-        try:
-            self.rdo_scales = check_scales(self.entry.extra.get("rdo_lambda_scales"), self.entry.layers)
-        except InputError as e:
-            raise ModelIntegrityError(f"model {self.entry.name!r}: {e}") from None
+        """The encoder's λ: ``value``, else the manifest's ``extra.rdo_lambda``, else 0 (checked)."""
         lam = self.entry.extra.get("rdo_lambda", 0.0) if value is None else value
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
             raise InputError(f"rdo_lambda must be a finite number ≥ 0, got {lam!r}")

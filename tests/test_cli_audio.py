@@ -118,6 +118,11 @@ def bad_rate_wav() -> bytes:
             ["decompress", "{tmp}/p.strata", "{tmp}/x.png", "--refine", "1"],
             "--refine applies to audio streams; this is an image stream",
         ),
+        (["compress", "{tmp}/in.wav", "{tmp}/x.strata", "--encoder", "light"], "--encoder applies to images"),
+        (["decompress", "{tmp}/a.strata", "{tmp}/x.wav", "--precision", "int8"], "--precision applies to image"),
+        (["decompress", "{tmp}/p.strata", "{tmp}/x.png", "--precision", "int8"], "no int8 synthesis network"),
+        (["decompress", "{tmp}/p.strata", "{tmp}/x.png", "--precision", "int8", "--url", "http://127.0.0.1:9"],
+         "--precision applies to local decoding"),
     ],
 )
 def test_errors_exit_1(files, capsys, argv, message) -> None:

@@ -132,21 +132,11 @@ def registry(args: argparse.Namespace):
 
 
 def image_codec(args: argparse.Namespace, name: str | None, encoder: str = "full", precision: str = "float"):
-    """The image codec ``name`` with the ``encoder`` and ``precision`` asked for (a :class:`CliError` naming the
-    option when the model has no such network)."""
-    from strata.errors import InputError
+    """The image codec ``name`` with the ``encoder`` and ``precision`` asked for (an :class:`InputError` naming the
+    missing network when the model has none)."""
     from strata.image import ImageCodec
 
-    reg = registry(args)
-    entry = reg.entry(name) if name else reg.default("image")
-    if encoder not in ImageCodec.encoders(entry):
-        raise CliError(f"--encoder {encoder}: model {entry.name!r} has no light analysis network")
-    if precision not in ImageCodec.precisions(entry):
-        raise CliError(f"--precision {precision}: model {entry.name!r} has no int8 synthesis network")
-    try:
-        return ImageCodec.load(reg, entry.name, encoder=encoder, precision=precision)
-    except InputError as e:
-        raise CliError(str(e)) from None
+    return ImageCodec.load(registry(args), name, encoder=encoder, precision=precision)
 
 
 def audio_codec(args: argparse.Namespace, name: str | None):

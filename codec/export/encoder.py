@@ -42,7 +42,7 @@ def export_light_analysis(checkpoint: Path, models_dir: Path, name: str, check_i
     """
     from strata.export.image import load_checkpoint
     from strata.image import ImageCodec  # serving side
-    from strata.quantize import load_quantizer
+    from strata.runtime import OnnxNet
     from strata.train.quantize.families import inference_codebooks
 
     ckpt_path = Path(checkpoint)
@@ -53,7 +53,8 @@ def export_light_analysis(checkpoint: Path, models_dir: Path, name: str, check_i
     entry = registry.entry(name)
     if entry.modality != "image":
         raise ValueError(f"model {name!r} is an {entry.modality} model; a light analysis network is for images")
-    registered = load_quantizer(registry.path(entry, "codebooks"), entry.quantizer)
+    full = ImageCodec.load(registry, name)
+    registered = full.quantizer
     ours = inference_codebooks(model.quantizer)
     same_shape = (ours.layers, cfg.net.latent_dim) == (registered.layers, entry.latent_dim)
     if not same_shape or not _same_codebooks(ours, registered):
@@ -70,10 +71,10 @@ def export_light_analysis(checkpoint: Path, models_dir: Path, name: str, check_i
             "teacher_val_psnr": ckpt.get("teacher_psnr")}
     files = {**entry.files, ROLE: FileRef(str(out.relative_to(Path(models_dir))), sha256_file(out))}
     updated = dataclasses.replace(entry, files=files, extra={**entry.extra, ROLE: info})
-    light = ImageCodec(updated, *_parts(registry, updated))
+    light = ImageCodec(updated, OnnxNet.load(out), full.synthesis, full.quantizer, full.prior)
     image = check_image if check_image is not None else _gradient()
     stream = light.compress(image)
-    if not np.array_equal(ImageCodec.load(registry, name).decompress(stream), light.decode(light.encode(image))):
+    if not np.array_equal(full.decompress(stream), light.decode(light.encode(image))):
         raise RuntimeError(f"the light analysis network of {name!r} does not round-trip")
     # Models that share this analysis network (a refitted prior points at its original's files) share its
     # light network too: their manifest entries are updated with the new file's hash as well.
@@ -101,18 +102,6 @@ def load_light_analysis(path: Path) -> torch.nn.Module:
     g_a = Analysis(ImageNetConfig.from_dict(ckpt["net"]))
     g_a.load_state_dict({k: v.float() for k, v in ckpt["g_a"].items()})
     return g_a.eval()
-
-
-def _parts(registry: Registry, entry: ModelEntry) -> tuple:
-    """``g_a`` (the light one, loaded from its new file), ``g_s``, codebooks and prior of ``entry``."""
-    from strata.entropy.prior import CodePrior
-    from strata.quantize import load_quantizer
-    from strata.runtime import OnnxNet
-
-    root = registry.root
-    return (OnnxNet.load(root / entry.files[ROLE].path), OnnxNet.load(registry.path(entry, "synthesis")),
-            load_quantizer(registry.path(entry, "codebooks"), entry.quantizer),
-            CodePrior.load(registry.path(entry, "prior")))
 
 
 def _same_codebooks(a: Quantizer, b: Quantizer) -> bool:

@@ -15,9 +15,11 @@ the original model keep decoding with it, and it stays registered.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from strata.entropy.prior import CodePrior
 from strata.export.common import choose_contexts, fit_prior, register
 from strata.image import ImageCodec, analyse
 from strata.quantize.rdo import energy_scales
@@ -49,7 +51,8 @@ def residual_energies(codec: ImageCodec, images: list[np.ndarray]) -> list[float
 
 def refit_prior(models_dir: Path, name: str, new_name: str, data: Path, rounds: int = 2,
                 rdo_lambda: float | None = None, schedule: str = "flat", make_default: bool = False,
-                description: str | None = None, cache: Path | None = None, log=print) -> ModelEntry:
+                description: str | None = None, cache: Path | None = None,
+                log: Callable[[str], object] = print) -> ModelEntry:
     """Register ``new_name``: model ``name`` with its prior refitted on its own RD-searched codes of ``data``.
 
     ``data`` holds ``train/`` (fitted on) and ``val/`` (chooses each layer's context and the smoothing;
@@ -73,6 +76,11 @@ def refit_prior(models_dir: Path, name: str, new_name: str, data: Path, rounds: 
         raise ValueError(f"model {new_name!r} is already registered; a refitted prior needs a new name")
     codec = ImageCodec.load(registry, name, rdo_lambda=rdo_lambda)
     entry = codec.entry
+
+    def rebuilt(entry: ModelEntry, prior: CodePrior) -> ImageCodec:
+        """``codec``'s networks and quantizer under ``entry`` with ``prior``."""
+        return ImageCodec(entry, codec.analysis, codec.synthesis, codec.quantizer, prior, codec.limits, codec.tile,
+                          codec.rdo_lambda)
     if codec.rdo_lambda <= 0:
         raise ValueError(f"model {name!r} encodes with the nearest-code search (rdo_lambda 0): its prior was fitted "
                          "on such codes already; give --rdo-lambda to refit for an RD-optimised search")
@@ -85,8 +93,7 @@ def refit_prior(models_dir: Path, name: str, new_name: str, data: Path, rounds: 
             raise ValueError("the energy schedule is for one-scale residual models")
         scales = energy_scales(residual_energies(codec, val))
         entry = dataclasses.replace(entry, extra={**entry.extra, "rdo_lambda_scales": list(scales)})
-        codec = ImageCodec(entry, codec.analysis, codec.synthesis, codec.quantizer, codec.prior, codec.limits,
-                           codec.tile, codec.rdo_lambda)
+        codec = rebuilt(entry, codec.prior)
         log("per-layer λ scales: " + " ".join(f"{v:.3f}" for v in scales))
     sizes = [codec.quantizer.codebook_size(layer) for layer in range(codec.layers)]
     top = codec.quantizer.top_layers
@@ -103,8 +110,7 @@ def refit_prior(models_dir: Path, name: str, new_name: str, data: Path, rounds: 
                         "val_bits_per_position_after": after / positions})
         log(f"round {r + 1}: validation codes {before / positions:.3f} → {after / positions:.3f} bits per "
             f"position ({100 * (after / before - 1):+.2f}%), contexts {kinds}")
-        codec = ImageCodec(entry, codec.analysis, codec.synthesis, codec.quantizer, prior, codec.limits, codec.tile,
-                           codec.rdo_lambda)
+        codec = rebuilt(entry, prior)
     static = fit_prior(train_codes, sizes, ["none"] * len(sizes), val_codes, top)
 
     out = Path(models_dir) / new_name
@@ -122,8 +128,7 @@ def refit_prior(models_dir: Path, name: str, new_name: str, data: Path, rounds: 
         entry, name=new_name, files=files, weights_sha256=weights_hash(files, SERVING_ROLES["image"]),
         description=description or f"{entry.description}; entropy prior refitted on its RD-searched codes",
         bits_per_layer=(), bpp_per_layer=(), extra=extra)
-    check = ImageCodec(updated, codec.analysis, codec.synthesis, codec.quantizer, codec.prior, codec.limits,
-                       codec.tile, codec.rdo_lambda)
+    check = rebuilt(updated, codec.prior)
     image = val[0]
     if not np.array_equal(check.decompress(check.compress(image)), check.decode(check.encode(image))):
         raise RuntimeError(f"model {new_name!r} does not round-trip")

@@ -49,9 +49,9 @@ class EncoderTrainConfig:
 
     teacher: str  # image checkpoint whose g_a is distilled (a run's best.pt or checkpoints/<name>/checkpoint.pt)
     data: str = "../shared/data/images"  # folder with train/ and val/
-    enc_channels: tuple[int, int, int] = (32, 64, 192)  # student widths at 1/2, 1/4, 1/8 resolution
+    enc_channels: tuple[int, int, int] = (32, 64, 128)  # student widths at 1/2, 1/4, 1/8 resolution
     enc_blocks: tuple[int, int, int] = (0, 0, 1)  # student residual blocks per scale
-    steps: int = 4000
+    steps: int = 16000
     batch: int = 8
     crop: int = 192  # pixels, a multiple of 8
     margin: int = 3  # latent rows/columns left out of the loss along a crop side inside the image
@@ -62,7 +62,7 @@ class EncoderTrainConfig:
     warmup: int = 200
     grad_clip: float = 1.0
     max_bad_steps: int = 20
-    eval_every: int = 500
+    eval_every: int = 2000
     val_crop: int = 256
     threads: int = 1
     amp: bool = True  # bf16 autocast of the student's forward and backward
