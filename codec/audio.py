@@ -35,6 +35,7 @@ import numpy as np
 from strata.base import Geometry, StreamCodec
 from strata.bitstream import Modality, StreamHeader, StreamLimits
 from strata.chunking import PendingArray, apply_chunked, iter_chunked
+from strata.entropy.context import ContextModel
 from strata.entropy.prior import CodePrior
 from strata.errors import HeaderError, InputError, LimitExceededError, ModelIntegrityError
 from strata.frontend.audio import DEFAULT_MEL, log_mel
@@ -128,8 +129,9 @@ class AudioCodec(StreamCodec):
         limits: StreamLimits | None = None,
         vocos: VocosVocoder | None = None,
         rdo_lambda: float | None = None,
+        context: ContextModel | None = None,
     ) -> None:
-        super().__init__(entry, analysis, synthesis, quantizer, prior, limits)
+        super().__init__(entry, analysis, synthesis, quantizer, prior, limits, context)
         self.rdo_lambda = self._rdo_lambda(rdo_lambda)
         try:
             self.rows = int(entry.extra["n_mels"]) // int(entry.extra["freq_factor"])
@@ -201,7 +203,8 @@ class AudioCodec(StreamCodec):
         if NETWORK_ROLES[Vocoder.VOCOS] in entry.files:
             vocos = VocosVocoder.load(registry.path(entry, NETWORK_ROLES[Vocoder.VOCOS]), providers, threads,
                                       refine=vocos_refine)
-        return cls(entry, analysis, synthesis, quantizer, prior, vocoder, limits, vocos, rdo_lambda)
+        return cls(entry, analysis, synthesis, quantizer, prior, vocoder, limits, vocos, rdo_lambda,
+                   cls._load_context(registry, entry))
 
     @property
     def time_factor(self) -> int:

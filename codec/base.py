@@ -30,6 +30,7 @@ import numpy as np
 from strata import bitstream
 from strata.bitstream import Modality, Stream, StreamHeader, StreamLimits
 from strata.entropy.coder import decode_layer, encode_layer
+from strata.entropy.context import ContextModel
 from strata.entropy.prior import CodePrior
 from strata.errors import (
     HeaderError,
@@ -63,11 +64,23 @@ class StreamCodec(ABC):
         quantizer: Quantizer,
         prior: CodePrior,
         limits: StreamLimits | None = None,
+        context: ContextModel | None = None,
     ) -> None:
         if quantizer.layers != entry.layers or prior.num_layers != entry.layers:
             raise ModelIntegrityError(f"model {entry.name!r}: quantizer, prior and manifest disagree on its layers")
+        if ("context" in entry.files) != (context is not None):
+            raise ModelIntegrityError(f"model {entry.name!r}: its manifest {'names' if context is None else 'lacks'} "
+                                      "a context model (the 'context' file) and the codec was given "
+                                      f"{'none' if context is None else 'one'}")
+        if context is not None:
+            if quantizer.top_layers:
+                raise ModelIntegrityError(f"model {entry.name!r}: context networks serve one-scale models")
+            try:
+                context.check_against(prior.codebook_sizes)
+            except ModelIntegrityError as e:
+                raise ModelIntegrityError(f"model {entry.name!r}: {e}") from None
         self.entry, self.analysis, self.synthesis = entry, analysis, synthesis
-        self.quantizer, self.prior = quantizer, prior
+        self.quantizer, self.prior, self.context = quantizer, prior, context
         self.limits = limits or StreamLimits()
         try:  # per-layer factors of the encoder's λ (strata.quantize.rdo), or None
             self.rdo_scales = check_scales(entry.extra.get("rdo_lambda_scales"), entry.layers)
@@ -111,6 +124,11 @@ class StreamCodec(ABC):
             quantizer,
             CodePrior.load(registry.path(entry, "prior")),
         )
+
+    @staticmethod
+    def _load_context(registry: Registry, entry: ModelEntry) -> ContextModel | None:
+        """The model's learned context model (:mod:`strata.entropy.context`), when its manifest names one."""
+        return ContextModel.load(registry.path(entry, "context")) if "context" in entry.files else None
 
     @property
     def name(self) -> str:
@@ -160,7 +178,7 @@ class StreamCodec(ABC):
         if t and not np.array_equal(expand(top, codes.shape[1:]), codes[:t]):
             raise InputError(f"the first {t} layers of model {self.name!r} ({self.entry.quantizer}) are top layers: "
                              "their codes must be equal on each 2×2 block of the grid")
-        chunks = [encode_layer(self.prior, layer, top[: layer + 1] if layer < t else codes[: layer + 1])
+        chunks = [encode_layer(self.prior, layer, top[: layer + 1] if layer < t else codes[: layer + 1], self.context)
                   for layer in range(codes.shape[0])]
         return bitstream.pack(header, chunks)
 
@@ -195,7 +213,8 @@ class StreamCodec(ABC):
             top[layer] = decode_layer(self.prior, layer, stream.chunk(layer), top.shape[1:], top[:layer])
             codes[layer] = expand(top[layer], (rows, cols))
         for layer in range(t, k):
-            codes[layer] = decode_layer(self.prior, layer, stream.chunk(layer), (rows, cols), codes[:layer])
+            codes[layer] = decode_layer(self.prior, layer, stream.chunk(layer), (rows, cols), codes[:layer],
+                                        self.context)
         return codes, stream.header
 
 

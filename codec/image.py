@@ -30,6 +30,7 @@ import numpy as np
 from strata.base import Geometry, StreamCodec
 from strata.bitstream import Modality, StreamHeader, StreamLimits
 from strata.chunking import apply_tiled, receptive_field
+from strata.entropy.context import ContextModel
 from strata.entropy.prior import CodePrior
 from strata.errors import HeaderError, InputError, LimitExceededError, ModelIntegrityError
 from strata.frontend.image import pad_uint8, to_uint8
@@ -114,8 +115,9 @@ class ImageCodec(StreamCodec):
         limits: StreamLimits | None = None,
         tile: int = TILE,
         rdo_lambda: float | None = None,
+        context: ContextModel | None = None,
     ) -> None:
-        super().__init__(entry, analysis, synthesis, quantizer, prior, limits)
+        super().__init__(entry, analysis, synthesis, quantizer, prior, limits, context)
         if tile < 1 or tile % self.factor:
             raise InputError(f"tile must be a positive multiple of {self.factor} pixels, got {tile}")
         self.tile = tile
@@ -165,7 +167,7 @@ class ImageCodec(StreamCodec):
         if analysis_role not in entry.files:
             raise InputError(f"model {entry.name!r} has no light analysis network (strata export encoder makes one)")
         return cls(*cls._load_parts(registry, name, providers, threads, role, analysis_role), limits, tile,
-                   rdo_lambda)
+                   rdo_lambda, cls._load_context(registry, entry))
 
     @staticmethod
     def precisions(entry: ModelEntry) -> tuple[str, ...]:

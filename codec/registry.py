@@ -43,6 +43,9 @@ SERVING_ROLES = {
     "image": ("analysis", "synthesis", "codebooks", "prior"),
     "audio": ("analysis", "synthesis", "codebooks", "prior"),
 }
+# Files a model may have that change what its streams mean, so they join the weights hash when present: a
+# learned context model (strata.entropy.context) codes the same codes into different bytes.
+OPTIONAL_SERVING_ROLES = ("context",)
 # Files a model must have to be served. An audio model's vocoder turns the decoded mel into a waveform;
 # the codes do not depend on it, so it is verified at load but kept out of the weights hash.
 REQUIRED_ROLES = {"image": SERVING_ROLES["image"], "audio": (*SERVING_ROLES["audio"], "vocoder")}
@@ -71,6 +74,12 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def serving_roles(modality: str, files: dict[str, FileRef]) -> tuple[str, ...]:
+    """The roles whose files make up the weights hash of a model of ``modality`` with ``files``: the
+    modality's :data:`SERVING_ROLES`, then those of :data:`OPTIONAL_SERVING_ROLES` it has."""
+    return (*SERVING_ROLES[modality], *(r for r in OPTIONAL_SERVING_ROLES if r in files))
 
 
 def weights_hash(files: dict[str, FileRef], roles: tuple[str, ...]) -> str:
@@ -154,7 +163,7 @@ class ModelEntry:
                                       f"known: {', '.join(FAMILIES)}")
         if len(entry.codebook_sizes) != entry.layers:
             raise ModelIntegrityError(f"model {name!r}: {entry.layers} layers but {len(entry.codebook_sizes)} sizes")
-        if weights_hash(files, roles) != entry.weights_sha256:
+        if weights_hash(files, serving_roles(entry.modality, files)) != entry.weights_sha256:
             raise ModelIntegrityError(f"model {name!r}: weights_sha256 does not match its files' hashes")
         return entry
 

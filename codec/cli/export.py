@@ -1,5 +1,5 @@
-"""``strata export image | audio | int8 | encoder | prior | vocoder``: trained checkpoints to served ONNX models
-(needs the ``train`` extra).
+"""``strata export image | audio | int8 | encoder | prior | context | vocoder``: trained checkpoints to served
+ONNX models (needs the ``train`` extra).
 
 ``export image`` and ``export audio`` write ``<models>/<name>/`` (ONNX graphs, codebooks, priors)
 and register the model in ``<models>/manifest.json``; ``--checkpoints DIR`` also keeps a compact
@@ -9,7 +9,8 @@ and ``vocoder.pt`` to a folder that ``export audio --vocoder`` takes; ``export a
 and ``export encoder`` add a faster synthesis or analysis network to a registered image model, again
 leaving its weights hash and streams valid. ``export prior`` refits an image model's entropy prior on the
 codes its RD-optimised encoder produces and registers the result under a new name (streams depend on the
-prior; the original model stays).
+prior; the original model stays); ``export context`` does the same with the learned context networks of a
+``strata train context`` run.
 """
 
 from __future__ import annotations
@@ -129,6 +130,22 @@ def cmd_export_prior(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_context(args: argparse.Namespace) -> int:
+    _check_name(args.as_name)
+    from strata.export.context import export_context
+
+    models = _models(args)
+    try:
+        entry = export_context(Path(args.run), models, args.as_name, make_default=args.default,
+                               description=args.description)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    info = entry.extra["context_model"]
+    print(f"registered {entry.name} ({entry.weights_sha256[:16]}): {info['from']} with context networks on layers "
+          f"{info['layers_with_network']}; {info['from']} and its streams are unchanged")
+    return 0
+
+
 def cmd_export_vocoder(args: argparse.Namespace) -> int:
     from strata.export.vocoder import export_vocoder
 
@@ -143,7 +160,7 @@ def cmd_export_vocoder(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export", help="export a checkpoint to ONNX + priors + manifest entry (torch)")
-    kinds = x.add_subparsers(dest="exporter", required=True, metavar="{image,audio,int8,encoder,prior,vocoder}")
+    kinds = x.add_subparsers(dest="exporter", required=True, metavar="{image,audio,int8,encoder,prior,context,vocoder}")
 
     im = kinds.add_parser("image", help="an image codec checkpoint → <models>/<name>/")
     im.add_argument("--checkpoint", required=True, help="training checkpoint (a run's best.pt)")
@@ -202,6 +219,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--default", action="store_true", help="make the new model the default image model")
     pr.add_argument("--description", help="manifest description (default: the model's, with a note)")
     pr.set_defaults(func=cmd_export_prior, command_name="export prior")
+
+    cx = kinds.add_parser("context", help="a registered image model with the context networks of a strata train "
+                          "context run, as a new model")
+    cx.add_argument("--run", required=True, help="the finished strata train context run")
+    cx.add_argument("--as", dest="as_name", required=True, help="name of the new model (streams carry it)")
+    cx.add_argument("--default", action="store_true", help="make the new model the default image model")
+    cx.add_argument("--description", help="manifest description (default: the model's, with a note)")
+    cx.set_defaults(func=cmd_export_context, command_name="export context")
 
     vo = kinds.add_parser("vocoder", help="a HiFi-GAN or Vocos checkpoint → vocoder.onnx + vocoder.pt")
     vo.add_argument("--checkpoint", required=True, help="vocoder training checkpoint (a run's best.pt)")

@@ -1,4 +1,4 @@
-"""``strata train image | audio | vocoder | encoder``: resumable training runs (needs the ``train`` extra).
+"""``strata train image | audio | vocoder | encoder | context``: resumable training runs (needs the ``train`` extra).
 
 Each trainer has its own flags. A run folder holds ``config.json``, ``last.pt``, ``best.pt`` and a
 log; ``--resume`` continues it. Settings without a flag (the loss weights of experiments, network
@@ -176,6 +176,25 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_context(args: argparse.Namespace) -> int:
+    for flag in ("epochs", "hidden", "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise CliError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    from strata.train import context as trainer
+
+    run = Path(args.run)
+    if not args.resume and args.model is None:
+        raise CliError("--model is required for a new run")
+    cfg = trainer.ContextTrainConfig(data=args.data, model=args.model or "")
+    cfg = dataclasses.replace(cfg, **{k: getattr(args, k) for k in ("epochs", "hidden", "threads")
+                                      if getattr(args, k) is not None})
+    try:
+        trainer.train_context(cfg, run, models_dir=Path(args.models) if args.models else None, resume=args.resume)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
 def _stft_resolutions(text: str) -> tuple[tuple[int, int, int], ...]:
     """``"512:50:240,1024:120:600"`` → ``((512, 50, 240), (1024, 120, 600))`` (n_fft:hop:win)."""
     out = []
@@ -278,7 +297,7 @@ def _common_flags(p: argparse.ArgumentParser, data_help: str) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("train", help="train a model (torch; resumable)")
-    kinds = tr.add_subparsers(dest="trainer", required=True, metavar="{image,audio,vocoder,encoder}")
+    kinds = tr.add_subparsers(dest="trainer", required=True, metavar="{image,audio,vocoder,encoder,context}")
 
     im = kinds.add_parser("image", help="the image codec: transforms and quantizer")
     _common_flags(im, "folder with train/ and val/ image sub-folders (val chooses the checkpoint)")
@@ -340,3 +359,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     en.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default 2000)")
     en.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     en.set_defaults(func=cmd_train_encoder, command_name="train encoder")
+
+    cx = kinds.add_parser("context", help="learned context networks for a registered image model's entropy coder, "
+                          "trained on the codes its encoder makes (strata export context registers them)")
+    cx.add_argument("--data", required=True, help="folder with train/ (trained on) and val/ (reports and keeps a "
+                    "layer's network only where it beats the table prior) images; never Kodak")
+    cx.add_argument("--run", required=True, help="run folder (codes, one file per finished layer, report.json)")
+    cx.add_argument("--model", help="the registered image model (required for a new run)")
+    cx.add_argument("--resume", action="store_true", help="continue the run in --run, skipping finished layers")
+    cx.add_argument("--epochs", type=int, help="passes over the training codes per layer (default 6)")
+    cx.add_argument("--hidden", type=int, help="width of the two hidden layers (default 128)")
+    cx.add_argument("--threads", type=int, help="torch threads (default 2)")
+    cx.set_defaults(func=cmd_train_context, command_name="train context")

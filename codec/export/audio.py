@@ -42,7 +42,7 @@ from strata.export.common import (
     save_compact_checkpoint,
 )
 from strata.frontend.audio import list_audio
-from strata.registry import SERVING_ROLES, ModelEntry, Registry, weights_hash
+from strata.registry import ModelEntry, Registry, serving_roles, weights_hash
 from strata.train.audio import AudioTrainConfig, MelAutoencoder, clip_mels, read_checkpoint
 from strata.train.data import split_heldout
 
@@ -150,7 +150,7 @@ def export_audio_model(
         quantizer=cfg.quantizer,
         latent_dim=D,
         files=files,
-        weights_sha256=weights_hash(files, SERVING_ROLES["audio"]),
+        weights_sha256=weights_hash(files, serving_roles("audio", files)),
         description=description,
         extra={"contexts": kinds, "train_step": ckpt.get("step"), "config": cfg.to_dict(),
                "freq_factor": net.freq_factor, "n_mels": net.n_mels, "sample_rate": 22050, "hop": 256,

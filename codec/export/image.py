@@ -33,7 +33,7 @@ from strata.export.common import (
     round_to_fp16,
     save_compact_checkpoint,
 )
-from strata.registry import SERVING_ROLES, ModelEntry, Registry, weights_hash
+from strata.registry import ModelEntry, Registry, serving_roles, weights_hash
 from strata.train.data import load_images
 from strata.train.image import ImageAutoencoder, ImageTrainConfig, read_checkpoint
 from strata.train.quantize.families import family_of, inference_codebooks
@@ -105,7 +105,7 @@ def export_image_model(
         codebook_sizes=tuple(sizes),
         latent_dim=cfg.net.latent_dim,
         files=files,
-        weights_sha256=weights_hash(files, SERVING_ROLES["image"]),
+        weights_sha256=weights_hash(files, serving_roles("image", files)),
         description=description,
         quantizer=family_of(cfg.quantizer_config),
         extra={"contexts": kinds, **({"top_layers": quantizer.top_layers} if quantizer.top_layers else {}),

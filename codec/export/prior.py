@@ -23,7 +23,7 @@ from strata.entropy.prior import CodePrior
 from strata.export.common import choose_contexts, fit_prior, register
 from strata.image import ImageCodec, analyse
 from strata.quantize.rdo import energy_scales
-from strata.registry import SERVING_ROLES, FileRef, ModelEntry, Registry, sha256_file, weights_hash
+from strata.registry import FileRef, ModelEntry, Registry, serving_roles, sha256_file, weights_hash
 from strata.train.data import load_images
 
 SCHEDULES = ("flat", "energy")  # per-layer λ: the same everywhere, or scaled by the residual each layer refines
@@ -76,6 +76,9 @@ def refit_prior(models_dir: Path, name: str, new_name: str, data: Path, rounds: 
         raise ValueError(f"model {new_name!r} is already registered; a refitted prior needs a new name")
     codec = ImageCodec.load(registry, name, rdo_lambda=rdo_lambda)
     entry = codec.entry
+    if codec.context is not None:
+        raise ValueError(f"model {name!r} codes with a context model trained against its prior; refit the prior of "
+                         f"{entry.extra.get('context_model', {}).get('from', 'the model it came from')!r} instead")
 
     def rebuilt(entry: ModelEntry, prior: CodePrior) -> ImageCodec:
         """``codec``'s networks and quantizer under ``entry`` with ``prior``."""
@@ -125,7 +128,7 @@ def refit_prior(models_dir: Path, name: str, new_name: str, data: Path, rounds: 
              "prior_refit": {"from": name, "from_weights_sha256": entry.weights_sha256, "rounds": history,
                              "fitted_on": f"{data.name}/train", "chosen_on": f"{data.name}/val"}}
     updated = dataclasses.replace(
-        entry, name=new_name, files=files, weights_sha256=weights_hash(files, SERVING_ROLES["image"]),
+        entry, name=new_name, files=files, weights_sha256=weights_hash(files, serving_roles("image", files)),
         description=description or f"{entry.description}; entropy prior refitted on its RD-searched codes",
         bits_per_layer=(), bpp_per_layer=(), extra=extra)
     check = rebuilt(updated, codec.prior)
