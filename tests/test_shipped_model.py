@@ -133,3 +133,22 @@ def test_layers_improve_quality(codec):
     data = codec.compress(GOLDEN_IMAGE)
     mse = [float(((codec.decompress(data, k).astype(float) - GOLDEN_IMAGE) ** 2).mean()) for k in (1, codec.layers)]
     assert mse[1] < mse[0]
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if "context" in Registry(ROOT / "models").entry(n).files])
+def test_context_networks_save_bits_and_decode_in_one_wavefront(name, shipped_registry):
+    """A model with learned context networks (strata export context) codes the golden image's codes in fewer bits than
+    its table prior alone, and the wavefront decoder gives back exactly those codes for every layer count."""
+    from strata.entropy.coder import decode_layer, decode_stack, encode_stack
+
+    codec = ImageCodec.load(shipped_registry, name)
+    codes = codec.encode(GOLDEN_IMAGE).codes
+    chunks = encode_stack(codec.prior, codes, codec.context)
+    assert sum(map(len, chunks)) < sum(map(len, encode_stack(codec.prior, codes)))
+    assert codec.context.stacked(codec.layers) is not None
+    for k in (1, 3, codec.layers):
+        np.testing.assert_array_equal(decode_stack(codec.prior, chunks[:k], codes.shape[1:], codec.context), codes[:k])
+    one = np.zeros_like(codes)
+    for layer in range(codec.layers):
+        one[layer] = decode_layer(codec.prior, layer, chunks[layer], codes.shape[1:], one[:layer], codec.context)
+    np.testing.assert_array_equal(one, codes)
