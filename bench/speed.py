@@ -1,6 +1,7 @@
 """Encode/decode throughput of the shipped image model beside a learned baseline and Pillow's codecs.
 
-For each thread setting (onnxruntime intra-op threads: 1 and all cores) and each layer count asked
+For each thread setting (onnxruntime intra-op threads and numpy's BLAS threads, as the service sets both:
+1 and all cores) and each layer count asked
 for, times ``compress`` (frontend + g_a + code search + entropy coding) and ``decompress`` (entropy
 decoding + code sum + g_s) on the given images, with the float synthesis network and, when the model
 has one, the int8 one the service decodes with (``STRATA_IMAGE_PRECISION``); and, when it has one,
@@ -17,6 +18,7 @@ entropy coding: a floor for that codec; needs torch), and Pillow JPEG (q=75), We
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from strata.frontend.image import list_images, pad_uint8, read_image
 from strata.image import ImageCodec
 from strata.registry import Registry
 from strata.runtime import CPU, OnnxNet
+from threadpoolctl import threadpool_limits
 from timing import median_time
 
 
@@ -55,6 +58,7 @@ def main() -> None:
         print(f"(bmshj2018-factorized transforms not timed: {e})\n")
     for threads in (1, 0):
         label = threads or "all"
+        blas = threadpool_limits(limits=threads or os.cpu_count(), user_api="blas")
         codec = ImageCodec.load(registry, args.model, threads=threads)
         int8 = (ImageCodec.load(registry, codec.name, threads=threads, precision="int8")
                 if "int8" in ImageCodec.precisions(codec.entry) else None)
@@ -81,6 +85,7 @@ def main() -> None:
             enc = median_time(lambda: [g_a(x) for x in padded], args.repeat)  # noqa: B023
             dec = median_time(lambda: [g_s(y) for y in latents], args.repeat)  # noqa: B023
             row("bmshj2018-factorized transforms (g_a, g_s; no entropy coding)", label, enc, dec)
+        blas.restore_original_limits()
     for name, fn, q in (("Pillow JPEG q=75", baselines.jpeg, 75), ("Pillow WebP q=75", baselines.webp, 75),
                         ("Pillow AVIF q=60", baselines.avif, 60)):
         pts = [[fn(im, q) for im in images] for _ in range(args.repeat)]
