@@ -40,7 +40,7 @@ from strata.errors import ModelIntegrityError
 FORMAT_VERSION: int = 1
 
 LOGIT_UNIT: int = 32
-"""Logits are integers in units of ``1 / LOGIT_UNIT`` bit."""
+"""Logits are in units of ``1 / LOGIT_UNIT`` bit (the table prior's part is an integer, the network's is not)."""
 
 EXP2_FRAC = np.array([
     1073741824, 1050733751, 1028218693, 1006186087, 984625594, 963527098, 942880699, 922676710,
@@ -48,13 +48,13 @@ EXP2_FRAC = np.array([
     759250125, 742980960, 727060411, 711481005, 696235434, 681316545, 666717336, 652430958,
     638450708, 624770026, 611382493, 598281827, 585461881, 572916640, 560640218, 548626854,
 ], dtype=np.int64)
-"""``round(2**30 * 2**(-j / 32))`` for ``j = 0 .. 31``: the integer exponential's fractional steps."""
+"""``round(2**30 * 2**(-j / 32))`` for ``j = 0 .. 31``: the fractional steps of :data:`WEIGHTS`."""
 
 MAX_DROP: int = 16 * LOGIT_UNIT
 """Logits more than 16 bits below the row's largest count as 16 bits below (weight 1 of :data:`WEIGHTS`)."""
 
 MAX_CODES: int = 256
-"""Largest codebook a network predicts (a row of :data:`WEIGHTS` then sums to less than 2**24)."""
+"""Largest codebook a network predicts (a row of :data:`WEIGHTS` then sums to at most 2**24, exact in float32)."""
 
 MAX_OFFSET: int = 2
 """Largest row or column offset of a source."""
@@ -92,7 +92,7 @@ def _check(cond: bool, msg: str) -> None:
 
 @dataclass(frozen=True, eq=False)
 class LayerNet:
-    """The integer network of one layer (see the module docstring); validated on construction.
+    """The quantized network of one layer (see the module docstring); validated on construction.
 
     ``sources``: int64 ``[S, 3]`` rows ``(back, di, dj)``: the code of layer ``l - back`` at ``(i + di, j + dj)``;
     ``back = 0`` (this layer) needs ``di < 0``. ``emb``: int8 ``[S, V, d]``. ``weights``: three int8
