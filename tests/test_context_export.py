@@ -164,3 +164,15 @@ def test_a_codec_needs_the_context_model_its_manifest_names(exported):
         ImageCodec(plain.entry, plain.analysis, plain.synthesis, plain.quantizer, plain.prior, context=codec.context)
     with pytest.raises(ValueError, match="context model trained against its prior"):
         refit_prior(registry.root, "tiny-image-cm", "x", run.parent, rdo_lambda=0.05)
+
+
+def test_a_refused_run_leaves_no_folder(tiny_registry, tmp_path):
+    from strata.train.context import ContextTrainConfig, train_context
+
+    data = str(tiny_registry.root.parent / "data")
+    with pytest.raises(StrataError, match="unknown model"):
+        train_context(ContextTrainConfig(data=data, model="nope"), tmp_path / "a", models_dir=tiny_registry.root)
+    with pytest.raises(ValueError, match="does not exist"):
+        train_context(ContextTrainConfig(data=str(tmp_path / "none"), model="tiny-image"), tmp_path / "b",
+                      models_dir=tiny_registry.root)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # so a corrected retry needs no --resume

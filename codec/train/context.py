@@ -177,16 +177,19 @@ def train_context(cfg: ContextTrainConfig, run: Path, models_dir: Path | None = 
     run = Path(run)
     if run.exists() and any(run.iterdir()) and not resume:
         raise ValueError(f"run folder {run} is not empty; pass --resume to continue it")
-    run.mkdir(parents=True, exist_ok=True)
     saved = run / "config.json"
     if resume and saved.exists():
         cfg = ContextTrainConfig(**{**json.loads(saved.read_text()), "threads": cfg.threads})
-    saved.write_text(json.dumps(asdict(cfg), indent=1))
-    torch.set_num_threads(cfg.threads)
-    codec = ImageCodec.load(Registry(models_dir), cfg.model, encoder="full")
+    for sub in ("train", "val"):
+        if not (Path(cfg.data) / sub).is_dir():
+            raise ValueError(f"image folder {Path(cfg.data) / sub} does not exist")
+    codec = ImageCodec.load(Registry(models_dir), cfg.model, encoder="full")  # before the run folder is made
     if codec.quantizer.top_layers:
         raise ValueError(f"model {cfg.model!r} has top layers on a coarser grid; "
                          "context networks serve one-scale models")
+    run.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(asdict(cfg), indent=1))
+    torch.set_num_threads(cfg.threads)
     prior = codec.prior
     train = _codes(codec, data / "train", run / "codes_train.npz", log)
     val = _codes(codec, data / "val", run / "codes_val.npz", log)
