@@ -29,7 +29,7 @@ from typing import ClassVar
 import numpy as np
 from strata import bitstream
 from strata.bitstream import Modality, Stream, StreamHeader, StreamLimits
-from strata.entropy.coder import decode_layer, encode_layer
+from strata.entropy.coder import decode_layer, decode_stack, encode_layer
 from strata.entropy.context import ContextModel
 from strata.entropy.prior import CodePrior
 from strata.errors import (
@@ -206,6 +206,9 @@ class StreamCodec(ABC):
         stream = self.parse(data, partial=partial)
         k = self._layers(layers, stream.layers)
         rows, cols = stream.header.grid
+        if not self.quantizer.top_layers:  # one grid: decode_stack (a model's context networks run in one wavefront)
+            chunks = [stream.chunk(layer) for layer in range(k)]
+            return decode_stack(self.prior, chunks, (rows, cols), self.context), stream.header
         codes = np.zeros((k, rows, cols), dtype=np.int64)
         t = min(self.quantizer.top_layers, k)
         top = np.zeros((t, (rows + 1) // 2, (cols + 1) // 2), dtype=np.int64)
@@ -213,8 +216,7 @@ class StreamCodec(ABC):
             top[layer] = decode_layer(self.prior, layer, stream.chunk(layer), top.shape[1:], top[:layer])
             codes[layer] = expand(top[layer], (rows, cols))
         for layer in range(t, k):
-            codes[layer] = decode_layer(self.prior, layer, stream.chunk(layer), (rows, cols), codes[:layer],
-                                        self.context)
+            codes[layer] = decode_layer(self.prior, layer, stream.chunk(layer), (rows, cols), codes[:layer])
         return codes, stream.header
 
 

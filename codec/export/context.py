@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from strata.entropy.context import ContextModel
 from strata.export.common import register
+from strata.frontend.image import list_images, read_image
 from strata.image import ImageCodec
 from strata.registry import FileRef, ModelEntry, Registry, serving_roles, sha256_file, weights_hash
-from strata.train.data import load_images
 
 
 def export_context(run: Path, models_dir: Path, new_name: str, make_default: bool = False,
@@ -66,8 +66,10 @@ def export_context(run: Path, models_dir: Path, new_name: str, make_default: boo
         bits_per_layer=(), bpp_per_layer=(), extra=extra)
     check = ImageCodec(entry, codec.analysis, codec.synthesis, codec.quantizer, codec.prior, codec.limits,
                        codec.tile, codec.rdo_lambda, context)
-    val = load_images(Path(cfg["data"]) / "val")[:1]
-    if val and not np.array_equal(check.decompress(check.compress(val[0])), check.decode(check.encode(val[0]))):
+    val = list_images(Path(cfg["data"]) / "val")[:1]  # one image is enough to check the round trip
+    image = read_image(val[0].read_bytes()) if val else None
+    if image is not None and not np.array_equal(check.decompress(check.compress(image)),
+                                                check.decode(check.encode(image))):
         raise RuntimeError(f"model {new_name!r} does not round-trip")
     register(Path(models_dir), entry, make_default=make_default)
     return entry
