@@ -146,6 +146,23 @@ def cmd_export_context(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_decoder(args: argparse.Namespace) -> int:
+    _check_name(args.as_name)
+    from strata.export.decoder import export_decoder
+
+    models = _models(args)
+    try:
+        entry = export_decoder(Path(args.run), models, args.as_name, make_default=args.default,
+                               description=args.description)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    info = entry.extra["synthesis_retrained"]
+    print(f"registered {entry.name} ({entry.weights_sha256[:16]}): {info['from']} with the synthesis network of "
+          f"step {info['step']}; same codes and bytes, {info['from']} and its streams are unchanged "
+          f"(strata export int8 --name {entry.name} adds its int8 network)")
+    return 0
+
+
 def cmd_export_vocoder(args: argparse.Namespace) -> int:
     from strata.export.vocoder import export_vocoder
 
@@ -160,7 +177,8 @@ def cmd_export_vocoder(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export", help="export a checkpoint to ONNX + priors + manifest entry (torch)")
-    kinds = x.add_subparsers(dest="exporter", required=True, metavar="{image,audio,int8,encoder,prior,context,vocoder}")
+    kinds = x.add_subparsers(dest="exporter", required=True,
+                             metavar="{image,audio,int8,encoder,prior,context,decoder,vocoder}")
 
     im = kinds.add_parser("image", help="an image codec checkpoint → <models>/<name>/")
     im.add_argument("--checkpoint", required=True, help="training checkpoint (a run's best.pt)")
@@ -227,6 +245,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cx.add_argument("--default", action="store_true", help="make the new model the default image model")
     cx.add_argument("--description", help="manifest description (default: the model's, with a note)")
     cx.set_defaults(func=cmd_export_context, command_name="export context")
+
+    de = kinds.add_parser("decoder", help="a registered image model with the synthesis network of a strata train "
+                          "decoder run, as a new model (same codes and bytes)")
+    de.add_argument("--run", required=True, help="the strata train decoder run (its best.pt)")
+    de.add_argument("--as", dest="as_name", required=True, help="name of the new model (streams carry it)")
+    de.add_argument("--default", action="store_true", help="make the new model the default image model")
+    de.add_argument("--description", help="manifest description (default: the model's, with a note)")
+    de.set_defaults(func=cmd_export_decoder, command_name="export decoder")
 
     vo = kinds.add_parser("vocoder", help="a HiFi-GAN or Vocos checkpoint → vocoder.onnx + vocoder.pt")
     vo.add_argument("--checkpoint", required=True, help="vocoder training checkpoint (a run's best.pt)")

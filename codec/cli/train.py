@@ -1,4 +1,6 @@
-"""``strata train image | audio | vocoder | encoder | context``: resumable training runs (needs the ``train`` extra).
+"""``strata train image | audio | vocoder | encoder | decoder | context``: resumable training runs.
+
+They need the ``train`` extra.
 
 Each trainer has its own flags. A run folder holds ``config.json``, ``last.pt``, ``best.pt`` and a
 log; ``--resume`` continues it. Settings without a flag (the loss weights of experiments, network
@@ -168,6 +170,33 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
                 cfg.enc_blocks = blocks
         cfg.data = args.data
         for attr in ("steps", "lr", "threads", "eval_every"):
+            if getattr(args, attr, None) is not None:
+                setattr(cfg, attr, getattr(args, attr))
+        trainer.train(cfg, run, resume=args.resume, max_minutes=args.max_minutes)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
+def cmd_train_decoder(args: argparse.Namespace) -> int:
+    _check_common(args)
+    positive("--crop", args.crop)
+    from strata.registry import default_models_dir
+    from strata.train import decoder as trainer
+
+    run = Path(args.run)
+    try:
+        if args.resume and (run / "config.json").exists():
+            cfg = trainer.DecoderTrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+        else:
+            if args.model is None or args.checkpoint is None:
+                raise CliError("--model and --checkpoint are required for a new run")
+            models = str(Path(args.models) if args.models else default_models_dir())
+            cfg = _apply(trainer.DecoderTrainConfig,
+                         trainer.DecoderTrainConfig(model=args.model, checkpoint=args.checkpoint, models=models),
+                         _config_overrides(args.config), args.config)
+        cfg.data = args.data
+        for attr in ("steps", "lr", "threads", "eval_every", "crop"):
             if getattr(args, attr, None) is not None:
                 setattr(cfg, attr, getattr(args, attr))
         trainer.train(cfg, run, resume=args.resume, max_minutes=args.max_minutes)
@@ -359,6 +388,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     en.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default 2000)")
     en.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     en.set_defaults(func=cmd_train_encoder, command_name="train encoder")
+
+    de = kinds.add_parser("decoder", help="retrain a registered image model's synthesis network on the codes its "
+                          "encoder makes (strata export decoder registers it; the codes and streams stay the same)")
+    de.add_argument("--data", required=True, help="folder with train/ (trained on) and val/ (chooses the checkpoint) "
+                    "images; never Kodak")
+    de.add_argument("--run", required=True, help="run folder (config.json, cached codes, last.pt, best.pt, log)")
+    de.add_argument("--resume", action="store_true", help="continue the run in --run with its own config")
+    de.add_argument("--model", help="the registered image model whose codes are decoded (required for a new run)")
+    de.add_argument("--checkpoint", help="its training checkpoint, whose g_s the run starts from (required for a "
+                    "new run; checkpoints/<name>/checkpoint.pt)")
+    de.add_argument("--config", help="JSON object of config fields for a new run (settings without a flag)")
+    de.add_argument("--steps", type=int, help="total steps of the schedule (default 12000)")
+    de.add_argument("--lr", type=float, help="peak learning rate (default 1e-4)")
+    de.add_argument("--crop", type=int, help="code-grid cells per crop side, 8 pixels each (default 24)")
+    de.add_argument("--threads", type=int, help="torch threads (default 2)")
+    de.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default 1000)")
+    de.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    de.set_defaults(func=cmd_train_decoder, command_name="train decoder")
 
     cx = kinds.add_parser("context", help="learned context networks for a registered image model's entropy coder, "
                           "trained on the codes its encoder makes (strata export context registers them)")
