@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from strata.audio import AudioCodec  # noqa: E402
+from strata.cli.main import main  # noqa: E402
 from strata.entropy.prior import CodePrior  # noqa: E402
 from strata.errors import ModelIntegrityError, WeightsMismatchError  # noqa: E402
 from strata.export.audio import export_audio_model, load_audio_checkpoint, measure_receptive_field  # noqa: E402
@@ -220,6 +221,41 @@ def test_export_keeps_other_models(tiny_audio_registry, models):
     assert entry.files["analysis"].path == "tiny-audio-2/analysis.onnx"
     a, b = AudioCodec.load(reg, "tiny-audio"), AudioCodec.load(reg, "tiny-audio-2")
     np.testing.assert_array_equal(a.encode(SOUND).codes, b.encode(SOUND).codes)  # same checkpoint, same codes
+
+
+def test_export_can_share_a_registered_models_vocoders(tiny_audio_registry, models):
+    from strata.export.audio import replace_vocoder
+
+    root = tiny_audio_registry.root.parent
+    before = (models / "tiny-audio" / "vocoder.onnx").read_bytes()
+    entry = export_audio_model(root / "mel.pt", None, "tiny-audio-3", root / "data", models, make_default=False,
+                               vocoders_from="tiny-audio")
+    assert entry.files["vocoder"] == Registry(models).entry("tiny-audio").files["vocoder"]  # by reference
+    assert not (models / "tiny-audio-3" / "vocoder.onnx").exists()
+    assert entry.extra["vocoders_from"] == "tiny-audio"
+    a, b = AudioCodec.load(Registry(models), "tiny-audio"), AudioCodec.load(Registry(models), "tiny-audio-3")
+    assert np.array_equal(a.decompress(a.compress(SOUND)), b.decompress(b.compress(SOUND)))  # same codec, vocoder
+    # a vocoder installed later in the new model goes to its own folder: the shared file is left alone
+    replace_vocoder(models, "tiny-audio-3", root / "vocoder")
+    assert Registry(models).entry("tiny-audio-3").files["vocoder"].path == "tiny-audio-3/vocoder.onnx"
+    assert (models / "tiny-audio" / "vocoder.onnx").read_bytes() == before
+    AudioCodec.load(Registry(models), "tiny-audio")  # still verifies
+
+
+def test_export_takes_one_source_of_vocoders(tiny_audio_registry, models):
+    root = tiny_audio_registry.root.parent
+    with pytest.raises(ValueError, match="either"):
+        export_audio_model(root / "mel.pt", root / "vocoder", "x", root / "data", models, vocoders_from="tiny-audio")
+    with pytest.raises(ValueError, match="either"):
+        export_audio_model(root / "mel.pt", None, "x", root / "data", models)
+
+
+def test_cli_export_audio_refuses_two_or_no_vocoder_sources(models, capsys):
+    assert main(["--models", str(models), "export", "audio", "--name", "x", "--checkpoint", "c.pt"]) == 1
+    assert "--vocoder DIR, or --vocoders-from" in capsys.readouterr().err
+    assert main(["--models", str(models), "export", "audio", "--name", "tiny-audio",
+                 "--vocoders-from", "tiny-audio"]) == 1
+    assert "with --checkpoint" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ ONNX vs torch

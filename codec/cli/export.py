@@ -55,7 +55,11 @@ def cmd_export_audio(args: argparse.Namespace) -> int:
     from strata.export.audio import export_audio_model, replace_vocoder
 
     models = _models(args)
+    if (args.vocoder is None) == (args.vocoders_from is None):
+        raise CliError("give --vocoder DIR, or --vocoders-from MODEL with --checkpoint")
     if args.checkpoint is None:  # only the vocoder changes; streams of the model stay valid
+        if args.vocoders_from is not None:
+            raise CliError("--vocoders-from applies when exporting a new codec (with --checkpoint)")
         if args.layers is not None or args.data is not None or args.no_default:
             raise CliError("--layers, --data and --no-default need --checkpoint (installing a vocoder keeps the "
                            "model's codec)")
@@ -73,9 +77,10 @@ def cmd_export_audio(args: argparse.Namespace) -> int:
     if args.data is None:
         raise CliError("strata export audio --checkpoint needs --data (the training sounds the priors are fitted on)")
     try:
-        entry = export_audio_model(Path(args.checkpoint), Path(args.vocoder), args.name, Path(args.data), models,
-                                   args.description, layers=args.layers, checkpoints_dir=args.checkpoints,
-                                   make_default=not args.no_default)
+        entry = export_audio_model(Path(args.checkpoint), Path(args.vocoder) if args.vocoder else None, args.name,
+                                   Path(args.data), models, args.description, layers=args.layers,
+                                   checkpoints_dir=args.checkpoints, make_default=not args.no_default,
+                                   vocoders_from=args.vocoders_from)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
     print(f"exported {entry.name} ({entry.weights_sha256[:16]}) to {models}")
@@ -193,7 +198,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     im.set_defaults(func=cmd_export_image, command_name="export image")
 
     au = kinds.add_parser("audio", help="a mel codec checkpoint + an exported vocoder → <models>/<name>/")
-    au.add_argument("--vocoder", required=True, help="folder holding vocoder.onnx (from strata export vocoder)")
+    au.add_argument("--vocoder", help="folder holding vocoder.onnx (from strata export vocoder)")
+    au.add_argument("--vocoders-from", metavar="MODEL", help="with --checkpoint, instead of --vocoder: share the "
+                    "vocoder files (and default vocoder) of this registered audio model, without copying them")
     au.add_argument("--name", required=True, help="model name in the manifest and in its streams")
     au.add_argument("--checkpoint", help="mel codec training checkpoint; without it, the vocoder is installed in "
                     "the registered model NAME (a HiFi-GAN one replaces its vocoder, a Vocos one is added or "

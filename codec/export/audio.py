@@ -10,7 +10,8 @@ From a mel codec checkpoint and an exported vocoder it writes, under ``<models>/
 - ``vocoder.onnx``: copied from a :func:`strata.export.vocoder.export_vocoder` folder. The
   vocoder is verified by sha256 at load time but is *not* part of the weights hash that
   streams carry: the codes do not depend on it, so a better vocoder ships without
-  invalidating streams.
+  invalidating streams. Or, with ``vocoders_from``, no vocoder file at all: the entry points at
+  another registered audio model's vocoder files (a retrained codec keeps the same vocoders).
 
 With ``checkpoints_dir``, the compact codec checkpoint and the vocoder's ``vocoder.pt`` go to
 ``<checkpoints_dir>/<name>/`` (to resume training from; not served).
@@ -42,7 +43,7 @@ from strata.export.common import (
     save_compact_checkpoint,
 )
 from strata.frontend.audio import list_audio
-from strata.registry import ModelEntry, Registry, serving_roles, weights_hash
+from strata.registry import FileRef, ModelEntry, Registry, serving_roles, weights_hash
 from strata.train.audio import AudioTrainConfig, MelAutoencoder, clip_mels, read_checkpoint
 from strata.train.data import split_heldout
 
@@ -75,7 +76,7 @@ def measure_receptive_field(
 
 def export_audio_model(
     checkpoint: Path,
-    vocoder_dir: Path,
+    vocoder_dir: Path | None,
     name: str,
     data: Path,
     models_dir: Path,
@@ -84,24 +85,41 @@ def export_audio_model(
     make_default: bool = True,
     layers: int | None = None,
     checkpoints_dir: Path | None = None,
+    vocoders_from: str | None = None,
 ) -> ModelEntry:
     """Export ``checkpoint`` (+ the vocoder in ``vocoder_dir``) as audio model ``name`` and register it.
 
     ``layers`` keeps only the first that many residual layers (default: all that were trained);
     ``checkpoints_dir`` receives ``<name>/checkpoint.pt`` and the vocoder's ``<name>/vocoder.pt``.
+    ``vocoders_from`` (instead of ``vocoder_dir``) names a registered audio model whose vocoder files (HiFi-GAN,
+    and Vocos when it has one) and default vocoder the new model shares, by reference, without copies.
     """
     from strata.audio import AudioCodec, analyse_mel
     from strata.quantize.search import ResidualCodebooks
     from strata.runtime import CPU, OnnxNet
 
-    vocoder_dir = Path(vocoder_dir)
-    if not (vocoder_dir / "vocoder.onnx").is_file():
-        raise FileNotFoundError(f"no vocoder.onnx in {vocoder_dir} (make one with strata export vocoder)")
-    if _vocoder_arch(vocoder_dir / "vocoder.onnx") != "hifigan":
-        raise ValueError(f"{vocoder_dir / 'vocoder.onnx'} is a Vocos network; an audio model is exported with "
-                         "its HiFi-GAN vocoder, and a Vocos one is added afterwards (export audio --name NAME "
-                         "--vocoder DIR, without --checkpoint)")
+    if (vocoder_dir is None) == (vocoders_from is None):
+        raise ValueError("give either a vocoder folder or a registered model to share the vocoders of")
+    shared: dict[str, FileRef] = {}
+    shared_extra: dict = {}
+    if vocoders_from is not None:
+        source = Registry(models_dir).entry(vocoders_from)
+        if source.modality != "audio":
+            raise ValueError(f"{vocoders_from!r} is an {source.modality} model; only audio models have vocoders")
+        shared = {r: source.files[r] for r in ("vocoder", "vocos") if r in source.files}
+        shared_extra = {k: source.extra[k] for k in ("vocoder",) if k in source.extra}
+    else:
+        vocoder_dir = Path(vocoder_dir)
+        if not (vocoder_dir / "vocoder.onnx").is_file():
+            raise FileNotFoundError(f"no vocoder.onnx in {vocoder_dir} (make one with strata export vocoder)")
+        if _vocoder_arch(vocoder_dir / "vocoder.onnx") != "hifigan":
+            raise ValueError(f"{vocoder_dir / 'vocoder.onnx'} is a Vocos network; an audio model is exported with "
+                             "its HiFi-GAN vocoder, and a Vocos one is added afterwards (export audio --name NAME "
+                             "--vocoder DIR, without --checkpoint)")
     model, cfg, ckpt = load_audio_checkpoint(checkpoint)
+    if vocoders_from is not None and source.extra.get("n_mels", 80) != cfg.net.n_mels:
+        raise ValueError(f"{vocoders_from!r}'s vocoders take {source.extra.get('n_mels', 80)} mels; "
+                         f"this codec makes {cfg.net.n_mels}")
     if layers is not None:
         cfg = keep_layers(model, cfg, layers)
     round_to_fp16(model.g_a)
@@ -114,11 +132,12 @@ def export_audio_model(
     export_onnx(model.g_s, torch.randn(1, D, net.rows, 4), out / "synthesis.onnx", "latent", "mel",
                 axes=({0: "batch", 3: "columns"}, {0: "batch", 2: "frames"}))
     codebooks = save_codebooks(model, out)
-    if (vocoder_dir / "vocoder.onnx").resolve() != (out / "vocoder.onnx").resolve():
+    if vocoder_dir is not None and (vocoder_dir / "vocoder.onnx").resolve() != (out / "vocoder.onnx").resolve():
         shutil.copyfile(vocoder_dir / "vocoder.onnx", out / "vocoder.onnx")
     if checkpoints_dir is not None:
         kept = save_compact_checkpoint(model, cfg.to_dict(), ckpt, Path(checkpoints_dir) / name / "checkpoint.pt")
-        _keep_vocoder_checkpoint(vocoder_dir, kept.parent)
+        if vocoder_dir is not None:
+            _keep_vocoder_checkpoint(vocoder_dir, kept.parent)
 
     analysis = OnnxNet.load(out / "analysis.onnx", [CPU])
     synthesis = OnnxNet.load(out / "synthesis.onnx", [CPU])
@@ -140,7 +159,8 @@ def export_audio_model(
     held_codes = [analyse_mel(analysis, quantizer, m, tf) for m in clip_mels(held_files, cache)]
     kinds = fit_priors(train_codes, held_codes, [K] * L, out)
 
-    files = file_refs(models_dir, out, [*BASE_FILES, ("vocoder", "vocoder.onnx")])
+    files = file_refs(models_dir, out, [*BASE_FILES, *([] if shared else [("vocoder", "vocoder.onnx")])])
+    files.update(shared)
     entry = ModelEntry(
         name=name,
         modality="audio",
@@ -154,7 +174,8 @@ def export_audio_model(
         description=description,
         extra={"contexts": kinds, "train_step": ckpt.get("step"), "config": cfg.to_dict(),
                "freq_factor": net.freq_factor, "n_mels": net.n_mels, "sample_rate": 22050, "hop": 256,
-               "receptive_field": {"analysis": rf_a, "synthesis": rf_s}},
+               "receptive_field": {"analysis": rf_a, "synthesis": rf_s}, **shared_extra,
+               **({"vocoders_from": vocoders_from} if vocoders_from else {})},
     )
     register(models_dir, entry, make_default)
     # The registered model must load (sha256 verified) and round-trip a held-out clip.
@@ -215,7 +236,8 @@ def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description:
     arch = Vocoder.VOCOS if isinstance(trial, VocosVocoder) else Vocoder.HIFIGAN
     role = NETWORK_ROLES[arch]
     filename = f"{role}.onnx"
-    out = (models_dir / entry.files["vocoder"].path).parent
+    out = models_dir / name  # the model's own folder, also when its vocoders are shared with another model's
+    out.mkdir(parents=True, exist_ok=True)
     if (vocoder_dir / "vocoder.onnx").resolve() != (out / filename).resolve():
         shutil.copyfile(vocoder_dir / "vocoder.onnx", out / filename)
     if checkpoints_dir is not None:
