@@ -22,6 +22,11 @@ GOLDEN_SOUND = synthetic_sound(2.5, seed=11)
 SHIPPED = Registry(ROOT / "models").names("audio")
 
 
+def vocoder_owner(codec) -> str:
+    """The model whose checkpoints hold the vocoders' weights (a model may share another's vocoder files)."""
+    return codec.entry.extra.get("vocoders_from", codec.name)
+
+
 @pytest.fixture(scope="module", params=SHIPPED)
 def codec(shipped_registry, request):
     pytest.importorskip("soundfile")
@@ -69,7 +74,7 @@ def test_onnx_matches_torch(codec):
         np.testing.assert_allclose(y_onnx, model.g_a(torch.from_numpy(mel)).numpy(), atol=1e-4, rtol=1e-4)
         np.testing.assert_allclose(codec.synthesis(y_onnx), model.g_s(torch.from_numpy(y_onnx)).numpy(),
                                    atol=1e-4, rtol=1e-4)
-        gen = load_generator(shipped_checkpoint(codec.name, "vocoder.pt"))
+        gen = load_generator(shipped_checkpoint(vocoder_owner(codec), "vocoder.pt"))
         wave_torch = gen(torch.from_numpy(mel)).numpy()
     np.testing.assert_allclose(codec.vocoder.net(mel), wave_torch, atol=1e-3)
     np.testing.assert_allclose(codec.quantizer.codebooks, model.quantizer.codebooks().numpy())
@@ -83,7 +88,7 @@ def test_vocos_matches_torch(codec):
     from strata.train.vocoder import load_generator
     from strata.vocoder.vocos import VocosVocoder
 
-    gen = load_generator(shipped_checkpoint(codec.name, "vocos.pt"))
+    gen = load_generator(shipped_checkpoint(vocoder_owner(codec), "vocos.pt"))
     mel = (np.random.default_rng(1).standard_normal((80, 48)) - 5).astype(np.float32)
     with torch.no_grad():
         ref = gen(torch.from_numpy(mel)[None])[0, 0].numpy()
