@@ -152,7 +152,7 @@ def test_the_new_network_is_the_trained_one(exported, trained):
     registry, entry = exported
     run, cfg = trained
     g_s, _ = load_synthesis(cfg.checkpoint)
-    g_s.load_state_dict(torch.load(run / "last.pt", weights_only=False)["g_s"])
+    g_s.load_state_dict(torch.load(run / "last.pt", weights_only=False)["model"])
     g_s.eval()
     latent = np.random.default_rng(0).normal(size=(1, 8, 5, 6)).astype(np.float32)
     codec = ImageCodec.load(registry, "tiny-image-d")
@@ -179,8 +179,50 @@ def test_export_refuses_taken_names_and_unfinished_runs(exported, trained, tmp_p
         export_decoder(started, registry.root, "other")
 
 
+def test_export_and_resume_refuse_another_kind_of_run(trained, tiny_registry, tmp_path, capsys):
+    """A folder of another trainer (its own config.json and best.pt) is named, not crashed on."""
+    from strata.errors import ModelIntegrityError
+    from strata.export.decoder import export_decoder
+    from strata.train.decoder import DecoderTrainConfig, train
+
+    run, cfg = trained
+    other = tmp_path / "encoder-run"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"teacher": "t.pt", "steps": 10}))
+    shutil.copyfile(run / "best.pt", other / "best.pt")
+    with pytest.raises(ValueError, match=r"decoder run \(unknown fields teacher; missing checkpoint, model\)"):
+        export_decoder(other, tiny_registry.root, "other")
+    with pytest.raises(ValueError, match="not the config"):
+        DecoderTrainConfig.from_dict({"model": "m"})
+    assert main(["train", "decoder", "--data", str(tmp_path), "--run", str(other), "--resume"]) == 1
+    assert "not the config of a strata train decoder run" in capsys.readouterr().err
+    # a best.pt that is not a decoder checkpoint
+    wrong = tmp_path / "wrong"
+    shutil.copytree(run, wrong)
+    torch.save({"model": {}, "config": {}}, wrong / "best.pt")
+    with pytest.raises(ModelIntegrityError, match="lacks step, start_psnr"):
+        export_decoder(wrong, tiny_registry.root, "other")
+    torch.save({"model": {}, "config": {}}, wrong / "last.pt")
+    with pytest.raises(ModelIntegrityError, match="lacks"):
+        train(cfg, wrong, resume=True)
+
+
 def test_cli_refuses_a_new_run_without_its_model(tmp_path, capsys):
     assert main(["train", "decoder", "--data", str(tmp_path), "--run", str(tmp_path / "r")]) == 1
     assert "--model and --checkpoint are required" in capsys.readouterr().err
     assert main(["export", "decoder", "--run", str(tmp_path), "--as", "x"]) == 1
     assert "no decoder run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_cli_help_states_the_trainers_own_defaults(kind, capsys):
+    from strata.train.decoder import DecoderTrainConfig
+    from strata.train.encoder import EncoderTrainConfig
+
+    cfg = {"encoder": EncoderTrainConfig(teacher="t"), "decoder": DecoderTrainConfig(model="m", checkpoint="c")}[kind]
+    with pytest.raises(SystemExit):
+        main(["train", kind, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, value in (("--steps", cfg.steps), ("--lr", f"{cfg.lr:g}"), ("--threads", cfg.threads),
+                        ("--eval-every", cfg.eval_every)):
+        assert f"(default {value})" in text.split(flag, 2)[-1].split("--", 1)[0], flag

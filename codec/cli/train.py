@@ -324,6 +324,17 @@ def _common_flags(p: argparse.ArgumentParser, data_help: str) -> None:
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
 
 
+def _schedule_flags(p: argparse.ArgumentParser, *, steps: int, lr: float, threads: int, eval_every: int) -> None:
+    """``--config``, ``--steps``, ``--lr``, ``--threads``, ``--eval-every``, ``--max-minutes`` of a trainer whose
+    config has these defaults (given here: the config classes import torch, which ``--help`` does not need)."""
+    p.add_argument("--config", help="JSON object of config fields for a new run (settings without a flag)")
+    p.add_argument("--steps", type=int, help=f"total steps of the schedule (default {steps})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {lr:g})")
+    p.add_argument("--threads", type=int, help=f"torch threads (default {threads})")
+    p.add_argument("--eval-every", type=int, help=f"steps between evaluations and checkpoints (default {eval_every})")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("train", help="train a model (torch; resumable)")
     kinds = tr.add_subparsers(dest="trainer", required=True, metavar="{image,audio,vocoder,encoder,context}")
@@ -381,12 +392,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "checkpoints/<name>/checkpoint.pt)")
     en.add_argument("--enc-channels", help="student widths at 1/2, 1/4, 1/8 resolution (default 32,64,128)")
     en.add_argument("--enc-blocks", help="student residual blocks per scale (default 0,0,1)")
-    en.add_argument("--config", help="JSON object of config fields for a new run (settings without a flag)")
-    en.add_argument("--steps", type=int, help="total steps of the schedule (default 16000)")
-    en.add_argument("--lr", type=float, help="peak learning rate (default 5e-4)")
-    en.add_argument("--threads", type=int, help="torch threads (default 1)")
-    en.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default 2000)")
-    en.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    _schedule_flags(en, steps=16000, lr=5e-4, threads=1, eval_every=2000)
     en.set_defaults(func=cmd_train_encoder, command_name="train encoder")
 
     de = kinds.add_parser("decoder", help="retrain a registered image model's synthesis network on the codes its "
@@ -398,13 +404,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     de.add_argument("--model", help="the registered image model whose codes are decoded (required for a new run)")
     de.add_argument("--checkpoint", help="its training checkpoint, whose g_s the run starts from (required for a "
                     "new run; checkpoints/<name>/checkpoint.pt)")
-    de.add_argument("--config", help="JSON object of config fields for a new run (settings without a flag)")
-    de.add_argument("--steps", type=int, help="total steps of the schedule (default 12000)")
-    de.add_argument("--lr", type=float, help="peak learning rate (default 1e-4)")
     de.add_argument("--crop", type=int, help="code-grid cells per crop side, 8 pixels each (default 24)")
-    de.add_argument("--threads", type=int, help="torch threads (default 2)")
-    de.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default 1000)")
-    de.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    _schedule_flags(de, steps=12000, lr=1e-4, threads=2, eval_every=1000)
     de.set_defaults(func=cmd_train_decoder, command_name="train decoder")
 
     cx = kinds.add_parser("context", help="learned context networks for a registered image model's entropy coder, "

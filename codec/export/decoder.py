@@ -31,7 +31,7 @@ def export_decoder(run: Path, models_dir: Path, new_name: str, make_default: boo
     its starting network, a name already registered, or an original whose codes the run did not decode."""
     from strata.image import ImageCodec
     from strata.runtime import CPU, OnnxNet
-    from strata.train.decoder import DecoderTrainConfig, load_synthesis
+    from strata.train.decoder import DecoderTrainConfig, load_synthesis, read_run_checkpoint
 
     run = Path(run)
     cfg_path, best_path = run / "config.json", run / "best.pt"
@@ -41,12 +41,12 @@ def export_decoder(run: Path, models_dir: Path, new_name: str, make_default: boo
     if new_name in registry.entries:
         raise ValueError(f"model {new_name!r} is already registered; a retrained decoder needs a new name")
     cfg = DecoderTrainConfig.from_dict(json.loads(cfg_path.read_text()))
-    best = torch.load(best_path, map_location="cpu", weights_only=False)
+    best = read_run_checkpoint(best_path)
     if not best.get("step"):
         raise ValueError(f"the best network of {run} is the one it started from: nothing to export")
     codec = ImageCodec.load(registry, cfg.model, encoder="full")
     g_s, tcfg = load_synthesis(Path(cfg.checkpoint))
-    g_s.load_state_dict(best["g_s"])
+    g_s.load_state_dict(best["model"])
     g_s.eval()
     round_to_fp16(g_s)
     out = Path(models_dir) / new_name

@@ -25,16 +25,22 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from strata.train.checkpoint import read_checkpoint
 from strata.train.data import load_images
 from strata.train.image import ImageTrainConfig, psnr
-from strata.train.loop import start
+from strata.train.image import read_checkpoint as read_image_checkpoint
+from strata.train.loop import rng_state, save_checkpoint, start
 from strata.train.nets.image import Synthesis
 from strata.train.schedule import StepGuard, cosine_lr, warmup_factor
+
+if TYPE_CHECKING:
+    from strata.image import ImageCodec
 
 
 @dataclass
@@ -67,6 +73,13 @@ class DecoderTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DecoderTrainConfig:
+        """The config saved in a run's ``config.json``; ``ValueError`` for one of another kind of run."""
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(d) - names), sorted(n for n in ("model", "checkpoint") if n not in d)
+        if unknown or missing:
+            raise ValueError("not the config of a strata train decoder run ("
+                             + "; ".join([*(["unknown fields " + ", ".join(unknown)] if unknown else []),
+                                          *(["missing " + ", ".join(missing)] if missing else [])]) + ")")
         return cls(**d)
 
 
@@ -114,27 +127,22 @@ class CodeCrops:
         return np.stack(cs, axis=1).astype(np.int64), x, torch.from_numpy(np.stack(masks))
 
 
-def model_codes(codec, images: list[np.ndarray], mirror: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The images (with their mirror images when ``mirror``) and the codes ``uint8 [L, h, w]`` the codec's
-    encoder makes of each, all layers."""
-    out_images, out_codes = [], []
-    for im in images:
-        for view in (im, np.ascontiguousarray(im[:, ::-1])) if mirror else (im,):
-            out_images.append(view)
-            out_codes.append(codec.encode(view).codes.astype(np.uint8))
-    return out_images, out_codes
+def views(images: list[np.ndarray], mirror: bool) -> list[np.ndarray]:
+    """The images, each followed by its mirror image (left-right) when ``mirror``."""
+    return [v for im in images for v in ((im, np.ascontiguousarray(im[:, ::-1])) if mirror else (im,))]
 
 
-def _cached_codes(path: Path, codec, images: list[np.ndarray], mirror: bool) -> tuple[list, list]:
-    if path.exists():
-        with np.load(path) as z:
+def model_codes(codec: ImageCodec, images: list[np.ndarray], cache: Path) -> list[np.ndarray]:
+    """The codes ``uint8 [L, h, w]`` the codec's encoder makes of each image, all layers; kept in ``cache`` (an
+    ``.npz``) and read back from it when it holds as many stacks as there are images."""
+    if cache.exists():
+        with np.load(cache) as z:
             codes = [z[f"c{i}"] for i in range(len(z.files))]
-        views = [v for im in images for v in ((im, np.ascontiguousarray(im[:, ::-1])) if mirror else (im,))]
-        if len(views) == len(codes):
-            return views, codes
-    views, codes = model_codes(codec, images, mirror)
-    np.savez(path, **{f"c{i}": c for i, c in enumerate(codes)})
-    return views, codes
+        if len(codes) == len(images):
+            return codes
+    codes = [codec.encode(im).codes.astype(np.uint8) for im in images]
+    np.savez(cache, **{f"c{i}": c for i, c in enumerate(codes)})
+    return codes
 
 
 @torch.no_grad()
@@ -158,18 +166,18 @@ def validate(g_s: torch.nn.Module, quantizer, images: list[np.ndarray], codes: l
 
 def _save(path: Path, g_s: torch.nn.Module, opt: torch.optim.Optimizer, step: int, best: float,
           cfg: DecoderTrainConfig, rng: np.random.Generator, start_psnr: list[float]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"g_s": g_s.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                "config": cfg.to_dict(), "start_psnr": start_psnr,
-                "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}}, tmp)
-    tmp.replace(path)
+    """A run checkpoint: ``model`` holds ``g_s``'s weights, ``start_psnr`` the registered network's scores."""
+    save_checkpoint(path, g_s, opt, step, best, cfg, rng_state(rng), extra={"start_psnr": start_psnr})
+
+
+def read_run_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
+    """A ``strata train decoder`` checkpoint (``ModelIntegrityError`` for another kind of file)."""
+    return read_checkpoint(path, ("model", "step", "start_psnr"), device)
 
 
 def load_synthesis(checkpoint: Path) -> tuple[Synthesis, ImageTrainConfig]:
     """``g_s`` (float32) and the training config of an image checkpoint."""
-    from strata.train.image import read_checkpoint
-
-    ckpt = read_checkpoint(Path(checkpoint))
+    ckpt = read_image_checkpoint(Path(checkpoint))
     tcfg = ImageTrainConfig.from_dict(ckpt["config"])
     g_s = Synthesis(tcfg.net)
     prefix = "g_s."
@@ -202,15 +210,17 @@ def train(cfg: DecoderTrainConfig, run_dir: Path, resume: bool = False, max_minu
     cache.mkdir(exist_ok=True)
     f = codec.factor
     print("codes of the training images…", flush=True)
-    images, codes = _cached_codes(cache / "codes_train.npz", codec, load_images(data / "train", cache), cfg.mirror)
-    val_images, val_codes = _cached_codes(cache / "codes_val.npz", codec, load_images(data / "val", cache), False)
+    images = views(load_images(data / "train", cache), cfg.mirror)
+    codes = model_codes(codec, images, cache / "codes_train.npz")
+    val_images = load_images(data / "val", cache)
+    val_codes = model_codes(codec, val_images, cache / "codes_val.npz")
     crops = CodeCrops(images, codes, cfg.crop, f, cfg.margin, cfg.seed)
 
     step, best, start_psnr = 0, -math.inf, []
     last = run_dir / "last.pt"
     if resume and last.exists():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
-        g_s.load_state_dict(ckpt["g_s"])
+        ckpt = read_run_checkpoint(last, device)
+        g_s.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         step, best, start_psnr = ckpt["step"], ckpt["best"], ckpt["start_psnr"]
         crops.rng.bit_generator.state = ckpt["rng"]["numpy"]
@@ -275,4 +285,5 @@ def train(cfg: DecoderTrainConfig, run_dir: Path, resume: bool = False, max_minu
     return run_dir / "best.pt"
 
 
-__all__ = ["CodeCrops", "DecoderTrainConfig", "load_synthesis", "model_codes", "train", "validate"]
+__all__ = ["CodeCrops", "DecoderTrainConfig", "load_synthesis", "model_codes", "read_run_checkpoint", "train",
+           "validate", "views"]

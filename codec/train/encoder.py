@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from strata.train.data import center_crops, load_images
 from strata.train.image import ImageAutoencoder, ImageTrainConfig, read_checkpoint, validate
-from strata.train.loop import start
+from strata.train.loop import rng_state, save_checkpoint, start
 from strata.train.nets.image import Analysis
 from strata.train.schedule import StepGuard, cosine_lr, warmup_factor
 
@@ -157,11 +157,8 @@ def _load_teacher(cfg: EncoderTrainConfig) -> tuple[ImageAutoencoder, ImageTrain
 
 def _save(path: Path, model: ImageAutoencoder, opt: torch.optim.Optimizer, step: int, best: float,
           scfg: ImageTrainConfig, cfg: EncoderTrainConfig, rng: np.random.Generator, teacher_psnr: list[float]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                "config": scfg.to_dict(), "encoder": cfg.to_dict(), "teacher_psnr": teacher_psnr,
-                "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}}, tmp)
-    tmp.replace(path)
+    save_checkpoint(path, model, opt, step, best, scfg, rng_state(rng),
+                    extra={"encoder": cfg.to_dict(), "teacher_psnr": teacher_psnr})
 
 
 def train(cfg: EncoderTrainConfig, run_dir: Path, resume: bool = False, max_minutes: float | None = None) -> Path:

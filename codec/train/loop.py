@@ -88,12 +88,17 @@ def start(run_dir: Path, threads: int, seed: int) -> tuple[Path, torch.device]:
 
 
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, best: float,
-                    cfg: LoopSettings, rng_state: dict) -> None:
-    """Write a resumable checkpoint atomically (through ``path.tmp``)."""
+                    cfg: LoopSettings, rng_state: dict, extra: dict | None = None) -> None:
+    """Write a resumable checkpoint atomically (through ``path.tmp``); ``extra`` adds a trainer's own keys."""
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                "config": cfg.to_dict(), "rng": rng_state}, tmp)
+                "config": cfg.to_dict(), "rng": rng_state, **(extra or {})}, tmp)
     tmp.replace(path)
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    """The numpy generator's and torch's RNG states, as :func:`save_checkpoint` stores them."""
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
 
 
 def fit(
@@ -200,11 +205,11 @@ def fit(
                 skipped = f" ({guard.skipped} steps skipped by the guard)" if guard.skipped else ""
                 bar.write(f"step {step}: {rec['steps_per_s']:.2f} it/s {objective.describe(v)} "
                           f"ppl {min(v['perplexity']):.0f}-{max(v['perplexity']):.0f}{skipped}")
-                rng_state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+                rngs = rng_state(rng)
                 if better(v["score"], best):
                     best = v["score"]
-                    save_checkpoint(run_dir / "best.pt", model, opt, step, best, cfg, rng_state)
-                save_checkpoint(last, model, opt, step, best, cfg, rng_state)
+                    save_checkpoint(run_dir / "best.pt", model, opt, step, best, cfg, rngs)
+                save_checkpoint(last, model, opt, step, best, cfg, rngs)
                 run_loss = run_mse = 0.0
                 n_run = 0
                 t0 = time.time()
@@ -218,4 +223,4 @@ def fit(
     return run_dir / "best.pt"
 
 
-__all__ = ["LoopSettings", "Objective", "fit", "lr_at", "save_checkpoint", "start"]
+__all__ = ["LoopSettings", "Objective", "fit", "lr_at", "rng_state", "save_checkpoint", "start"]
