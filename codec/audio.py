@@ -21,7 +21,7 @@ vocoder are per-call arguments; the codec holds no per-request state.
 Every audio model has a HiFi-GAN vocoder (file role ``vocoder``); it may also have a Vocos one (role
 ``vocos``). The manifest's ``extra.vocoder`` names the one a decode uses when the caller names none
 (``hifigan`` when absent); Griffin-Lim needs no file. Mel-consistency refinement
-(:mod:`strata.vocoder.refine`) applies to either network; each has its own default number of iterations.
+(:mod:`strata.vocoder.refine`) applies to either network, 8 iterations by default for both.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Vocoder(enum.StrEnum):
     """How a decoded log-mel becomes a waveform."""
 
     HIFIGAN = "hifigan"  # the model's HiFi-GAN generator (ONNX), then mel-consistency refinement
-    VOCOS = "vocos"  # the model's Vocos network (ONNX STFT frames, numpy inverse STFT); no refinement by default
+    VOCOS = "vocos"  # the model's Vocos network (ONNX STFT frames, numpy inverse STFT), then refinement
     GRIFFINLIM = "griffinlim"  # 32 iterations of fast Griffin-Lim (no network)
 
 
@@ -187,7 +187,7 @@ class AudioCodec(StreamCodec):
         threads: int = 0,
         limits: StreamLimits | None = None,
         refine: int = DEFAULT_ITERATIONS,
-        vocos_refine: int = 0,
+        vocos_refine: int = DEFAULT_ITERATIONS,
         rdo_lambda: float | None = None,
     ) -> AudioCodec:
         """Load (and sha256-verify) the model ``name`` (default: the registry's default audio model).

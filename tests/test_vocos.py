@@ -158,7 +158,7 @@ def test_exported_vocos_matches_the_torch_network(vocos_export):
     from strata.vocoder.vocos import VocosVocoder
 
     voc = load_vocoder(vocos_export / "vocoder.onnx", [CPU], threads=1)
-    assert isinstance(voc, VocosVocoder) and voc.refine == 0 and voc.n_fft == 1024
+    assert isinstance(voc, VocosVocoder) and voc.refine == 8 and voc.n_fft == 1024
     assert voc.receptive_field == receptive_field(TINY)
     gen = load_generator(vocos_export / "vocoder.pt")
     mel = (torch.randn(80, 70, generator=torch.Generator().manual_seed(3)) - 5).numpy()
@@ -240,6 +240,37 @@ def test_default_vocoder_follows_the_manifest(vocos_models, vocos_export, tmp_pa
     (vocos_models / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelIntegrityError, match="names vocos its default vocoder but has no vocos file"):
         AudioCodec.load(Registry(vocos_models), "tiny-audio")
+
+
+def test_set_default_vocoder_changes_only_the_default(vocos_models, tiny_av_registry, capsys):
+    from strata.audio import AudioCodec, Vocoder
+    from strata.cli.main import main
+    from strata.export.audio import set_default_vocoder
+    from strata.registry import Registry
+
+    before = Registry(vocos_models).entry("tiny-audio")
+    entry = set_default_vocoder(vocos_models, "tiny-audio", "vocos")
+    assert entry.extra["vocoder"] == "vocos"
+    assert (entry.files, entry.weights_sha256) == (before.files, before.weights_sha256)
+    codec = AudioCodec.load(Registry(vocos_models), "tiny-audio")
+    assert codec.default_vocoder is Vocoder.VOCOS and codec.vocos.refine == 8  # refined like HiFi-GAN by default
+    data = codec.compress(np.sin(np.linspace(0, 900, 5000)).astype(np.float32) * 0.3)
+    np.testing.assert_array_equal(codec.decompress(data), codec.decompress(data, vocoder="vocos", refine=8))
+    assert main(["--models", str(vocos_models), "export", "audio", "--name", "tiny-audio",
+                 "--set-default-vocoder", "hifigan"]) == 0
+    assert "now decodes with hifigan" in capsys.readouterr().out
+    assert AudioCodec.load(Registry(vocos_models), "tiny-audio").default_vocoder is Vocoder.HIFIGAN
+    # Refused: a network the model lacks, an image model, other export flags beside it.
+    with pytest.raises(ValueError, match="has no vocos network"):
+        set_default_vocoder(tiny_av_registry.root, "tiny-audio", "vocos")
+    with pytest.raises(ValueError, match="unknown vocoder 'wavenet'"):
+        set_default_vocoder(vocos_models, "tiny-audio", "wavenet")
+    image = next(n for n in Registry(vocos_models).names() if Registry(vocos_models).entry(n).modality == "image")
+    with pytest.raises(ValueError, match="only audio models have a vocoder"):
+        set_default_vocoder(vocos_models, image, "vocos")
+    assert main(["--models", str(vocos_models), "export", "audio", "--name", "tiny-audio",
+                 "--set-default-vocoder", "vocos", "--layers", "2"]) != 0
+    assert "drop --layers" in capsys.readouterr().err
 
 
 def test_export_audio_refuses_a_vocos_as_the_main_vocoder(vocos_export, tmp_path):

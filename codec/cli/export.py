@@ -52,9 +52,24 @@ def cmd_export_image(args: argparse.Namespace) -> int:
 def cmd_export_audio(args: argparse.Namespace) -> int:
     _check_name(args.name)
     positive("--layers", args.layers)
-    from strata.export.audio import export_audio_model, replace_vocoder
+    from strata.export.audio import export_audio_model, replace_vocoder, set_default_vocoder
 
     models = _models(args)
+    if args.set_default_vocoder is not None:
+        others = [flag for flag, given in (("--vocoder", args.vocoder), ("--vocoders-from", args.vocoders_from),
+                                           ("--checkpoint", args.checkpoint), ("--default-vocoder",
+                                           args.default_vocoder), ("--data", args.data),
+                                           ("--layers", args.layers), ("--no-default", args.no_default)) if given]
+        if others:
+            raise CliError(f"--set-default-vocoder changes only the default of a registered model; "
+                           f"drop {', '.join(others)}")
+        try:
+            entry = set_default_vocoder(models, args.name, args.set_default_vocoder)
+        except (FileNotFoundError, ValueError) as e:
+            raise CliError(str(e)) from None
+        print(f"{entry.name} now decodes with {entry.extra['vocoder']} when no vocoder is asked for ({models}); "
+              "its files, weights hash and streams are unchanged")
+        return 0
     if (args.vocoder is None) == (args.vocoders_from is None):
         raise CliError("give --vocoder DIR, or --vocoders-from MODEL with --checkpoint")
     if args.checkpoint is None:  # only the vocoder changes; streams of the model stay valid
@@ -207,6 +222,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "replaced beside it)")
     au.add_argument("--default-vocoder", action="store_true",
                     help="without --checkpoint: make the installed vocoder the model's default")
+    au.add_argument("--set-default-vocoder", choices=["hifigan", "vocos", "griffinlim"],
+                    help="alone with --name: decode with this vocoder of the registered model when a caller names "
+                    "none (chosen on held-out clips: bench/vocoder_codec.py)")
     au.add_argument("--no-default", action="store_true",
                     help="with --checkpoint: register the model without making it the default audio model")
     au.add_argument("--data", help="folder with <set>/train/ sounds, for fitting the priors (with --checkpoint)")

@@ -256,4 +256,30 @@ def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description:
     return new
 
 
-__all__ = ["export_audio_model", "load_audio_checkpoint", "measure_receptive_field", "replace_vocoder"]
+def set_default_vocoder(models_dir: Path, name: str, vocoder: str) -> ModelEntry:
+    """Make ``vocoder`` (``hifigan``, ``vocos`` or ``griffinlim``) the one the registered audio model ``name``
+    decodes with when a caller names none (``extra.vocoder``). No file changes, nor the weights hash: every
+    stream decodes as before with a named vocoder. Raises ``ValueError`` for an image model, an unknown
+    name, or a network the model does not have.
+    """
+    from strata.audio import AudioCodec, Vocoder
+
+    models_dir = Path(models_dir)
+    entry = Registry(models_dir).entry(name)
+    if entry.modality != "audio":
+        raise ValueError(f"{name!r} is an {entry.modality} model; only audio models have a vocoder")
+    try:
+        chosen = Vocoder(vocoder)
+    except ValueError:
+        raise ValueError(f"unknown vocoder {vocoder!r}; one of {', '.join(v.value for v in Vocoder)}") from None
+    codec = AudioCodec.load(Registry(models_dir), name)
+    if chosen not in codec.vocoders:
+        raise ValueError(f"model {name!r} has no {chosen.value} network (it has "
+                         f"{', '.join(v.value for v in codec.vocoders)})")
+    new = dataclasses.replace(entry, extra={**entry.extra, "vocoder": chosen.value})
+    register(models_dir, new, make_default=False)
+    return new
+
+
+__all__ = ["export_audio_model", "load_audio_checkpoint", "measure_receptive_field", "replace_vocoder",
+           "set_default_vocoder"]

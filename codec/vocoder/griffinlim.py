@@ -1,4 +1,4 @@
-"""Griffin-Lim vocoder on HiFi-GAN log-mels (numpy only: no torch, no librosa).
+"""Griffin-Lim vocoder on HiFi-GAN log-mels (numpy and scipy.fft: no torch, no librosa).
 
 ::
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import scipy.fft
 from strata.errors import InputError
 from strata.frontend.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank
 
@@ -120,14 +121,14 @@ class _Stft:
         """Signal ``[length]`` → complex64 spectrum ``[F, n_fft/2 + 1]``, written into ``out``."""
         frames = np.lib.stride_tricks.sliding_window_view(y, self.n_fft)[:: self.hop]  # [F, n_fft], a view
         for s in range(0, self.n_frames, _BLOCK_FRAMES):
-            out[s : s + _BLOCK_FRAMES] = np.fft.rfft(frames[s : s + _BLOCK_FRAMES] * self.window, axis=-1)
+            out[s : s + _BLOCK_FRAMES] = scipy.fft.rfft(frames[s : s + _BLOCK_FRAMES] * self.window, axis=-1)
         return out
 
     def inverse(self, spec: np.ndarray) -> np.ndarray:
         """Complex spectrum ``[F, n_fft/2 + 1]`` → float32 signal ``[length]``."""
         rows = self._rows()
         for s in range(0, self.n_frames, _BLOCK_FRAMES):
-            block = np.fft.irfft(spec[s : s + _BLOCK_FRAMES], n=self.n_fft, axis=-1).astype(np.float32, copy=False)
+            block = scipy.fft.irfft(spec[s : s + _BLOCK_FRAMES], n=self.n_fft, axis=-1).astype(np.float32, copy=False)
             block *= self.window
             self._overlap_add(rows, s, block)
         y = rows.reshape(-1)[: self.length]

@@ -9,7 +9,8 @@ Frame ``t`` covers samples ``[t·hop − pad, t·hop − pad + n_fft)`` with ``p
 framing of :func:`strata.frontend.audio.log_mel` (reflect padding of ``pad``, ``center=False``), so ``F``
 frames give ``F·hop`` samples. Dividing by the overlap-added squared window makes the inverse exact for
 coefficients that are an STFT with the same periodic Hann window, edges included. The computation is
-:func:`strata.train.nets.vocos_model.inverse_stft`'s (the training side), done in float64.
+:func:`strata.train.nets.vocos_model.inverse_stft`'s (the training side): the inverse FFT in float32
+(the network's precision), the overlap-add and its normalisation in float64.
 
 :class:`IstftStream` takes the frames in order, any number at a time, and gives every sample as soon as no
 later frame can change it (a sample is final once the frame that starts after it has been added), so a long
@@ -20,6 +21,7 @@ inverse of all frames at once.
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 from strata.errors import InputError
 
 
@@ -35,6 +37,7 @@ class IstftStream:
         self.frames, self.n_fft, self.hop = frames, n_fft, hop
         self.pad = (n_fft - hop) // 2
         self.window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+        self.window32 = self.window.astype(np.float32)
         self.bins = n_fft // 2 + 1
         self.total = frames * hop
         self._pushed = 0  # frames added so far
@@ -51,8 +54,10 @@ class IstftStream:
         if self._pushed + k > self.frames:
             raise InputError(f"{self._pushed + k} frames pushed, {self.frames} were announced")
         if k:
-            seg = np.fft.irfft(real.T.astype(np.float64) + 1j * imag.T.astype(np.float64), n=self.n_fft, axis=-1)
-            seg *= self.window
+            spec = np.empty((k, self.bins), dtype=np.complex64)
+            spec.real, spec.imag = real.T, imag.T
+            seg = scipy.fft.irfft(spec, n=self.n_fft, axis=-1)  # float32: 5× numpy's float64 inverse
+            seg *= self.window32
             start = self._pushed * self.hop - self._base  # offset of the first new frame in the buffers
             need = start + (k - 1) * self.hop + self.n_fft
             if need > self._acc.size:

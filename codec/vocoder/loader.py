@@ -15,12 +15,11 @@ def load_vocoder(path: Path | str, providers: list[str] | None = None, threads: 
                  refine: int | None = None) -> NetworkVocoder:
     """A :class:`VocosVocoder` for a Vocos export (metadata ``arch=vocos``), else a :class:`HifiGanVocoder`.
 
-    ``refine``: the default mel-consistency iterations (``None``: the class's default, 8 for HiFi-GAN,
-    0 for Vocos, whose network is meant to be good on its own).
+    ``refine``: the default mel-consistency iterations (``None``: the library's, 8 for either network).
     """
     net = OnnxNet.load(Path(path), providers, threads)
     if net.session.get_modelmeta().custom_metadata_map.get("arch") == "vocos":
-        return VocosVocoder.from_net(net, path, refine=0 if refine is None else refine)
+        return VocosVocoder.from_net(net, path, refine=DEFAULT_ITERATIONS if refine is None else refine)
     return HifiGanVocoder.from_net(net, path, refine=DEFAULT_ITERATIONS if refine is None else refine)
 
 

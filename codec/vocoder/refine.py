@@ -1,4 +1,4 @@
-"""Mel-consistency refinement: pull a vocoder's output towards the log-mel it was asked for (numpy only).
+"""Mel-consistency refinement: pull a vocoder's output towards the log-mel it was asked for (numpy and scipy.fft).
 
 A vocoder trained with reconstruction losses matches the requested log-mel only on average: the
 shipped HiFi-GAN network's output is 0.33 away from it in mean |log-mel| over the test clips, 0.11
@@ -35,6 +35,7 @@ from functools import lru_cache
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.fft
 from strata.errors import InputError
 from strata.frontend.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank
 
@@ -119,70 +120,103 @@ def refine(audio: np.ndarray, log_mel: np.ndarray, iterations: int, cfg: MelConf
             seg[: left.size] = left
         keep_stop = x.size if b == frames else b * hop
         left = x[max(0, b - margin) * hop : b * hop].copy() if b < frames else None
-        cumulative = np.zeros((hi - lo, cfg.n_mels), dtype=np.float32)  # each band's log gain so far
-        for _ in range(iterations):
-            seg = _iterate(seg, m[:, lo:hi], cfg, cumulative, limits)
+        seg = refine_block(seg, m[:, lo:hi], iterations, cfg, limits)
         x[a * hop : keep_stop] = seg[a * hop - start : keep_stop - start]
     return x
 
 
+def refine_block(seg: np.ndarray, target: np.ndarray, iterations: int, cfg: MelConfig,
+                 limits: tuple[float, float]) -> np.ndarray:
+    """``iterations`` rounds on one block with its margins (float32 ``seg``, ``target`` its frames of the log-mel).
+
+    The step of :func:`refine` and :class:`strata.vocoder.stream.RefineStream`, which cut the blocks; no checks.
+    ``limits``: ``(log max_boost, log max_cut)``.
+    """
+    cumulative = np.zeros((target.shape[1], cfg.n_mels), dtype=np.float32)  # each band's log gain so far
+    norm = _norm(seg.size, cfg)
+    for _ in range(iterations):
+        seg = _iterate(seg, target, cfg, cumulative, limits, norm)
+    return seg
+
+
 def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.ndarray,
-             limits: tuple[float, float]) -> np.ndarray:
+             limits: tuple[float, float], norm: _Norm) -> np.ndarray:
     """One refinement of the float32 segment ``x`` towards ``target`` ``[n_mels, frames_for(len(x))]``.
 
     ``cumulative`` ``[frames, n_mels]``: the log gains applied so far, updated in place; ``limits``:
-    ``(log max_boost, log max_cut)``.
+    ``(log max_boost, log max_cut)``; ``norm``: :func:`_norm` of the segment's length.
     """
     n, hop, pad = cfg.n_fft, cfg.hop, cfg.pad
     ops = _operators(cfg)
     window = ops.window
     xp = np.pad(x, (pad, pad), mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(xp, n)[::hop]  # [F, n_fft]
-    spec = np.fft.rfft(frames * window, axis=-1)  # [F, bins] complex64
-    mag = np.sqrt(spec.real**2 + spec.imag**2 + np.float32(1e-9))
-    mel = np.log(np.maximum(ops.mel(mag), np.float32(cfg.log_floor)))  # [F, n_mels]
+    spec = scipy.fft.rfft(frames * window, axis=-1)  # [F, bins] complex64
+    mel = np.log(np.maximum(ops.mel(np.abs(spec)), np.float32(cfg.log_floor)))  # [F, n_mels]
     step = np.clip(target.T - mel, -limits[1], None)
     np.minimum(step, limits[0] - cumulative, out=step)  # the boost left to this band
     cumulative += step
-    y = np.fft.irfft(spec * np.exp(ops.spread(step)), n=n, axis=-1).astype(np.float32, copy=False) * window
+    gain = np.exp(ops.spread(step))
+    spec *= gain
+    y = scipy.fft.irfft(spec, n=n, axis=-1)
+    y *= window
     acc = np.zeros(xp.size, dtype=np.float32)
-    wsum = np.zeros(xp.size, dtype=np.float32)
     count = frames.shape[0]
     for r in range(-(-n // hop)):  # overlap-add one hop-wide column of every frame at a time
         width = min(hop, n - r * hop)
         acc[r * hop : r * hop + count * hop].reshape(count, hop)[:, :width] += y[:, r * hop : r * hop + width]
+    out = acc[pad : pad + x.size]
+    out *= norm.inverse
+    if norm.uncovered.size:  # a tail shorter than a hop that no frame reaches keeps its samples
+        out[norm.uncovered] = x[norm.uncovered]
+    return out
+
+
+@dataclass(frozen=True)
+class _Norm:
+    """The weighted overlap-add's normalisation of a segment: 1 / Σ window² per sample (0 where no frame
+    reaches), and the samples no frame reaches. The same for every iteration of a block."""
+
+    inverse: np.ndarray  # [T] float32
+    uncovered: np.ndarray  # indices
+
+
+def _norm(size: int, cfg: MelConfig) -> _Norm:
+    n, hop, pad = cfg.n_fft, cfg.hop, cfg.pad
+    window = _operators(cfg).window
+    padded = size + 2 * pad
+    count = (padded - n) // hop + 1
+    wsum = np.zeros(padded, dtype=np.float32)
+    for r in range(-(-n // hop)):
+        width = min(hop, n - r * hop)
         wsum[r * hop : r * hop + count * hop].reshape(count, hop)[:, :width] += window[r * hop : r * hop + width] ** 2
-    acc, wsum = acc[pad : pad + x.size], wsum[pad : pad + x.size]
-    covered = wsum > 1e-3  # a tail shorter than a hop that no frame reaches keeps its samples
-    return np.where(covered, acc / np.where(covered, wsum, 1), x).astype(np.float32, copy=False)
+    wsum = wsum[pad : pad + size]
+    covered = wsum > 1e-3
+    return _Norm(np.where(covered, 1 / np.where(covered, wsum, 1), 0).astype(np.float32), np.flatnonzero(~covered))
 
 
 @dataclass(frozen=True)
 class _Operators:
-    """The window and the filterbank in sparse form, applied without BLAS.
+    """The window and the filterbank's two maps as dense float32 matrices.
 
-    A matrix product this small (``[F, 513] @ [513, 80]``) is slower through a multi-threaded BLAS
-    than gathers and sums when the cores are busy (the vocoder's own thread pool, other requests):
-    5.2 ms against 1.0 ms per second of audio an iteration (512-frame blocks), measured while training
-    ran on both cores. Each bin lies in at most
-    two bands and each band is a run of bins, so both maps are a gather, a multiply and a segmented sum.
+    Both products are small (``[F, ≤513] @ [≤513, 80]`` and back) and run through BLAS: 0.8 ms for the
+    two on a 582-frame block (512 and the margins of 8 iterations) on one thread, against 1.9 ms for the
+    same maps as gathers and segmented sums. A
+    multi-threaded BLAS stalls on products this small when other threads hold the cores; the service
+    caps numpy's BLAS threads per request (``Settings.blas_threads``).
     """
 
     window: np.ndarray  # [n_fft] float32
-    band_bins: np.ndarray  # [entries] the bins of band 0, then of band 1, ...
-    band_weights: np.ndarray  # [entries] float32 filterbank weights of those entries
-    band_starts: np.ndarray  # [n_mels] first entry of each band (every band has one at least)
-    bin_bands: np.ndarray  # [2, bins] the (up to) two bands a bin's gain comes from
-    bin_weights: np.ndarray  # [2, bins] float32 their weights (summing to 1 per bin)
+    analysis: np.ndarray  # [bins_used, n_mels] float32: the filterbank, transposed, up to its last nonzero bin
+    synthesis: np.ndarray  # [n_mels, bins] float32: each bin's weights over the (up to) two bands its gain comes from
 
     def mel(self, mag: np.ndarray) -> np.ndarray:
         """``mag @ filterbank.T``: ``[F, bins]`` → ``[F, n_mels]``."""
-        return np.add.reduceat(mag[:, self.band_bins] * self.band_weights, self.band_starts, axis=1)
+        return mag[:, : self.analysis.shape[0]] @ self.analysis
 
     def spread(self, band_gain: np.ndarray) -> np.ndarray:
         """Band log gains ``[F, n_mels]`` → bin log gains ``[F, bins]``."""
-        (first, second), (w_first, w_second) = self.bin_bands, self.bin_weights
-        return band_gain[:, first] * w_first + band_gain[:, second] * w_second
+        return band_gain @ self.synthesis
 
 
 @lru_cache(maxsize=4)
@@ -193,36 +227,28 @@ def _operators(cfg: MelConfig) -> _Operators:
     band covers) the gain of the band whose centre of mass is nearest.
     """
     fb = mel_filterbank(cfg).astype(np.float64)  # [n_mels, bins]
-    band_bins = [np.flatnonzero(row > 0) for row in fb]
-    if any(b.size == 0 for b in band_bins):
+    if any(not np.any(row > 0) for row in fb):
         raise InputError(f"a mel band covers no FFT bin at n_fft {cfg.n_fft}: too many mels for refinement")
     bin_hz = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate)
     centres = (fb * bin_hz).sum(axis=1) / fb.sum(axis=1)
     bins = fb.shape[1]
-    bin_bands = np.zeros((2, bins), dtype=np.intp)
-    bin_weights = np.zeros((2, bins))
+    synthesis = np.zeros((fb.shape[0], bins))
     for i in range(bins):
         bands = np.flatnonzero(fb[:, i] > 0)
         if bands.size == 0:
-            bin_bands[:, i] = np.argmin(np.abs(centres - bin_hz[i]))
-            bin_weights[0, i] = 1.0
+            synthesis[np.argmin(np.abs(centres - bin_hz[i])), i] = 1.0
         elif bands.size > 2:
             raise InputError(f"FFT bin {i} lies in {bands.size} mel bands: not a triangular filterbank")
         else:
-            w = fb[bands, i]
-            bin_bands[: bands.size, i], bin_bands[bands.size :, i] = bands, bands[-1]
-            bin_weights[: bands.size, i] = w / w.sum()
-    starts = np.cumsum([0] + [b.size for b in band_bins[:-1]])
+            synthesis[bands, i] = fb[bands, i] / fb[bands, i].sum()
+    used = int(np.flatnonzero(fb.any(axis=0))[-1]) + 1
     ops = _Operators(
         window=hann_window(cfg.win, cfg.n_fft).astype(np.float32),
-        band_bins=np.concatenate(band_bins),
-        band_weights=np.concatenate([row[b] for row, b in zip(fb, band_bins, strict=True)]).astype(np.float32),
-        band_starts=starts.astype(np.intp),
-        bin_bands=bin_bands,
-        bin_weights=bin_weights.astype(np.float32),
+        analysis=np.ascontiguousarray(fb[:, :used].T, dtype=np.float32),
+        synthesis=synthesis.astype(np.float32),
     )
-    for a in (ops.window, ops.band_bins, ops.band_weights, ops.band_starts, ops.bin_bands, ops.bin_weights):
-        a.setflags(write=False)
+    for arr in (ops.window, ops.analysis, ops.synthesis):
+        arr.setflags(write=False)
     return ops
 
 

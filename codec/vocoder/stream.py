@@ -19,7 +19,7 @@ from strata.chunking import PendingArray
 from strata.errors import InputError
 from strata.frontend.audio import DEFAULT_MEL, MelConfig
 from strata.vocoder.dc import frame_means, smooth
-from strata.vocoder.refine import BLOCK_FRAMES, MAX_BOOST, MAX_CUT, _iterate, frames_for, margin_frames
+from strata.vocoder.refine import BLOCK_FRAMES, MAX_BOOST, MAX_CUT, frames_for, margin_frames, refine_block
 
 
 class DcStream:
@@ -115,9 +115,7 @@ class RefineStream:
             if self.offset + self.buffer.size < stop:
                 break
             seg = self.buffer[start - self.offset : stop - self.offset].copy()
-            cumulative = np.zeros((hi - lo, self.cfg.n_mels), dtype=np.float32)
-            for _ in range(self.iterations):
-                seg = _iterate(seg, self.mel[:, lo:hi], self.cfg, cumulative, self.limits)
+            seg = refine_block(seg, self.mel[:, lo:hi], self.iterations, self.cfg, self.limits)
             keep_stop = self.total if b == self.frames else b * hop
             out.append(seg[a * hop - start : keep_stop - start])
             self.next_block = b

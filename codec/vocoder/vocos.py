@@ -7,12 +7,14 @@
 
 Every layer of the network runs at 86 frames/s (:mod:`strata.train.nets.vocos_model`), so it costs a
 small fraction of HiFi-GAN's. The ONNX graph stops at the STFT coefficients because ``torch.istft``
-does not export; :class:`strata.vocoder.istft.IstftStream` does the inverse in float64 numpy, the same
+does not export; :class:`strata.vocoder.istft.IstftStream` does the inverse in numpy, the same
 computation the training side differentiates through. Each output frame depends on ``receptive_field``
 mel frames on either side (stored in the model's metadata), so windows of ``chunk_frames`` frames with
 that much context give the frames of a single call, and the streamed inverse gives the samples of a
 single inverse. DC removal, refinement and streaming are :class:`strata.vocoder.network.NetworkVocoder`'s.
-Refinement is off by default (``refine=0``): the network is meant to be good on its own.
+Like HiFi-GAN, it refines its output with 8 mel-consistency iterations by default: trained without
+its adversarial phase, the network alone scores PESQ-WB 1.79 at 4 codec layers on held-out speech,
+2.47 with the iterations (HiFi-GAN + 8: 2.47, at 2.5× the time; ``bench/vocoder_codec.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from strata.errors import ModelIntegrityError
 from strata.runtime import OnnxNet
 from strata.vocoder.istft import IstftStream
 from strata.vocoder.network import CHUNK_FRAMES, NetworkVocoder, read_metadata
+from strata.vocoder.refine import DEFAULT_ITERATIONS
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class VocosVocoder(NetworkVocoder):
     ``net``: vocos.onnx, ``"mel"`` [B, n_mels, F] float32 → ``"real"``, ``"imag"`` [B, n_fft/2 + 1, F].
     """
 
-    refine: int = 0
+    refine: int = DEFAULT_ITERATIONS
     n_fft: int = 1024  # inverse STFT size (periodic Hann window of n_fft samples)
 
     def __post_init__(self) -> None:
@@ -51,7 +54,7 @@ class VocosVocoder(NetworkVocoder):
         threads: int = 0,
         chunk_frames: int = CHUNK_FRAMES,
         remove_dc: bool = True,
-        refine: int = 0,
+        refine: int = DEFAULT_ITERATIONS,
     ) -> VocosVocoder:
         """Open ``vocos.onnx`` (``providers`` and ``threads`` as :meth:`strata.runtime.OnnxNet.load`'s).
 
@@ -62,7 +65,7 @@ class VocosVocoder(NetworkVocoder):
 
     @classmethod
     def from_net(cls, net: OnnxNet, path: Path | str, chunk_frames: int = CHUNK_FRAMES, remove_dc: bool = True,
-                 refine: int = 0) -> VocosVocoder:
+                 refine: int = DEFAULT_ITERATIONS) -> VocosVocoder:
         """:meth:`load` on a network already opened from ``path`` (named in errors)."""
         arch = net.session.get_modelmeta().custom_metadata_map.get("arch")
         outputs = [o.name for o in net.session.get_outputs()]
