@@ -38,6 +38,7 @@ import numpy as np
 import scipy.fft
 from strata.errors import InputError
 from strata.frontend.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank
+from threadpoolctl import threadpool_limits
 
 DEFAULT_ITERATIONS = 8  # what the served HiFi-GAN runs (see the module doc for the measurements)
 MAX_ITERATIONS = 32
@@ -134,8 +135,9 @@ def refine_block(seg: np.ndarray, target: np.ndarray, iterations: int, cfg: MelC
     """
     cumulative = np.zeros((target.shape[1], cfg.n_mels), dtype=np.float32)  # each band's log gain so far
     norm = _norm(seg.size, cfg)
-    for _ in range(iterations):
-        seg = _iterate(seg, target, cfg, cumulative, limits, norm)
+    with threadpool_limits(1, user_api="blas"):  # see _Operators
+        for _ in range(iterations):
+            seg = _iterate(seg, target, cfg, cumulative, limits, norm)
     return seg
 
 
@@ -201,9 +203,9 @@ class _Operators:
 
     Both products are small (``[F, ≤513] @ [≤513, 80]`` and back) and run through BLAS: 0.8 ms for the
     two on a 582-frame block (512 and the margins of 8 iterations) on one thread, against 1.9 ms for the
-    same maps as gathers and segmented sums. A
-    multi-threaded BLAS stalls on products this small when other threads hold the cores; the service
-    caps numpy's BLAS threads per request (``Settings.blas_threads``).
+    same maps as gathers and segmented sums. They run on one BLAS thread (:func:`refine_block`): between
+    the vocoder's onnxruntime calls, a second BLAS thread made a whole decode slower, not faster (with
+    Vocos + 8 iterations, 19.2 against 17.2 ms per second of audio on two cores).
     """
 
     window: np.ndarray  # [n_fft] float32
