@@ -3,7 +3,8 @@
 For each thread setting (onnxruntime intra-op threads: 1 and all cores) times, on the given clips
 joined into one sound: ``compress`` (resample-free frontend: log-mel + g_a + RVQ search + entropy
 coding) at the first and last layer count, ``decompress`` with each network vocoder of the model
-(entropy decoding + g_s + network + its default mel-consistency refinement, 8 iterations),
+(entropy decoding + g_s + network + its default mel-consistency refinement, 8 iterations; with the float
+``g_s`` of the library's default and, when the model has one, the int8 ``g_s`` the service decodes with),
 the Vocos network alone when the model has one, and with Griffin-Lim (32 iterations, numpy; not threaded by
 onnxruntime), and the vocoders alone on the true log-mel (HiFi-GAN as served, without refinement,
 and the refinement alone). Two Griffin-Lims are timed: ours
@@ -56,10 +57,14 @@ def main() -> None:
         for k in (1, codec.layers):
             row(f"{codec.name} compress k={k}", label, median_time(lambda: codec.compress(sound, k), args.repeat))  # noqa: B023
         stream = codec.compress(sound)
+        int8 = (AudioCodec.load(registry, args.model, threads=threads, precision="int8")
+                if "int8" in AudioCodec.precisions(codec.entry) else None)
         for vocoder in (v for v in codec.vocoders if v != "griffinlim"):
             default = " (default)" if vocoder == codec.default_vocoder else ""
-            row(f"{codec.name} decompress k={codec.layers} ({vocoder}{default})", label,
-                median_time(lambda: codec.decompress(stream, vocoder=vocoder), args.repeat))  # noqa: B023
+            for c, precision in ((codec, ""), (int8, ", int8 g_s")):
+                if c is not None:
+                    row(f"{codec.name} decompress k={codec.layers} ({vocoder}{default}{precision})", label,
+                        median_time(lambda: c.decompress(stream, vocoder=vocoder), args.repeat))  # noqa: B023
         if codec.vocos is not None:
             row("Vocos network + inverse STFT on the true mel (refine=0)", label,
                 median_time(lambda: codec.vocos(mel, refine=0), args.repeat))  # noqa: B023

@@ -7,7 +7,7 @@ trainer holds out the same files), never on a test split. Also the mean kbit/s p
 the vocoder's time per second of audio (single runs: for speeds, ``bench/speed_audio.py``)::
 
     python bench/vocoder_codec.py --data ../shared/data/audio --layers 2,3,4 \\
-        --decoders hifigan:8,hifigan:16,vocos:8,vocos:16 [--limit 28] [--out table.json]
+        --decoders hifigan:8,hifigan:16,vocos:8,vocos:16 [--precision int8] [--limit 28] [--out table.json]
 """
 
 from __future__ import annotations
@@ -43,11 +43,13 @@ def main() -> None:
     ap.add_argument("--layers", default="2,3,4", help="layer counts to decode at")
     ap.add_argument("--decoders", default="hifigan:8,vocos:8",
                     help="comma-separated vocoder[:refinement iterations] (default iterations: the vocoder's own)")
+    ap.add_argument("--precision", default="float", choices=["float", "int8"],
+                    help="the mel synthesis network to decode with (int8: the model's int8 one, as the service)")
     ap.add_argument("--limit", type=int, help="at most this many held-out clips")
     ap.add_argument("--out", type=Path, help="also write the table as JSON here")
     args = ap.parse_args()
     registry = Registry(args.models)
-    codec = AudioCodec.load(registry, args.model or registry.default("audio").name)
+    codec = AudioCodec.load(registry, args.model or registry.default("audio").name, precision=args.precision)
     heldout = float(codec.entry.extra.get("config", {}).get("heldout", 0.1))
     files = split_heldout(list_audio(args.data / "speech" / "train"), heldout)[1][: args.limit]
     layers = [int(k) for k in args.layers.split(",")]
@@ -75,7 +77,8 @@ def main() -> None:
                 n = min(x.size, y.size)
                 scores[d, k].append((pesq_wb(x[:n], y[:n], SAMPLE_RATE), stoi(x[:n], y[:n], SAMPLE_RATE)))
     n_clips = len(kbps[layers[0]])
-    print(f"{codec.entry.name}: {n_clips} held-out speech clips of {args.data / 'speech' / 'train'}\n")
+    print(f"{codec.entry.name} ({args.precision} mel synthesis): {n_clips} held-out speech clips of "
+          f"{args.data / 'speech' / 'train'}\n")
     heads = " | ".join(f"k={k} ({np.mean(kbps[k]):.2f} kbps)" for k in layers)
     print(f"| decoder | ms per s of audio | {heads} |")
     print("|---|---:|" + "---:|" * len(layers))
@@ -90,7 +93,8 @@ def main() -> None:
                           "pesq_wb": float(p), "stoi": float(s)})
         print(f"| {label} | {1000 * seconds[d] / total:.1f} | " + " | ".join(cells) + " |")
     if args.out:
-        args.out.write_text(json.dumps({"model": codec.entry.name, "clips": n_clips, "rows": table}, indent=1))
+        args.out.write_text(json.dumps({"model": codec.entry.name, "precision": args.precision, "clips": n_clips,
+                                        "rows": table}, indent=1))
 
 
 if __name__ == "__main__":

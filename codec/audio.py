@@ -189,15 +189,19 @@ class AudioCodec(StreamCodec):
         refine: int = DEFAULT_ITERATIONS,
         vocos_refine: int = DEFAULT_ITERATIONS,
         rdo_lambda: float | None = None,
+        precision: str = "float",
     ) -> AudioCodec:
         """Load (and sha256-verify) the model ``name`` (default: the registry's default audio model).
 
         ``refine`` / ``vocos_refine``: HiFi-GAN's and Vocos's default numbers of mel-consistency
         iterations (a decode call may override them). ``rdo_lambda``: the encoder's rate–distortion
         trade-off (:mod:`strata.quantize.rdo`); default the model's ``extra.rdo_lambda`` (chosen on
-        held-out training clips), 0 for the nearest-code search.
+        held-out training clips), 0 for the nearest-code search. ``precision``: ``"float"``, or ``"int8"`` for
+        the model's int8 mel synthesis network (:mod:`strata.export.int8`; :class:`InputError` if it has none):
+        the same codes and streams, a slightly different log-mel, a faster decode.
         """
-        entry, analysis, synthesis, quantizer, prior = cls._load_parts(registry, name, providers, threads)
+        role = cls._synthesis_role(registry, name, precision)
+        entry, analysis, synthesis, quantizer, prior = cls._load_parts(registry, name, providers, threads, role)
         vocoder = HifiGanVocoder.load(registry.path(entry, "vocoder"), providers, threads, refine=refine)
         vocos = None
         if NETWORK_ROLES[Vocoder.VOCOS] in entry.files:

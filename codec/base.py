@@ -50,6 +50,9 @@ from strata.runtime import OnnxNet
 Geometry = tuple[tuple[int, int], tuple[int, int]]  # (grid, padding) of a stream header
 
 
+PRECISIONS = ("float", "int8")  # of the synthesis network (ImageCodec.load, AudioCodec.load)
+
+
 class StreamCodec(ABC):
     """A loaded model of one modality: ONNX transforms, the quantizer, the entropy prior and stream limits."""
 
@@ -124,6 +127,22 @@ class StreamCodec(ABC):
             quantizer,
             CodePrior.load(registry.path(entry, "prior")),
         )
+
+    @staticmethod
+    def precisions(entry: ModelEntry) -> tuple[str, ...]:
+        """The precisions a model can decode with (``"float"``, and ``"int8"`` when it has that network)."""
+        return ("float", "int8") if "synthesis_int8" in entry.files else ("float",)
+
+    @classmethod
+    def _synthesis_role(cls, registry: Registry, name: str | None, precision: str) -> str:
+        """The file role of ``g_s`` at ``precision``; :class:`InputError` for an unknown precision, or for int8
+        when the model has no int8 network."""
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        entry = registry.entry(name) if name else registry.default(cls.modality.name.lower())
+        if precision not in cls.precisions(entry):
+            raise InputError(f"model {entry.name!r} has no int8 synthesis network (strata export int8 makes one)")
+        return "synthesis_int8" if precision == "int8" else "synthesis"
 
     @staticmethod
     def _load_context(registry: Registry, entry: ModelEntry) -> ContextModel | None:

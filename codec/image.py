@@ -38,7 +38,6 @@ from strata.quantize import Quantizer
 from strata.registry import ModelEntry, Registry
 from strata.runtime import OnnxNet
 
-PRECISIONS = ("float", "int8")  # of the synthesis network (ImageCodec.load)
 ENCODERS = ("full", "light")  # analysis networks (ImageCodec.load): the trained one, or a distilled lighter one
 MAX_GRID = 2**16 - 1  # the v1 header stores each side of the code grid in 16 bits
 TILE = 512  # pixels per side of a network tile (without its context) in an image over ONE_PASS_PIXELS
@@ -155,24 +154,15 @@ class ImageCodec(StreamCodec):
         ``encoder``: ``"full"``, or ``"light"`` for the model's distilled analysis network
         (:mod:`strata.export.encoder`; :class:`InputError` if it has none). Every stream decodes with the
         same model either way; the light network is faster and picks slightly different codes."""
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        role = cls._synthesis_role(registry, name, precision)
         if encoder not in ENCODERS:
             raise InputError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
-        role = "synthesis_int8" if precision == "int8" else "synthesis"
         analysis_role = "analysis_light" if encoder == "light" else "analysis"
         entry = registry.entry(name) if name else registry.default("image")
-        if role not in entry.files:
-            raise InputError(f"model {entry.name!r} has no int8 synthesis network (strata export int8 makes one)")
         if analysis_role not in entry.files:
             raise InputError(f"model {entry.name!r} has no light analysis network (strata export encoder makes one)")
         return cls(*cls._load_parts(registry, name, providers, threads, role, analysis_role), limits, tile,
                    rdo_lambda, cls._load_context(registry, entry))
-
-    @staticmethod
-    def precisions(entry: ModelEntry) -> tuple[str, ...]:
-        """The precisions a model can decode with (``"float"``, and ``"int8"`` when it has that network)."""
-        return ("float", "int8") if "synthesis_int8" in entry.files else ("float",)
 
     @staticmethod
     def encoders(entry: ModelEntry) -> tuple[str, ...]:

@@ -155,8 +155,13 @@ def load_codecs(settings: Settings) -> Codecs:
             log.warning("manifest names no default audio model; serving %s", audio_names[0])
             default_audio = audio_names[0]
         for name in audio_names:
-            codec = AudioCodec.load(registry, name, providers=providers, threads=threads, limits=limits)
-            log.info("loaded audio model %s (%d layers, provider %s)", name, codec.layers, codec.provider)
+            entry = registry.entry(name)
+            precision = "int8" if settings.audio_precision == "int8" and "int8" in AudioCodec.precisions(entry) \
+                else "float"
+            codec = AudioCodec.load(registry, name, providers=providers, threads=threads, limits=limits,
+                                    precision=precision)
+            log.info("loaded audio model %s (%d layers, provider %s, %s synthesis)", name, codec.layers,
+                     codec.provider, precision)
             audio[name] = codec
     else:
         default_audio = None

@@ -96,3 +96,68 @@ def test_export_refuses_a_folder_without_calibration_images(int8_registry, tmp_p
                  "--calibration", str(tmp_path / "empty")]) == 1
     assert main(["--models", str(int8_registry.root), "export", "int8", "--name", "tiny-image",
                  "--calibration", str(tmp_path / "empty"), "--crops", "0"]) == 1
+
+
+# ------------------------------------------------------------------------------------------------ audio models
+
+
+@pytest.fixture(scope="module")
+def int8_audio_registry(tiny_av_registry, tiny_audio_registry, tmp_path_factory):
+    """The tiny image + audio models, the audio one with an int8 mel synthesis network."""
+    from strata.export.int8 import export_int8_synthesis
+
+    root = tmp_path_factory.mktemp("int8-audio")
+    shutil.copytree(tiny_av_registry.root, root / "models")
+    export_int8_synthesis(root / "models", "tiny-audio", tiny_audio_registry.root.parent / "data", crops=4)
+    return Registry(root / "models")
+
+
+def test_audio_int8_decodes_the_same_streams_closely(int8_audio_registry, tiny_audio_registry, tiny_audio_codec):
+    from strata.audio import AudioCodec
+
+    entry, before = int8_audio_registry.entry("tiny-audio"), tiny_audio_registry.entry("tiny-audio")
+    assert entry.weights_sha256 == before.weights_sha256 and entry.extra["synthesis_int8"]["crops"] == 4
+    assert AudioCodec.precisions(entry) == ("float", "int8") and AudioCodec.precisions(before) == ("float",)
+    assert entry.extra["synthesis_int8"]["float_nodes"]  # the first and output convolutions
+    sound = (0.3 * np.sin(np.linspace(0, 900, 6000))).astype(np.float32)
+    stream = tiny_audio_codec.compress(sound)
+    codec8 = AudioCodec.load(int8_audio_registry, "tiny-audio", precision="int8")
+    assert codec8.compress(sound) == stream  # the same encoder and streams
+    for k in range(1, tiny_audio_codec.layers + 1):
+        a, b = tiny_audio_codec.decompress_mel(stream, k), codec8.decompress_mel(stream, k)
+        assert a.shape == b.shape and not np.array_equal(a, b)
+        assert np.abs(a - b).mean() < 0.05 * np.abs(a).mean()  # close to the float network's log-mel
+    assert codec8.decompress(stream).shape == sound.shape
+    with pytest.raises(InputError, match="no int8 synthesis"):
+        AudioCodec.load(tiny_audio_registry, "tiny-audio", precision="int8")
+    with pytest.raises(InputError, match="precision"):
+        AudioCodec.load(int8_audio_registry, "tiny-audio", precision="bf16")
+
+
+def test_service_decodes_sound_with_int8_where_asked(int8_audio_registry, tiny_audio_codec):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from strata.audio import AudioCodec
+    from strata.server.main import create_app
+
+    from tests.conftest import server_settings
+
+    stream = tiny_audio_codec.compress((0.3 * np.sin(np.linspace(0, 900, 6000))).astype(np.float32))
+    mels = {}
+    for precision in ("int8", "float"):
+        app = create_app(server_settings(int8_audio_registry, audio_precision=precision))
+        with TestClient(app) as client:
+            r = client.post("/v1/audio:decompress?output=mel", content=stream)
+            assert r.status_code == 200, r.text
+            mels[precision] = r.content
+    codec8 = AudioCodec.load(int8_audio_registry, "tiny-audio", precision="int8")
+    assert mels["int8"] != mels["float"]
+    assert codec8.decompress_mel(stream).tobytes() in mels["int8"]
+
+
+def test_audio_export_refuses_a_folder_without_training_sounds(int8_audio_registry, tmp_path):
+    from strata.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["--models", str(int8_audio_registry.root), "export", "int8", "--name", "tiny-audio",
+                 "--calibration", str(tmp_path / "empty")]) == 1

@@ -3,7 +3,7 @@ library, every layer count decoding as the library decodes it (images to pixels,
 truncated stream decoding as ``--layers k``.
 
 The service runs with the full analysis and float synthesis networks here (``image_encoder="full"``,
-``image_precision="float"``) so its streams and pixels are the library's.
+``image_precision="float"``, ``audio_precision="float"``) so its streams, pixels and log-mels are the library's.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def test_http_and_sdk_serve_every_shipped_model(shipped_registry):
     from strata.frontend.audio import read_audio
     from strata.server.main import create_app
 
-    app = create_app(server_settings(shipped_registry, image_precision="float", image_encoder="full"))
+    app = create_app(server_settings(shipped_registry, image_precision="float", image_encoder="full",
+                                     audio_precision="float"))
     with running_server(app) as url, Client(url, timeout=120) as client:
         listed = {m.name: m for m in client.models()}
         assert set(listed) == set(IMAGES) | set(SOUNDS)

@@ -91,7 +91,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     au.add_argument("--codec-griffinlim", action="store_true",
                     help="also decode the codec's mels with Griffin-Lim at every layer count")
     au.add_argument("--refine", type=int, metavar="N",
-                    help="HiFi-GAN's mel-consistency iterations (default: the library's)")
+                    help="the network vocoders' mel-consistency iterations in the codec rows and the served "
+                    "HiFi-GAN's true-mel row (default: the library's, 8)")
     au.add_argument("--update-manifest", action="store_true",
                     help="record the measured kbps per layer in the model's manifest entry")
     au.set_defaults(func=cmd_eval_audio, command_name="eval audio")

@@ -234,11 +234,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     au.add_argument("--description", default="")
     au.set_defaults(func=cmd_export_audio, command_name="export audio")
 
-    i8 = kinds.add_parser("int8", help="an int8 synthesis network for a registered image model (same streams)")
-    i8.add_argument("--name", required=True, help="the registered image model")
+    i8 = kinds.add_parser("int8", help="an int8 synthesis network for a registered image or audio model (same streams)")
+    i8.add_argument("--name", required=True, help="the registered image or audio model")
     i8.add_argument("--calibration", required=True,
-                    help="images whose crops set the activation ranges (training images, never the evaluation set)")
-    i8.add_argument("--crops", type=int, default=16, help="calibration crops of 256×256 (default 16)")
+                    help="training data that sets the activation ranges, never the evaluation set: a folder of "
+                    "images, or for an audio model the folder with <set>/train/ sounds (held-out clips are skipped)")
+    i8.add_argument("--crops", type=int, default=16,
+                    help="calibration crops of 256×256, or clips (their first 6 s) for an audio model (default 16)")
     i8.set_defaults(func=cmd_export_int8, command_name="export int8")
 
     en = kinds.add_parser("encoder", help="a distilled light analysis network for a registered image model "

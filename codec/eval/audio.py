@@ -268,7 +268,8 @@ def evaluate_audio(
 ) -> AudioReport:
     """Evaluate an audio model and its baselines on the test clips; write the report and the plots to ``out``."""
     files = list_test_clips(Path(data), limit)
-    codec = AudioCodec.load(registry, model, providers=choose_providers("cpu"), threads=threads, refine=refine)
+    codec = AudioCodec.load(registry, model, providers=choose_providers("cpu"), threads=threads, refine=refine,
+                            vocos_refine=refine)
     static = CodePrior.load(registry.path(codec.entry, "prior_static")) if "prior_static" in codec.entry.files else None
     L = codec.layers
     clips = [_read_clip(split, p) for split in SPLITS for p in files[split]]

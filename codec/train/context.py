@@ -166,6 +166,44 @@ def _codes(codec: ImageCodec, folder: Path, cache: Path, log: Callable[[str], ob
     return codes
 
 
+def fit_layer(prior: CodePrior, layer: int, train: list[np.ndarray], val: list[np.ndarray],
+              cfg: ContextTrainConfig) -> tuple[LayerNet, float, float, np.ndarray]:
+    """Train layer ``layer``'s network on the code stacks ``train`` (int ``[L, H, W]`` each) and measure it on
+    ``val``: ``(integer network, validation bits under the table prior, under the network, validation symbols)``.
+
+    The network learns a correction to the table prior's integer log-probabilities (a fixed offset), in float32,
+    then becomes the integer network the coder runs (:func:`quantize_net`); its bits are the integer network's.
+    """
+    none_id = max(prior.codebook_sizes)
+    torch.manual_seed(cfg.seed + layer)
+    src_list, base_source = default_sources(layer, prior.layers[layer].kind)
+    sources = np.array(src_list, dtype=np.int64)
+    base = base_logits(prior, layer, none_id)
+    ids, sym = _positions(train, layer, sources, none_id)
+    vids, vsym = _positions(val, layer, sources, none_id)
+    base_idx = ids[:, base_source] if base_source >= 0 else np.zeros(len(ids), dtype=np.int64)
+    base_nat = torch.from_numpy(base.astype(np.float32) * (math.log(2) / LOGIT_UNIT))
+    x, y, b = torch.from_numpy(ids), torch.from_numpy(sym), torch.from_numpy(base_idx)
+    net = _FloatNet(len(sources), none_id + 1, prior.codebook_sizes[layer], cfg.emb_dim, cfg.hidden)
+    opt = torch.optim.Adam(net.parameters(), cfg.lr)
+    per_epoch = max(1, len(y) // cfg.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * per_epoch)
+    gen = torch.Generator().manual_seed(cfg.seed + layer)
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(y), generator=gen)
+        for s in range(per_epoch):
+            i = perm[s * cfg.batch:(s + 1) * cfg.batch]
+            loss = torch.nn.functional.cross_entropy(net(x[i]) + base_nat[b[i]], y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    sample = x[torch.randperm(len(y), generator=gen)[: 1 << 17]]
+    int_net = quantize_net(net, sources, base_source, base, sample, cfg.act_percentile)
+    table_bits = sum(float(prior.cross_entropy_bits(c[: layer + 1])[layer]) for c in val)
+    return int_net, table_bits, _int_bits(int_net, vids, vsym), vsym
+
+
 def train_context(cfg: ContextTrainConfig, run: Path, models_dir: Path | None = None, resume: bool = False,
                   log: Callable[[str], object] = print) -> ContextModel:
     """Train (or, with ``resume``, finish) the context model of ``cfg.model`` in ``run``; returns it, saved as
@@ -193,7 +231,6 @@ def train_context(cfg: ContextTrainConfig, run: Path, models_dir: Path | None = 
     prior = codec.prior
     train = _codes(codec, data / "train", run / "codes_train.npz", log)
     val = _codes(codec, data / "val", run / "codes_val.npz", log)
-    none_id = max(prior.codebook_sizes)
     report: dict = json.loads((run / "report.json").read_text()) if (run / "report.json").exists() else {"layers": {}}
     report["prior_sha256"] = codec.entry.files["prior"].sha256
     nets: list[LayerNet | None] = []
@@ -203,33 +240,7 @@ def train_context(cfg: ContextTrainConfig, run: Path, models_dir: Path | None = 
             nets.append(ContextModel.load(done).nets[0] if done.exists() else None)
             continue
         t0 = time.perf_counter()
-        torch.manual_seed(cfg.seed + layer)
-        src_list, base_source = default_sources(layer, prior.layers[layer].kind)
-        sources = np.array(src_list, dtype=np.int64)
-        base = base_logits(prior, layer, none_id)
-        ids, sym = _positions(train, layer, sources, none_id)
-        vids, vsym = _positions(val, layer, sources, none_id)
-        base_idx = ids[:, base_source] if base_source >= 0 else np.zeros(len(ids), dtype=np.int64)
-        base_nat = torch.from_numpy(base.astype(np.float32) * (math.log(2) / LOGIT_UNIT))
-        x, y, b = torch.from_numpy(ids), torch.from_numpy(sym), torch.from_numpy(base_idx)
-        net = _FloatNet(len(sources), none_id + 1, prior.codebook_sizes[layer], cfg.emb_dim, cfg.hidden)
-        opt = torch.optim.Adam(net.parameters(), cfg.lr)
-        per_epoch = max(1, len(y) // cfg.batch)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * per_epoch)
-        gen = torch.Generator().manual_seed(cfg.seed + layer)
-        for _ in range(cfg.epochs):
-            perm = torch.randperm(len(y), generator=gen)
-            for s in range(per_epoch):
-                i = perm[s * cfg.batch:(s + 1) * cfg.batch]
-                loss = torch.nn.functional.cross_entropy(net(x[i]) + base_nat[b[i]], y[i])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-        sample = x[torch.randperm(len(y), generator=gen)[: 1 << 17]]
-        int_net = quantize_net(net, sources, base_source, base, sample, cfg.act_percentile)
-        table_bits = sum(float(prior.cross_entropy_bits(c[: layer + 1])[layer]) for c in val)
-        net_bits = _int_bits(int_net, vids, vsym)
+        int_net, table_bits, net_bits, vsym = fit_layer(prior, layer, train, val, cfg)
         keep = net_bits < table_bits
         report["layers"][str(layer)] = {"table_bits": table_bits, "net_bits": net_bits, "kept": keep,
                                         "positions": int(len(vsym)), "seconds": time.perf_counter() - t0}
@@ -251,4 +262,4 @@ def train_context(cfg: ContextTrainConfig, run: Path, models_dir: Path | None = 
     return model
 
 
-__all__ = ["ContextTrainConfig", "base_logits", "default_sources", "quantize_net", "train_context"]
+__all__ = ["ContextTrainConfig", "base_logits", "default_sources", "fit_layer", "quantize_net", "train_context"]
