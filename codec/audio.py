@@ -21,7 +21,8 @@ vocoder are per-call arguments; the codec holds no per-request state.
 Every audio model has a HiFi-GAN vocoder (file role ``vocoder``); it may also have a Vocos one (role
 ``vocos``). The manifest's ``extra.vocoder`` names the one a decode uses when the caller names none
 (``hifigan`` when absent); Griffin-Lim needs no file. Mel-consistency refinement
-(:mod:`strata.vocoder.refine`) applies to either network, 8 iterations by default for both.
+(:mod:`strata.vocoder.refine`) applies to either network; the manifest's ``extra.refine`` gives each
+network's default number of iterations (8 when absent).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from strata.runtime import OnnxNet
 from strata.vocoder.griffinlim import griffin_lim
 from strata.vocoder.hifigan import HifiGanVocoder
 from strata.vocoder.network import NetworkVocoder, fill
-from strata.vocoder.refine import DEFAULT_ITERATIONS
+from strata.vocoder.refine import DEFAULT_ITERATIONS, MAX_ITERATIONS
 from strata.vocoder.vocos import VocosVocoder
 
 SAMPLE_RATE = DEFAULT_MEL.sample_rate
@@ -63,6 +64,19 @@ class Vocoder(enum.StrEnum):
 
 
 NETWORK_ROLES = {Vocoder.HIFIGAN: "vocoder", Vocoder.VOCOS: "vocos"}  # manifest file role of each network
+
+
+def default_iterations(entry: ModelEntry, vocoder: Vocoder) -> int:
+    """The mel-consistency iterations a network vocoder of the model runs when a caller names none: the
+    manifest's ``extra.refine[<vocoder>]`` (chosen on held-out clips), else the library's 8."""
+    table = entry.extra.get("refine", {})
+    if not isinstance(table, dict):
+        raise ModelIntegrityError(f"model {entry.name!r}: extra.refine must map vocoders to iterations, got {table!r}")
+    value = table.get(vocoder.value, DEFAULT_ITERATIONS)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ITERATIONS:
+        raise ModelIntegrityError(f"model {entry.name!r}: extra.refine.{vocoder.value} must be an integer in "
+                                  f"0..{MAX_ITERATIONS}, got {value!r}")
+    return value
 
 
 def entry_vocoders(entry: ModelEntry) -> tuple[Vocoder, ...]:
@@ -186,15 +200,16 @@ class AudioCodec(StreamCodec):
         providers: list[str] | None = None,
         threads: int = 0,
         limits: StreamLimits | None = None,
-        refine: int = DEFAULT_ITERATIONS,
-        vocos_refine: int = DEFAULT_ITERATIONS,
+        refine: int | None = None,
+        vocos_refine: int | None = None,
         rdo_lambda: float | None = None,
         precision: str = "float",
     ) -> AudioCodec:
         """Load (and sha256-verify) the model ``name`` (default: the registry's default audio model).
 
         ``refine`` / ``vocos_refine``: HiFi-GAN's and Vocos's default numbers of mel-consistency
-        iterations (a decode call may override them). ``rdo_lambda``: the encoder's rate–distortion
+        iterations (a decode call may override them); default the model's (:func:`default_iterations`).
+        ``rdo_lambda``: the encoder's rate–distortion
         trade-off (:mod:`strata.quantize.rdo`); default the model's ``extra.rdo_lambda`` (chosen on
         held-out training clips), 0 for the nearest-code search. ``precision``: ``"float"``, or ``"int8"`` for
         the model's int8 mel synthesis network (:mod:`strata.export.int8`; :class:`InputError` if it has none):
@@ -202,9 +217,13 @@ class AudioCodec(StreamCodec):
         """
         role = cls._synthesis_role(registry, name, precision)
         entry, analysis, synthesis, quantizer, prior = cls._load_parts(registry, name, providers, threads, role)
+        if refine is None:
+            refine = default_iterations(entry, Vocoder.HIFIGAN)
         vocoder = HifiGanVocoder.load(registry.path(entry, "vocoder"), providers, threads, refine=refine)
         vocos = None
         if NETWORK_ROLES[Vocoder.VOCOS] in entry.files:
+            if vocos_refine is None:
+                vocos_refine = default_iterations(entry, Vocoder.VOCOS)
             vocos = VocosVocoder.load(registry.path(entry, NETWORK_ROLES[Vocoder.VOCOS]), providers, threads,
                                       refine=vocos_refine)
         return cls(entry, analysis, synthesis, quantizer, prior, vocoder, limits, vocos, rdo_lambda,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -271,6 +272,41 @@ def test_set_default_vocoder_changes_only_the_default(vocos_models, tiny_av_regi
     assert main(["--models", str(vocos_models), "export", "audio", "--name", "tiny-audio",
                  "--set-default-vocoder", "vocos", "--layers", "2"]) != 0
     assert "drop --layers" in capsys.readouterr().err
+
+
+def test_default_iterations_come_from_the_manifest(vocos_models, capsys):
+    from strata.audio import AudioCodec, Vocoder, default_iterations
+    from strata.cli.main import main
+    from strata.errors import ModelIntegrityError
+    from strata.export.audio import set_default_vocoder
+    from strata.registry import Registry
+
+    assert main(["--models", str(vocos_models), "export", "audio", "--name", "tiny-audio",
+                 "--set-default-vocoder", "vocos", "--default-refine", "3"]) == 0
+    assert "vocos and 3 refinement iterations" in capsys.readouterr().out
+    entry = Registry(vocos_models).entry("tiny-audio")
+    assert entry.extra["refine"] == {"vocos": 3}
+    codec = AudioCodec.load(Registry(vocos_models), "tiny-audio")
+    assert (codec.vocos.refine, codec.vocoder.refine) == (3, 8)  # HiFi-GAN keeps the library's 8
+    assert AudioCodec.load(Registry(vocos_models), "tiny-audio", vocos_refine=1).vocos.refine == 1  # the caller's
+    sound = np.sin(np.linspace(0, 900, 5000)).astype(np.float32) * 0.3
+    data = codec.compress(sound)
+    np.testing.assert_array_equal(codec.decompress(data), codec.decompress(data, vocoder="vocos", refine=3))
+    set_default_vocoder(vocos_models, "tiny-audio", "hifigan", refine=5)  # a second network's count is added
+    assert Registry(vocos_models).entry("tiny-audio").extra["refine"] == {"vocos": 3, "hifigan": 5}
+    for bad in (-1, 33, True):
+        with pytest.raises(ValueError, match="0..32"):
+            set_default_vocoder(vocos_models, "tiny-audio", "vocos", refine=bad)
+    with pytest.raises(ValueError, match="Griffin-Lim takes no"):
+        set_default_vocoder(vocos_models, "tiny-audio", "griffinlim", refine=2)
+    assert main(["--models", str(vocos_models), "export", "audio", "--name", "tiny-audio",
+                 "--default-refine", "2"]) != 0
+    assert "goes with --set-default-vocoder" in capsys.readouterr().err
+    broken = dataclasses.replace(entry, extra={**entry.extra, "refine": {"vocos": "many"}})
+    with pytest.raises(ModelIntegrityError, match="extra.refine.vocos"):
+        default_iterations(broken, Vocoder.VOCOS)
+    with pytest.raises(ModelIntegrityError, match="extra.refine must map"):
+        default_iterations(dataclasses.replace(entry, extra={"refine": [3]}), Vocoder.VOCOS)
 
 
 def test_export_audio_refuses_a_vocos_as_the_main_vocoder(vocos_export, tmp_path):

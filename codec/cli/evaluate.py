@@ -42,7 +42,7 @@ def cmd_eval_audio(args: argparse.Namespace) -> int:
     import shlex
 
     from strata.eval.audio import evaluate_audio, format_report, record_in_manifest
-    from strata.vocoder.refine import DEFAULT_ITERATIONS, MAX_ITERATIONS
+    from strata.vocoder.refine import MAX_ITERATIONS
 
     data, out = Path(args.data), Path(args.out)
     _check_out_dir(out)
@@ -52,8 +52,8 @@ def cmd_eval_audio(args: argparse.Namespace) -> int:
                         ("--refine", args.refine)):
         command += [flag, str(value)] if value is not None else []
     command += ["--codec-griffinlim"] * args.codec_griffinlim + ["--update-manifest"] * args.update_manifest
-    refine = DEFAULT_ITERATIONS if args.refine is None else args.refine
-    if not 0 <= refine <= MAX_ITERATIONS:
+    refine = args.refine
+    if refine is not None and not 0 <= refine <= MAX_ITERATIONS:
         raise CliError(f"--refine must be in 0..{MAX_ITERATIONS}, got {refine}")
     try:
         report = evaluate_audio(registry(args), data, out, model=args.model, limit=args.limit, threads=args.threads,
@@ -92,7 +92,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="also decode the codec's mels with Griffin-Lim at every layer count")
     au.add_argument("--refine", type=int, metavar="N",
                     help="the network vocoders' mel-consistency iterations in the codec rows and the served "
-                    "HiFi-GAN's true-mel row (default: the library's, 8)")
+                    "HiFi-GAN's true-mel row (default: the model's, extra.refine, else 8)")
     au.add_argument("--update-manifest", action="store_true",
                     help="record the measured kbps per layer in the model's manifest entry")
     au.set_defaults(func=cmd_eval_audio, command_name="eval audio")

@@ -55,6 +55,8 @@ def cmd_export_audio(args: argparse.Namespace) -> int:
     from strata.export.audio import export_audio_model, replace_vocoder, set_default_vocoder
 
     models = _models(args)
+    if args.default_refine is not None and args.set_default_vocoder is None:
+        raise CliError("--default-refine goes with --set-default-vocoder")
     if args.set_default_vocoder is not None:
         others = [flag for flag, given in (("--vocoder", args.vocoder), ("--vocoders-from", args.vocoders_from),
                                            ("--checkpoint", args.checkpoint), ("--default-vocoder",
@@ -64,11 +66,13 @@ def cmd_export_audio(args: argparse.Namespace) -> int:
             raise CliError(f"--set-default-vocoder changes only the default of a registered model; "
                            f"drop {', '.join(others)}")
         try:
-            entry = set_default_vocoder(models, args.name, args.set_default_vocoder)
+            entry = set_default_vocoder(models, args.name, args.set_default_vocoder, args.default_refine)
         except (FileNotFoundError, ValueError) as e:
             raise CliError(str(e)) from None
-        print(f"{entry.name} now decodes with {entry.extra['vocoder']} when no vocoder is asked for ({models}); "
-              "its files, weights hash and streams are unchanged")
+        refine = entry.extra.get("refine", {}).get(entry.extra["vocoder"])
+        print(f"{entry.name} now decodes with {entry.extra['vocoder']}"
+              f"{'' if refine is None else f' and {refine} refinement iterations'} when no vocoder is asked for "
+              f"({models}); its files, weights hash and streams are unchanged")
         return 0
     if (args.vocoder is None) == (args.vocoders_from is None):
         raise CliError("give --vocoder DIR, or --vocoders-from MODEL with --checkpoint")
@@ -225,6 +229,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     au.add_argument("--set-default-vocoder", choices=["hifigan", "vocos", "griffinlim"],
                     help="alone with --name: decode with this vocoder of the registered model when a caller names "
                     "none (chosen on held-out clips: bench/vocoder_codec.py)")
+    au.add_argument("--default-refine", type=int, metavar="N",
+                    help="with --set-default-vocoder: that network's default mel-consistency iterations (0..32)")
     au.add_argument("--no-default", action="store_true",
                     help="with --checkpoint: register the model without making it the default audio model")
     au.add_argument("--data", help="folder with <set>/train/ sounds, for fitting the priors (with --checkpoint)")

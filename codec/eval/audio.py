@@ -7,16 +7,16 @@
                       │                                                     └─┤ Griffin-Lim ├─► ŷ  (flag)
                       ├─► log-mel ─┬─┤ HiFi-GAN ├─► ŷ                     (the vocoder's upper bound)
                       │            ├─┤ HiFi-GAN, refine=0 ├─► ŷ          (the network alone)
-                      │            ├─┤ Vocos, refine=0 | 8 ├─► ŷ         (when the model has one)
+                      │            ├─┤ Vocos, refine=0 | served ├─► ŷ    (when the model has one)
                       │            └─┤ Griffin-Lim, 32 it. ├─► ŷ
                       └─► Opus hard-cbr | vbr at 6, 8, 12 kbps and at the codec's own bitrates ─► ŷ
 
 The ``codec`` rows use the model's default vocoder (``default_vocoder`` in the report); a model with
 both networks also gets ``codec+hifigan`` or ``codec+vocos`` rows for the other one. HiFi-GAN runs the
 generator, then ``refine`` mel-consistency iterations (:mod:`strata.vocoder.refine`; ``refine``, by
-default the library's, is recorded in the report); the ``hifigan-raw`` row is the generator's own output.
-Vocos runs with its own default (the network alone, ``vocos``) and with the library's default
-refinement (``vocos-refined``).
+default the model's, is recorded in the report); the ``hifigan-raw`` row is the generator's own output.
+Vocos runs alone (``vocos``) and as served, with its own iterations (``vocos-refined``; ``vocos_refine``
+in the report).
 
 On every clip of the test splits ``<data>/speech/test`` and ``<data>/environment/test``
 (the training splits are never read), for every system and operating point:
@@ -69,7 +69,6 @@ from strata.frontend.audio import log_mel, read_audio
 from strata.registry import Registry, write_manifest
 from strata.runtime import choose_providers
 from strata.vocoder.griffinlim import griffin_lim
-from strata.vocoder.refine import DEFAULT_ITERATIONS
 
 SPLITS = ("speech", "environment")
 ALL = "all"
@@ -151,6 +150,7 @@ class AudioReport:
     notes: list[str] = field(default_factory=list)
     default_vocoder: str = "hifigan"  # the vocoder of the codec rows
     vocos_sha256: str | None = None  # the model's Vocos network, when it has one
+    vocos_refine: int | None = None  # Vocos's iterations in its codec and vocos-refined rows
 
     def point(self, system: str, label: str, split: str = ALL) -> AudioPoint | None:
         return next((p for p in self.points if (p.system, p.label, p.split) == (system, label, split)), None)
@@ -262,7 +262,7 @@ def evaluate_audio(
     limit: int | None = None,
     threads: int = 0,
     codec_griffinlim: bool = False,
-    refine: int = DEFAULT_ITERATIONS,
+    refine: int | None = None,
     command: str = "",
     log: Callable[[str], None] = print,
 ) -> AudioReport:
@@ -282,7 +282,7 @@ def evaluate_audio(
     true_mel = [(HIFIGAN, codec.vocoder), (HIFIGAN_RAW, lambda m: codec.vocoder(m, refine=0))]
     if codec.vocos is not None:
         true_mel += [(VOCOS, lambda m: codec.vocos(m, refine=0)),
-                     (VOCOS_REFINED, lambda m: codec.vocos(m, refine=DEFAULT_ITERATIONS))]
+                     (VOCOS_REFINED, codec.vocos)]
     true_mel.append((GRIFFINLIM, _griffin_lim))
     speech = _SpeechMetrics()
     scores: dict[tuple[str, str], list[_Score]] = defaultdict(list)
@@ -369,6 +369,7 @@ def evaluate_audio(
         machine=f"{platform.machine()}, {os.cpu_count()} cores, onnxruntime {codec.provider} provider",
         threads=threads,
         refine=codec.vocoder.refine,
+        vocos_refine=codec.vocos.refine if codec.vocos is not None else None,
         points=points,
         entropy=[
             LayerAccount(i + 1, str(codec.prior.kinds[i]), *(None if math.isnan(v) else float(v) for v in row))
@@ -567,7 +568,7 @@ def _name(system: str, default_vocoder: str = "hifigan") -> str:
         HIFIGAN: "HiFi-GAN on the true mel",
         HIFIGAN_RAW: "HiFi-GAN network alone (refine=0) on the true mel",
         VOCOS: "Vocos network alone on the true mel",
-        VOCOS_REFINED: f"Vocos + {DEFAULT_ITERATIONS} refinement it. on the true mel",
+        VOCOS_REFINED: "Vocos as served (refined) on the true mel",
         GRIFFINLIM: f"Griffin-Lim ({GRIFFIN_LIM_ITERS} it.) on the true mel",
         "opus-hard-cbr": "Opus hard-CBR",
         "opus-vbr": "Opus VBR",
@@ -672,7 +673,7 @@ def format_report(r: AudioReport) -> str:
         f"model {r.model} (weights {r.weights_sha256[:12]}…) on {n_s} speech + {n_e} environment test clips "
         f"({r.seconds['speech']:.0f} s + {r.seconds['environment']:.0f} s, {r.data}); CPU, onnxruntime threads "
         f"{r.threads or 'all'}; codec rows through {r.default_vocoder}; HiFi-GAN with {r.refine} mel-consistency "
-        "iterations",
+        f"iterations{'' if r.vocos_refine is None else f', Vocos with {r.vocos_refine}'}",
         "",
         "| system | kbps speech | kbps env. | mel RMSE speech | mel RMSE env. | mel dist. | LSD (dB) | PESQ-WB | STOI "
         "| encode × RT | decode × RT |",

@@ -256,13 +256,15 @@ def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description:
     return new
 
 
-def set_default_vocoder(models_dir: Path, name: str, vocoder: str) -> ModelEntry:
+def set_default_vocoder(models_dir: Path, name: str, vocoder: str, refine: int | None = None) -> ModelEntry:
     """Make ``vocoder`` (``hifigan``, ``vocos`` or ``griffinlim``) the one the registered audio model ``name``
-    decodes with when a caller names none (``extra.vocoder``). No file changes, nor the weights hash: every
-    stream decodes as before with a named vocoder. Raises ``ValueError`` for an image model, an unknown
-    name, or a network the model does not have.
+    decodes with when a caller names none (``extra.vocoder``), and with ``refine``, that network's default
+    mel-consistency iterations (``extra.refine``). No file changes, nor the weights hash: every stream
+    decodes as before with a named vocoder. Raises ``ValueError`` for an image model, an unknown name, a
+    network the model does not have, or ``refine`` outside 0..32 or given for Griffin-Lim.
     """
     from strata.audio import AudioCodec, Vocoder
+    from strata.vocoder.refine import MAX_ITERATIONS
 
     models_dir = Path(models_dir)
     entry = Registry(models_dir).entry(name)
@@ -276,7 +278,14 @@ def set_default_vocoder(models_dir: Path, name: str, vocoder: str) -> ModelEntry
     if chosen not in codec.vocoders:
         raise ValueError(f"model {name!r} has no {chosen.value} network (it has "
                          f"{', '.join(v.value for v in codec.vocoders)})")
-    new = dataclasses.replace(entry, extra={**entry.extra, "vocoder": chosen.value})
+    extra = {**entry.extra, "vocoder": chosen.value}
+    if refine is not None:
+        if chosen is Vocoder.GRIFFINLIM:
+            raise ValueError("Griffin-Lim takes no refinement iterations")
+        if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= MAX_ITERATIONS:
+            raise ValueError(f"refinement iterations must be an integer in 0..{MAX_ITERATIONS}, got {refine!r}")
+        extra["refine"] = {**entry.extra.get("refine", {}), chosen.value: refine}
+    new = dataclasses.replace(entry, extra=extra)
     register(models_dir, new, make_default=False)
     return new
 

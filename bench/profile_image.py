@@ -6,7 +6,7 @@ parsing, entropy decoding, the code sum, ``g_s``, conversion to ``uint8``, and t
 Then onnxruntime's own profiler runs ``g_a`` and ``g_s`` on the first image and the operator
 times are summed by operator type (the top ``--top``), so the networks' share can be split further.
 
-    python bench/profile.py --data ../shared/data/images/kodak --limit 4 [--model NAME] [--layers K]
+    python bench/profile_image.py --data ../shared/data/images/kodak --limit 4 [--model NAME] [--layers K]
 """
 
 from __future__ import annotations
