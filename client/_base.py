@@ -317,6 +317,7 @@ def _model_info(d: Any) -> ModelInfo:
         quantizer=str(d.get("quantizer", "rvq")), top_layers=int(d.get("top_layers") or 0),
         vocoders=tuple(str(v) for v in d.get("vocoders") or ()),
         default_vocoder=str(d["default_vocoder"]) if d.get("default_vocoder") is not None else None,
+        default_refine={str(k): int(v) for k, v in (d.get("default_refine") or {}).items()},
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -164,6 +164,7 @@ class ModelInfo:
     top_layers: int = 0  # first layers with one code per 2×2 block of the grid (repeated over it in codes arrays)
     vocoders: tuple[str, ...] = ()  # audio: the vocoder= values the model takes (empty for images)
     default_vocoder: str | None = None  # audio: the vocoder used when none is named
+    default_refine: dict[str, int] = field(default_factory=dict, hash=False)  # audio: network vocoder → its iterations
 
 
 @dataclass(frozen=True)

@@ -325,6 +325,10 @@ def test_http_names_and_uses_the_vocoder(vocos_models):
     with TestClient(app) as client:
         info = client.get("/v1/models/tiny-audio").json()
         assert info["vocoders"] == ["hifigan", "vocos", "griffinlim"] and info["default_vocoder"] == "hifigan"
+        assert info["default_refine"] == {"hifigan": 8, "vocos": 8}
+        from strata.client._base import _model_info  # the SDK reads it
+
+        assert _model_info(info).default_refine == {"hifigan": 8, "vocos": 8}
         wav = _wav_bytes(np.sin(np.linspace(0, 900, 5000)).astype(np.float32) * 0.3)
         stream = client.post("/v1/audio:compress", content=wav).content
         default = client.post("/v1/audio:decompress", content=stream)

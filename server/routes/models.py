@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
-from strata.audio import Vocoder, entry_vocoders
+from strata.audio import NETWORK_ROLES, Vocoder, default_iterations, entry_vocoders
 from strata.registry import ModelEntry
 from strata.server.deps import CodecsDep, require_api_key
 from strata.server.errors import responses
@@ -39,6 +39,8 @@ class ModelInfo(BaseModel):
                                             "has a Vocos network, griffinlim); empty for images")
     default_vocoder: str | None = Field(description="audio: the vocoder a decode uses when none is named; null for "
                                                     "images")
+    default_refine: dict[str, int] = Field(default_factory=dict, description="audio: each network vocoder's "
+                                           "mel-consistency iterations when refine= is not given; empty for images")
     description: str
     weights_sha256: str = Field(description="first 16 hex digits of the weights hash (streams carry 8 bytes)")
     default: bool = Field(description="whether this is the default model of its modality")
@@ -57,6 +59,8 @@ class ModelInfo(BaseModel):
             sample_rate=int(rate) if isinstance(rate, int) else None,
             vocoders=[v.value for v in entry_vocoders(entry)] if audio else [],
             default_vocoder=str(entry.extra.get("vocoder", Vocoder.HIFIGAN.value)) if audio else None,
+            default_refine={v.value: default_iterations(entry, v) for v in entry_vocoders(entry)
+                            if v in NETWORK_ROLES} if audio else {},
             description=entry.description, weights_sha256=entry.weights_sha256[:16], default=default,
         )
 
