@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,9 +34,8 @@ from strata.train.checkpoint import read_checkpoint
 from strata.train.data import load_images
 from strata.train.image import ImageTrainConfig, psnr
 from strata.train.image import read_checkpoint as read_image_checkpoint
-from strata.train.loop import rng_state, save_checkpoint, start
+from strata.train.loop import PartRun, fit_part, rng_state, save_checkpoint, start
 from strata.train.nets.image import Synthesis
-from strata.train.schedule import StepGuard, cosine_lr, warmup_factor
 
 if TYPE_CHECKING:
     from strata.image import ImageCodec
@@ -189,7 +187,6 @@ def train(cfg: DecoderTrainConfig, run_dir: Path, resume: bool = False, max_minu
     """Retrain (or resume retraining) ``g_s`` in ``run_dir``; returns the path of ``best.pt``."""
     from strata.image import ImageCodec
     from strata.registry import Registry
-    from tqdm import tqdm
 
     data = Path(cfg.data)
     for sub in ("train", "val"):
@@ -234,54 +231,27 @@ def train(cfg: DecoderTrainConfig, run_dir: Path, resume: bool = False, max_minu
     print("starting val PSNR/k [" + " ".join(f"{p:.2f}" for p in start_psnr) + "]", flush=True)
 
     L = codec.quantizer.layers
-    first, started, t0 = step, time.time(), time.time()
-    guard = StepGuard(cfg.max_bad_steps, f"resume from {last} with a lower --lr")
-    run_loss, n_run = 0.0, 0
-    bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=5)
-    with (run_dir / "log.jsonl").open("a") as log:
-        while step < cfg.steps:
-            lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.decay_start)
-            lr *= warmup_factor(cfg.warmup, step - first)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            c, x, mask = crops.sample(cfg.batch)
-            k = int(crops.rng.integers(1, L + 1))
-            latent = torch.from_numpy(codec.quantizer.decode(c[:k])).to(device)
-            x, mask = x.to(device), mask.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                xh = g_s(latent)
-            loss = (((xh.float() - x) ** 2) * mask).sum() / (mask.sum() * 3)
-            opt.zero_grad(set_to_none=True)
-            if not guard.ok(loss, step):
-                continue
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(g_s.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            run_loss += loss.item()
-            n_run += 1
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix(psnr=f"{psnr(run_loss / n_run):.2f}")
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                v = validate(g_s, codec.quantizer, val_images, val_codes)
-                delta = [p - s for p, s in zip(v["psnr"], start_psnr, strict=True)]
-                rec = {"step": step, "time": time.time(), "steps_per_s": n_run / (time.time() - t0), "lr": lr,
-                       "train_psnr": psnr(run_loss / n_run), **v, "delta_psnr": delta}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                mark = " *" if v["score"] > best else ""
-                bar.write(f"step {step}: val PSNR/k − start [" + " ".join(f"{d:+.3f}" for d in delta) + f"]{mark}")
-                if v["score"] > best:
-                    best = v["score"]
-                    _save(run_dir / "best.pt", g_s, opt, step, best, cfg, crops.rng, start_psnr)
-                _save(last, g_s, opt, step, best, cfg, crops.rng, start_psnr)
-                run_loss, n_run, t0 = 0.0, 0, time.time()
-                if max_minutes is not None and time.time() - started > 60 * max_minutes:
-                    bar.write(f"stopping after {max_minutes} minutes at step {step}; resume with --resume")
-                    break
-    bar.close()
+
+    def loss() -> torch.Tensor:
+        c, x, mask = crops.sample(cfg.batch)
+        k = int(crops.rng.integers(1, L + 1))
+        latent = torch.from_numpy(codec.quantizer.decode(c[:k])).to(device)
+        x, mask = x.to(device), mask.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            xh = g_s(latent)
+        return (((xh.float() - x) ** 2) * mask).sum() / (mask.sum() * 3)
+
+    def evaluate(_: float) -> tuple[float, dict, str]:
+        v = validate(g_s, codec.quantizer, val_images, val_codes)
+        delta = [p - s for p, s in zip(v["psnr"], start_psnr, strict=True)]
+        return v["score"], {**v, "delta_psnr": delta}, (
+            "val PSNR/k − start [" + " ".join(f"{d:+.3f}" for d in delta) + "]")
+
+    def save(path: Path, at: int, score: float) -> None:
+        _save(path, g_s, opt, at, score, cfg, crops.rng, start_psnr)
+
+    fit_part(cfg, run_dir, list(g_s.parameters()), opt, step, best,
+             PartRun(loss, "train_psnr", psnr, ".2f", evaluate, save), max_minutes)
     return run_dir / "best.pt"
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -38,9 +37,8 @@ import numpy as np
 import torch
 from strata.train.data import center_crops, load_images
 from strata.train.image import ImageAutoencoder, ImageTrainConfig, read_checkpoint, validate
-from strata.train.loop import rng_state, save_checkpoint, start
+from strata.train.loop import PartRun, fit_part, rng_state, save_checkpoint, start
 from strata.train.nets.image import Analysis
-from strata.train.schedule import StepGuard, cosine_lr, warmup_factor
 
 
 @dataclass
@@ -163,8 +161,6 @@ def _save(path: Path, model: ImageAutoencoder, opt: torch.optim.Optimizer, step:
 
 def train(cfg: EncoderTrainConfig, run_dir: Path, resume: bool = False, max_minutes: float | None = None) -> Path:
     """Distil (or resume distilling) in ``run_dir``; returns the path of ``best.pt``."""
-    from tqdm import tqdm
-
     run_dir, device = start(run_dir, cfg.threads, cfg.seed)
     data = Path(cfg.data)
     for sub in ("train", "val"):
@@ -214,52 +210,23 @@ def train(cfg: EncoderTrainConfig, run_dir: Path, resume: bool = False, max_minu
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     print("teacher val PSNR/k [" + " ".join(f"{p:.2f}" for p in teacher_psnr) + "]", flush=True)
 
-    first, started, t0 = step, time.time(), time.time()
-    guard = StepGuard(cfg.max_bad_steps, f"resume from {last} with a lower --lr")
-    run_loss, n_run = 0.0, 0
-    bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=5)
-    with (run_dir / "log.jsonl").open("a") as log:
-        while step < cfg.steps:
-            lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.decay_start)
-            lr *= warmup_factor(cfg.warmup, step - first)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            x, y, mask = (t.to(device) for t in crops.sample(cfg.batch))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                yh = model.g_a(x)
-            loss = ((yh.float() - y) ** 2 * mask).sum() / (mask.sum() * y.shape[1])
-            opt.zero_grad(set_to_none=True)
-            if not guard.ok(loss, step):
-                continue
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.g_a.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            run_loss += loss.item()
-            n_run += 1
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix(latent_mse=f"{run_loss / n_run:.5f}")
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                v = validate(model, val, device, amp=False)
-                delta = [p - t for p, t in zip(v["psnr"], teacher_psnr, strict=True)]
-                rec = {"step": step, "time": time.time(), "steps_per_s": n_run / (time.time() - t0), "lr": lr,
-                       "latent_mse": run_loss / n_run, **v, "delta_psnr": delta}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                mark = " *" if v["score"] > best else ""
-                bar.write(f"step {step}: latent MSE {rec['latent_mse']:.5f}; val PSNR/k − teacher's ["
-                          + " ".join(f"{d:+.3f}" for d in delta) + f"]{mark}")
-                if v["score"] > best:
-                    best = v["score"]
-                    _save(run_dir / "best.pt", model, opt, step, best, scfg, cfg, crops.rng, teacher_psnr)
-                _save(last, model, opt, step, best, scfg, cfg, crops.rng, teacher_psnr)
-                run_loss, n_run, t0 = 0.0, 0, time.time()
-                if max_minutes is not None and time.time() - started > 60 * max_minutes:
-                    bar.write(f"stopping after {max_minutes} minutes at step {step}; resume with --resume")
-                    break
-    bar.close()
+    def loss() -> torch.Tensor:
+        x, y, mask = (t.to(device) for t in crops.sample(cfg.batch))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            yh = model.g_a(x)
+        return ((yh.float() - y) ** 2 * mask).sum() / (mask.sum() * y.shape[1])
+
+    def evaluate(latent_mse: float) -> tuple[float, dict, str]:
+        v = validate(model, val, device, amp=False)
+        delta = [p - t for p, t in zip(v["psnr"], teacher_psnr, strict=True)]
+        return v["score"], {**v, "delta_psnr": delta}, (
+            f"latent MSE {latent_mse:.5f}; val PSNR/k − teacher's [" + " ".join(f"{d:+.3f}" for d in delta) + "]")
+
+    def save(path: Path, at: int, score: float) -> None:
+        _save(path, model, opt, at, score, scfg, cfg, crops.rng, teacher_psnr)
+
+    fit_part(cfg, run_dir, list(model.g_a.parameters()), opt, step, best,
+             PartRun(loss, "latent_mse", float, ".5f", evaluate, save), max_minutes)
     return run_dir / "best.pt"
 
 

@@ -1,4 +1,5 @@
-"""The training loop shared by the codec trainers (``strata train image`` and ``strata train audio``).
+"""The training loops shared by the codec trainers (``strata train image`` and ``strata train audio``: :func:`fit`)
+and by the trainers of one network against a frozen model (``strata train encoder`` and ``decoder``: :func:`fit_part`).
 
 ::
 
@@ -39,14 +40,19 @@ from strata.train.schedule import StepGuard, cosine_lr, warmup_factor
 from torch import nn
 
 
-class LoopSettings(Protocol):
-    """The fields of a trainer's config that the loop reads (``ImageTrainConfig``, ``AudioTrainConfig``)."""
+class Schedule(Protocol):
+    """A config's learning-rate schedule (:func:`lr_at`)."""
 
     steps: int  # total optimiser steps of the schedule
     lr: float
     lr_min: float
     decay_start: float  # fraction of steps after which the LR follows a cosine to lr_min
     warmup: int  # steps of linear LR ramp-up at every start of the process
+
+
+class LoopSettings(Schedule, Protocol):
+    """The fields of a trainer's config that the loop reads (``ImageTrainConfig``, ``AudioTrainConfig``)."""
+
     grad_clip: float  # global gradient-norm clip (0: off)
     max_bad_steps: int  # consecutive non-finite losses before the run stops
     eval_every: int
@@ -71,7 +77,7 @@ class Objective:
     best_note: str  # how a resumed run states its best score, e.g. "best val score {:.3f} dB"
 
 
-def lr_at(cfg: LoopSettings, step: int, since_start: int | None = None) -> float:
+def lr_at(cfg: Schedule, step: int, since_start: int | None = None) -> float:
     """The LR at ``step``; with ``since_start``, including the warm-up of this process."""
     lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.lr_min, cfg.decay_start)
     return lr if since_start is None else lr * warmup_factor(cfg.warmup, since_start)
@@ -223,4 +229,81 @@ def fit(
     return run_dir / "best.pt"
 
 
-__all__ = ["LoopSettings", "Objective", "fit", "lr_at", "rng_state", "save_checkpoint", "start"]
+class PartSettings(Schedule, Protocol):
+    """The fields of a part trainer's config that :func:`fit_part` reads (``EncoderTrainConfig``,
+    ``DecoderTrainConfig``)."""
+
+    grad_clip: float
+    max_bad_steps: int
+    eval_every: int
+
+
+@dataclass(frozen=True)
+class PartRun:
+    """What a part trainer gives :func:`fit_part`: the step's loss, the running metric, validation, saving."""
+
+    loss: Callable[[], torch.Tensor]  # draws a batch and returns the loss of the trained part on it
+    metric: str  # the running training metric's name in log.jsonl and on the progress bar
+    metric_of_loss: Callable[[float], float]  # mean loss → that metric
+    metric_format: str  # its format on the bar, e.g. ".5f"
+    evaluate: Callable[[float], tuple[float, dict, str]]  # running metric → (score, log fields, console line)
+    save: Callable[[Path, int, float], None]  # (path, step, best score) → a resumable checkpoint
+
+
+def fit_part(cfg: PartSettings, run_dir: Path, params: list[nn.Parameter], opt: torch.optim.Optimizer, step: int,
+             best: float, run: PartRun, max_minutes: float | None = None) -> None:
+    """The step loop of one network trained against a frozen model (``strata train encoder`` / ``decoder``).
+
+    From ``step`` to ``cfg.steps``: the LR of :func:`lr_at` (its warm-up counted from this process's first
+    step), a non-finite loss skipped by :class:`~strata.train.schedule.StepGuard`, the gradient norm of
+    ``params`` clipped to ``cfg.grad_clip``. Every ``eval_every`` steps and at the last: validation, a record
+    in ``log.jsonl``, ``best.pt`` when the score (higher is better) beats ``best``, ``last.pt``; then a stop
+    once the process has run ``max_minutes``.
+    """
+    from tqdm import tqdm
+
+    last = run_dir / "last.pt"
+    first, started, t0 = step, time.time(), time.time()
+    guard = StepGuard(cfg.max_bad_steps, f"resume from {last} with a lower --lr")
+    run_loss, n_run = 0.0, 0
+    bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=5)
+    with (run_dir / "log.jsonl").open("a") as log:
+        while step < cfg.steps:
+            lr = lr_at(cfg, step, step - first)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = run.loss()
+            opt.zero_grad(set_to_none=True)
+            if not guard.ok(loss, step):
+                continue
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            step += 1
+            run_loss += loss.item()
+            n_run += 1
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(**{run.metric: f"{run.metric_of_loss(run_loss / n_run):{run.metric_format}}"})
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                running = run.metric_of_loss(run_loss / n_run)
+                score, fields, line = run.evaluate(running)
+                rec = {"step": step, "time": time.time(), "steps_per_s": n_run / (time.time() - t0), "lr": lr,
+                       run.metric: running, **fields}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                bar.write(f"step {step}: {line}{' *' if score > best else ''}")
+                if score > best:
+                    best = score
+                    run.save(run_dir / "best.pt", step, best)
+                run.save(last, step, best)
+                run_loss, n_run, t0 = 0.0, 0, time.time()
+                if max_minutes is not None and time.time() - started > 60 * max_minutes:
+                    bar.write(f"stopping after {max_minutes} minutes at step {step}; resume with --resume")
+                    break
+    bar.close()
+
+
+__all__ = ["LoopSettings", "Objective", "PartRun", "PartSettings", "Schedule", "fit", "fit_part", "lr_at", "rng_state",
+           "save_checkpoint", "start"]
