@@ -34,7 +34,7 @@ from strata.train.checkpoint import read_checkpoint
 from strata.train.data import load_images
 from strata.train.image import ImageTrainConfig, psnr
 from strata.train.image import read_checkpoint as read_image_checkpoint
-from strata.train.loop import PartRun, fit_part, rng_state, save_checkpoint, start
+from strata.train.loop import PartRun, fit_part, restore, rng_state, save_checkpoint, start
 from strata.train.nets.image import Synthesis
 
 if TYPE_CHECKING:
@@ -216,13 +216,8 @@ def train(cfg: DecoderTrainConfig, run_dir: Path, resume: bool = False, max_minu
     step, best, start_psnr = 0, -math.inf, []
     last = run_dir / "last.pt"
     if resume and last.exists():
-        ckpt = read_run_checkpoint(last, device)
-        g_s.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
+        ckpt = restore(last, g_s, opt, crops.rng, lambda p: read_run_checkpoint(p, device))
         step, best, start_psnr = ckpt["step"], ckpt["best"], ckpt["start_psnr"]
-        crops.rng.bit_generator.state = ckpt["rng"]["numpy"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        print(f"resumed from {last} at step {step} (best val score {best:.3f} dB)", flush=True)
     if not start_psnr:
         v = validate(g_s, codec.quantizer, val_images, val_codes)
         start_psnr, best = v["psnr"], v["score"]

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from strata.train.data import center_crops, load_images
 from strata.train.image import ImageAutoencoder, ImageTrainConfig, read_checkpoint, validate
-from strata.train.loop import PartRun, fit_part, rng_state, save_checkpoint, start
+from strata.train.loop import PartRun, fit_part, restore, rng_state, save_checkpoint, start
 from strata.train.nets.image import Analysis
 
 
@@ -196,13 +196,8 @@ def train(cfg: EncoderTrainConfig, run_dir: Path, resume: bool = False, max_minu
     step, best, teacher_psnr = 0, -math.inf, []
     last = run_dir / "last.pt"
     if resume and last.exists():
-        ckpt = read_checkpoint(last, device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
+        ckpt = restore(last, model, opt, crops.rng, lambda p: read_checkpoint(p, device))
         step, best, teacher_psnr = ckpt["step"], ckpt["best"], ckpt["teacher_psnr"]
-        crops.rng.bit_generator.state = ckpt["rng"]["numpy"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        print(f"resumed from {last} at step {step} (best val score {best:.3f} dB)", flush=True)
     if not teacher_psnr:
         full = ImageAutoencoder(teacher.g_a, teacher.quantizer, teacher.g_s)
         teacher_psnr = validate(full, val, device, amp=False)["psnr"]

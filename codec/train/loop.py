@@ -250,6 +250,19 @@ class PartRun:
     save: Callable[[Path, int, float], None]  # (path, step, best score) → a resumable checkpoint
 
 
+def restore(path: Path, model: nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
+            read: Callable[[Path], dict]) -> dict:
+    """Resume from the checkpoint ``path`` (read by ``read``): the weights, the optimiser and both RNG states
+    are restored in place; returns the checkpoint (``step``, ``best`` and the trainer's own keys)."""
+    ckpt = read(path)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["opt"])
+    rng.bit_generator.state = ckpt["rng"]["numpy"]
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    print(f"resumed from {path} at step {ckpt['step']} (best val score {ckpt['best']:.3f} dB)", flush=True)
+    return ckpt
+
+
 def fit_part(cfg: PartSettings, run_dir: Path, params: list[nn.Parameter], opt: torch.optim.Optimizer, step: int,
              best: float, run: PartRun, max_minutes: float | None = None) -> None:
     """The step loop of one network trained against a frozen model (``strata train encoder`` / ``decoder``).
@@ -305,5 +318,5 @@ def fit_part(cfg: PartSettings, run_dir: Path, params: list[nn.Parameter], opt: 
     bar.close()
 
 
-__all__ = ["LoopSettings", "Objective", "PartRun", "PartSettings", "Schedule", "fit", "fit_part", "lr_at", "rng_state",
-           "save_checkpoint", "start"]
+__all__ = ["LoopSettings", "Objective", "PartRun", "PartSettings", "Schedule", "fit", "fit_part", "lr_at", "restore",
+           "rng_state", "save_checkpoint", "start"]
