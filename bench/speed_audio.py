@@ -3,7 +3,7 @@
 For each thread setting (onnxruntime intra-op threads: 1 and all cores) times, on the given clips
 joined into one sound: ``compress`` (resample-free frontend: log-mel + g_a + RVQ search + entropy
 coding) at the first and last layer count, ``decompress`` with each network vocoder of the model
-(entropy decoding + g_s + network + its default mel-consistency refinement, 8 iterations; with the float
+(entropy decoding + g_s + network + its default mel-consistency refinement, the model's count; with the float
 ``g_s`` of the library's default and, when the model has one, the int8 ``g_s`` the service decodes with),
 the Vocos network alone when the model has one, and with Griffin-Lim (32 iterations, numpy; not threaded by
 onnxruntime), and the vocoders alone on the true log-mel (HiFi-GAN as served, without refinement,

@@ -68,15 +68,23 @@ NETWORK_ROLES = {Vocoder.HIFIGAN: "vocoder", Vocoder.VOCOS: "vocos"}  # manifest
 
 def default_iterations(entry: ModelEntry, vocoder: Vocoder) -> int:
     """The mel-consistency iterations a network vocoder of the model runs when a caller names none: the
-    manifest's ``extra.refine[<vocoder>]`` (chosen on held-out clips), else the library's 8."""
+    manifest's ``extra.refine[<vocoder>]`` (chosen on held-out clips), else the library's 8.
+
+    Raises :class:`ModelIntegrityError` for a table that is not a mapping, names a network the model does not
+    have (a typo would otherwise fall back to 8 unnoticed), or holds a count outside 0..32.
+    """
     table = entry.extra.get("refine", {})
     if not isinstance(table, dict):
         raise ModelIntegrityError(f"model {entry.name!r}: extra.refine must map vocoders to iterations, got {table!r}")
-    value = table.get(vocoder.value, DEFAULT_ITERATIONS)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ITERATIONS:
-        raise ModelIntegrityError(f"model {entry.name!r}: extra.refine.{vocoder.value} must be an integer in "
-                                  f"0..{MAX_ITERATIONS}, got {value!r}")
-    return value
+    networks = [v.value for v in entry_vocoders(entry) if v in NETWORK_ROLES]
+    for key, value in table.items():
+        if key not in networks:
+            raise ModelIntegrityError(f"model {entry.name!r}: extra.refine names {key!r}, not one of its network "
+                                      f"vocoders ({', '.join(networks)})")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ITERATIONS:
+            raise ModelIntegrityError(f"model {entry.name!r}: extra.refine.{key} must be an integer in "
+                                      f"0..{MAX_ITERATIONS}, got {value!r}")
+    return table.get(vocoder.value, DEFAULT_ITERATIONS)
 
 
 def entry_vocoders(entry: ModelEntry) -> tuple[Vocoder, ...]:
@@ -217,13 +225,14 @@ class AudioCodec(StreamCodec):
         """
         role = cls._synthesis_role(registry, name, precision)
         entry, analysis, synthesis, quantizer, prior = cls._load_parts(registry, name, providers, threads, role)
+        defaults = {v: default_iterations(entry, v) for v in NETWORK_ROLES}  # checks the table either way
         if refine is None:
-            refine = default_iterations(entry, Vocoder.HIFIGAN)
+            refine = defaults[Vocoder.HIFIGAN]
         vocoder = HifiGanVocoder.load(registry.path(entry, "vocoder"), providers, threads, refine=refine)
         vocos = None
         if NETWORK_ROLES[Vocoder.VOCOS] in entry.files:
             if vocos_refine is None:
-                vocos_refine = default_iterations(entry, Vocoder.VOCOS)
+                vocos_refine = defaults[Vocoder.VOCOS]
             vocos = VocosVocoder.load(registry.path(entry, NETWORK_ROLES[Vocoder.VOCOS]), providers, threads,
                                       refine=vocos_refine)
         return cls(entry, analysis, synthesis, quantizer, prior, vocoder, limits, vocos, rdo_lambda,
@@ -412,4 +421,4 @@ def _exactly(pieces: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
 
 
 __all__ = ["HOP", "NETWORK_ROLES", "SAMPLE_RATE", "AudioCodec", "AudioCodes", "Vocoder", "analyse_mel",
-           "entry_vocoders", "padded_length"]
+           "default_iterations", "entry_vocoders", "padded_length"]

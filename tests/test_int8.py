@@ -161,3 +161,18 @@ def test_audio_export_refuses_a_folder_without_training_sounds(int8_audio_regist
     (tmp_path / "empty").mkdir()
     assert main(["--models", str(int8_audio_registry.root), "export", "int8", "--name", "tiny-audio",
                  "--calibration", str(tmp_path / "empty")]) == 1
+
+
+def test_cli_decodes_sound_with_int8_where_asked(int8_audio_registry, tmp_path):
+    from strata.audio import AudioCodec
+    from strata.cli import main
+
+    codec8 = AudioCodec.load(int8_audio_registry, "tiny-audio", precision="int8")
+    stream = codec8.compress((0.3 * np.sin(np.linspace(0, 900, 6000))).astype(np.float32))
+    (tmp_path / "a.strata").write_bytes(stream)
+    models = ["--models", str(int8_audio_registry.root)]
+    out = str(tmp_path / "m.npy")
+    assert main([*models, "decompress", str(tmp_path / "a.strata"), out, "--precision", "int8"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "m.npy"), codec8.decompress_mel(stream))
+    assert main([*models, "decompress", str(tmp_path / "a.strata"), str(tmp_path / "f.npy")]) == 0
+    assert not np.array_equal(np.load(tmp_path / "f.npy"), np.load(tmp_path / "m.npy"))  # float by default

@@ -177,3 +177,42 @@ def test_bad_arguments_are_refused(kwargs, match):
     args.update(kwargs)
     with pytest.raises(InputError, match=match):
         refine(args.pop("audio"), args.pop("log_mel"), args.pop("iterations"), **args)
+
+
+def test_only_the_main_thread_sets_blas_threads():
+    """Refinement runs numpy's BLAS on one thread when called from the main thread, and leaves the process-wide
+    setting alone from any other thread (two threads entering and leaving one limit could leave it wrong)."""
+    import threading
+
+    from strata.vocoder import refine as refine_module
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    seen: dict[str, list[int]] = {}
+    real = refine_module._iterate
+
+    def spy(name: str):
+        def wrapped(*args, **kwargs):
+            seen[name] = blas_threads()
+            return real(*args, **kwargs)
+        return wrapped
+
+    x = (0.1 * np.sin(np.linspace(0, 3000, 20000))).astype(np.float32)
+    mel = log_mel(x * 0.5)
+    before = blas_threads()
+    if not before:
+        pytest.skip("numpy reports no BLAS thread pool")
+    try:
+        refine_module._iterate = spy("main")
+        refine(x, mel, 1)
+        refine_module._iterate = spy("worker")
+        worker = threading.Thread(target=refine, args=(x, mel, 1))
+        worker.start()
+        worker.join()
+    finally:
+        refine_module._iterate = real
+    assert seen["main"] == [1] * len(before)
+    assert seen["worker"] == before
+    assert blas_threads() == before  # restored

@@ -274,7 +274,7 @@ def test_set_default_vocoder_changes_only_the_default(vocos_models, tiny_av_regi
     assert "drop --layers" in capsys.readouterr().err
 
 
-def test_default_iterations_come_from_the_manifest(vocos_models, capsys):
+def test_default_iterations_come_from_the_manifest(vocos_models, vocos_export, capsys):
     from strata.audio import AudioCodec, Vocoder, default_iterations
     from strata.cli.main import main
     from strata.errors import ModelIntegrityError
@@ -307,6 +307,13 @@ def test_default_iterations_come_from_the_manifest(vocos_models, capsys):
         default_iterations(broken, Vocoder.VOCOS)
     with pytest.raises(ModelIntegrityError, match="extra.refine must map"):
         default_iterations(dataclasses.replace(entry, extra={"refine": [3]}), Vocoder.VOCOS)
+    with pytest.raises(ModelIntegrityError, match="names 'Vocos', not one of its network vocoders"):
+        default_iterations(dataclasses.replace(entry, extra={"refine": {"Vocos": 3}}), Vocoder.HIFIGAN)
+    # A replaced network loses the count chosen for the old one; the other network keeps its own.
+    from strata.export.audio import replace_vocoder
+
+    assert "vocos" not in replace_vocoder(vocos_models, "tiny-audio", vocos_export).extra["refine"]
+    assert Registry(vocos_models).entry("tiny-audio").extra["refine"] == {"hifigan": 5}
 
 
 def test_export_audio_refuses_a_vocos_as_the_main_vocoder(vocos_export, tmp_path):

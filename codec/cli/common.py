@@ -139,10 +139,10 @@ def image_codec(args: argparse.Namespace, name: str | None, encoder: str = "full
     return ImageCodec.load(registry(args), name, encoder=encoder, precision=precision)
 
 
-def audio_codec(args: argparse.Namespace, name: str | None):
+def audio_codec(args: argparse.Namespace, name: str | None, precision: str = "float"):
     from strata.audio import AudioCodec
 
-    return AudioCodec.load(registry(args), name)
+    return AudioCodec.load(registry(args), name, precision=precision)
 
 
 def is_audio(data: bytes) -> bool:

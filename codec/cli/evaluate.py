@@ -91,8 +91,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     au.add_argument("--codec-griffinlim", action="store_true",
                     help="also decode the codec's mels with Griffin-Lim at every layer count")
     au.add_argument("--refine", type=int, metavar="N",
-                    help="the network vocoders' mel-consistency iterations in the codec rows and the served "
-                    "HiFi-GAN's true-mel row (default: the model's, extra.refine, else 8)")
+                    help="the network vocoders' mel-consistency iterations in the codec rows and in the refined "
+                    "true-mel rows of HiFi-GAN and Vocos (default: the model's, extra.refine, else 8)")
     au.add_argument("--update-manifest", action="store_true",
                     help="record the measured kbps per layer in the model's manifest entry")
     au.set_defaults(func=cmd_eval_audio, command_name="eval audio")

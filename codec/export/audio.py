@@ -213,7 +213,9 @@ def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description:
     change (with ``checkpoints_dir``, the network's ``vocoder.pt`` is kept in ``<checkpoints_dir>/<name>/``
     as ``vocoder.pt`` or ``vocos.pt``): the codec's files and its weights hash stay as they are, so every
     stream the model wrote still decodes (the codes do not depend on the vocoder). ``make_default`` makes
-    this network the model's default vocoder (``extra.vocoder``). ``description`` replaces the entry's when
+    this network the model's default vocoder (``extra.vocoder``). A default iteration count chosen for the
+    replaced network (``extra.refine``) is dropped: the new one refines with the library's 8 until one is
+    chosen for it (``set_default_vocoder``). ``description`` replaces the entry's when
     given. The model must then load and decode a short sound with it, or the error says why.
     """
     from strata.audio import NETWORK_ROLES, AudioCodec, Vocoder
@@ -244,7 +246,10 @@ def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description:
         _keep_vocoder_checkpoint(vocoder_dir, Path(checkpoints_dir) / name, f"{role}.pt")
     files = dict(entry.files)
     files.update(file_refs(models_dir, out, [(role, filename)]))
-    extra = {**entry.extra, "vocoder": arch.value} if make_default else entry.extra
+    extra = {**entry.extra, "vocoder": arch.value} if make_default else dict(entry.extra)
+    tuned = {k: v for k, v in extra.get("refine", {}).items() if k != arch.value}  # chosen for the old network
+    if "refine" in extra:
+        extra = {**{k: v for k, v in extra.items() if k != "refine"}, **({"refine": tuned} if tuned else {})}
     new = dataclasses.replace(entry, files=files, extra=extra,
                               description=entry.description if description is None else description)
     register(models_dir, new, make_default=False)
@@ -260,9 +265,12 @@ def set_default_vocoder(models_dir: Path, name: str, vocoder: str, refine: int |
     """Make ``vocoder`` (``hifigan``, ``vocos`` or ``griffinlim``) the one the registered audio model ``name``
     decodes with when a caller names none (``extra.vocoder``), and with ``refine``, that network's default
     mel-consistency iterations (``extra.refine``). No file changes, nor the weights hash: every stream
-    decodes as before with a named vocoder. Raises ``ValueError`` for an image model, an unknown name, a
-    network the model does not have, or ``refine`` outside 0..32 or given for Griffin-Lim.
+    decodes as before with a named vocoder. Raises :class:`~strata.errors.UnknownModelError` for a name not
+    registered, ``ValueError`` for an image model, an unknown vocoder, a network the model does not have, or
+    ``refine`` outside 0..32 or given for Griffin-Lim.
     """
+    from numbers import Integral
+
     from strata.audio import AudioCodec, Vocoder
     from strata.vocoder.refine import MAX_ITERATIONS
 
@@ -282,9 +290,9 @@ def set_default_vocoder(models_dir: Path, name: str, vocoder: str, refine: int |
     if refine is not None:
         if chosen is Vocoder.GRIFFINLIM:
             raise ValueError("Griffin-Lim takes no refinement iterations")
-        if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= MAX_ITERATIONS:
+        if isinstance(refine, bool) or not isinstance(refine, Integral) or not 0 <= refine <= MAX_ITERATIONS:
             raise ValueError(f"refinement iterations must be an integer in 0..{MAX_ITERATIONS}, got {refine!r}")
-        extra["refine"] = {**entry.extra.get("refine", {}), chosen.value: refine}
+        extra["refine"] = {**entry.extra.get("refine", {}), chosen.value: int(refine)}
     new = dataclasses.replace(entry, extra=extra)
     register(models_dir, new, make_default=False)
     return new

@@ -20,7 +20,7 @@ from the network's output instead of random phase: the network supplies what the
 harmonics and phase), the iterations correct the envelope it got wrong.
 
 On 12 speech test clips (true mel), PESQ-WB of the shipped generator goes 1.76 → 2.28 / 2.53 / 2.69
-/ 2.83 / 3.00 after 1 / 2 / 4 / 8 / 16 iterations, at about 1.1 ms per second of audio each
+/ 2.83 / 3.00 after 1 / 2 / 4 / 8 / 16 iterations, at about 0.7 ms per second of audio each
 (``python bench/vocoder_bands.py --limit 12 --refine 1 2 4 16``, ``bench/speed_audio.py``).
 
 Memory is bounded: the signal is refined in blocks of ``block_frames`` frames, each with a margin of
@@ -30,6 +30,9 @@ reaches ``n_fft`` samples on each side), so blocks and one call over the whole s
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from numbers import Integral, Real
@@ -38,7 +41,7 @@ import numpy as np
 import scipy.fft
 from strata.errors import InputError
 from strata.frontend.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filterbank
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 DEFAULT_ITERATIONS = 8  # what the served HiFi-GAN runs (see the module doc for the measurements)
 MAX_ITERATIONS = 32
@@ -135,10 +138,34 @@ def refine_block(seg: np.ndarray, target: np.ndarray, iterations: int, cfg: MelC
     """
     cumulative = np.zeros((target.shape[1], cfg.n_mels), dtype=np.float32)  # each band's log gain so far
     norm = _norm(seg.size, cfg)
-    with threadpool_limits(1, user_api="blas"):  # see _Operators
+    with _one_blas_thread():
         for _ in range(iterations):
             seg = _iterate(seg, target, cfg, cumulative, limits, norm)
     return seg
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """numpy's BLAS on one thread meanwhile (see :class:`_Operators`), when called from the main thread.
+
+    The setting is process-wide, and a limit entered and left by two threads at once could leave the
+    process on the wrong count, so only the main thread changes it: a single-threaded program (the CLI, a
+    script, the benches) gets the faster setting, and decodes on other threads (the service's workers,
+    a caller's thread pool) run with the process's own, which the service sets once at start
+    (``STRATA_BLAS_THREADS``; one thread when it runs a worker per core).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield
+
+
+@lru_cache(maxsize=1)
+def _blas_controller() -> ThreadpoolController:
+    """The thread pools of the BLAS libraries loaded (numpy's is, by the time a block is refined); building one
+    scans the process's libraries, so it is built once."""
+    return ThreadpoolController()
 
 
 def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.ndarray,
@@ -203,9 +230,9 @@ class _Operators:
 
     Both products are small (``[F, ≤513] @ [≤513, 80]`` and back) and run through BLAS: 0.8 ms for the
     two on a 582-frame block (512 and the margins of 8 iterations) on one thread, against 1.9 ms for the
-    same maps as gathers and segmented sums. They run on one BLAS thread (:func:`refine_block`): between
-    the vocoder's onnxruntime calls, a second BLAS thread made a whole decode slower, not faster (with
-    Vocos + 8 iterations, 19.2 against 17.2 ms per second of audio on two cores).
+    same maps as gathers and segmented sums. Between the vocoder's onnxruntime calls, a second BLAS thread
+    made a whole decode slower, not faster (Vocos + 8 iterations: 19.2 against 17.2 ms per second of audio
+    on two cores), so they run on one where that can be set safely (:func:`_one_blas_thread`).
     """
 
     window: np.ndarray  # [n_fft] float32

@@ -5,7 +5,7 @@
     WAV/FLAC/OGG ─►─ read_audio (≤ max_audio_seconds, ≤ max_audio_channels; block by block) ─►─ mono, 22 050 Hz
         ─►─ AudioCodec.encode ─►─ codes ─►─ stream                                   (audio:compress / :encode)
     stream / codes ─►─ AudioCodec.decode_mel ─►─ log-mel [80, frames] ─►─ .npy             (output=mel)
-                                             └─►─ HiFi-GAN (+ refine) | Griffin-Lim ─►─ 16-bit WAV @ 22 050 Hz
+                                             └─►─ Vocos | HiFi-GAN (+ refine) | Griffin-Lim ─►─ 16-bit WAV @ 22 050 Hz
 
 Conventions as the image routes (:mod:`strata.server.routes.images`): the model named by ``model`` is
 looked up before the body is read (404; ``audio:decode`` may name it in a JSON body, so it reads
