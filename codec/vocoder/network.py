@@ -24,7 +24,7 @@ from strata.chunking import PendingArray
 from strata.errors import InputError, ModelIntegrityError
 from strata.frontend.audio import DEFAULT_MEL
 from strata.runtime import OnnxNet
-from strata.vocoder.refine import DEFAULT_ITERATIONS, MAX_ITERATIONS
+from strata.vocoder.refine import DEFAULT_ITERATIONS, DEFAULT_MOMENTUM, MAX_ITERATIONS, check_momentum
 from strata.vocoder.stream import DcStream, RefineStream
 
 CHUNK_FRAMES = 512  # frames kept per network call (≈ 6 s at 22 050 Hz; windows add 2 × receptive field)
@@ -41,6 +41,7 @@ class NetworkVocoder:
     hop: int = 256  # output samples per mel frame
     remove_dc: bool = True  # subtract the output's running DC offset (strata.vocoder.dc)
     refine: int = DEFAULT_ITERATIONS  # mel-consistency iterations by default (strata.vocoder.refine; 0: none)
+    momentum: float = DEFAULT_MOMENTUM  # the refinement's acceleration (strata.vocoder.refine.refine_block)
 
     def __post_init__(self) -> None:
         for name, value, low in (
@@ -52,6 +53,7 @@ class NetworkVocoder:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InputError(f"{name} must be an integer ≥ {low}, got {value!r}")
         self._iterations(self.refine)
+        check_momentum(self.momentum)
 
     @property
     def provider(self) -> str:
@@ -114,7 +116,7 @@ class NetworkVocoder:
         total = m.shape[1] * self.hop
         dc = DcStream(total, self.hop) if self.remove_dc else None
         iterations = self.iterations(m.shape[1], refine)
-        refiner = RefineStream(m, total, iterations) if iterations else None
+        refiner = RefineStream(m, total, iterations, momentum=self.momentum) if iterations else None
         return self._pipeline(self._waveform(m), dc, refiner)
 
     def _waveform(self, m: np.ndarray | PendingArray) -> Iterator[np.ndarray]:

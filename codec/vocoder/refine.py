@@ -9,15 +9,19 @@ in the mel's own terms, keeping the vocoder's phase and fine structure::
     x ─► STFT (the frontend's framing) ─► |X| ─► log-mel of x ─► band gains g = exp(target − log-mel x)
       ─► gains per FFT bin (the filterbank's weights) ─► X · g ─► inverse STFT (weighted overlap-add) ─► x'
 
-A band's gain is at most ``max_boost`` (+40 dB) over all iterations together: refinement corrects
-an envelope, it does not make sound out of the float noise of a silent output (which would also make
-the result depend on that noise). Its attenuation is at most ``max_cut`` (−20 dB) per iteration, so
-a buzz in a pause the mel says is silent can go. A bin between bands takes
+A band's gain is at most ``max_boost`` (+40 dB) over all iterations together, the momentum's
+extrapolations counted: refinement corrects an envelope, it does not make sound out of the float
+noise of a silent output (which would also make the result depend on that noise). Its attenuation is at most
+``max_cut`` (−20 dB) per iteration, so a buzz in a pause the mel says is silent can go. A bin between bands takes
 the average of its bands' log gains weighted by the filterbank; a bin no band covers (0 Hz, and
 above ``fmax``) takes the gain of the nearest band, so silence the mel asks for is silence across
 the whole spectrum. It is Griffin-Lim's projection with the mel in place of a full magnitude, started
 from the network's output instead of random phase: the network supplies what the mel cannot (the
-harmonics and phase), the iterations correct the envelope it got wrong.
+harmonics and phase), the iterations correct the envelope it got wrong. Each iteration after the
+first starts from its predecessor's output pushed on along the last step (momentum α = 0.9, the
+acceleration of fast Griffin-Lim): on held-out speech through the codec, 10 iterations with it score
+PESQ-WB 2.54 at 3 layers and 2.77 at 4, against 2.43 and 2.55 without, and 2.46 and 2.58 for 32 plain
+iterations (``bench/vocoder_codec.py``; ``docs/notes/audio-decoder.md``).
 
 On 12 speech test clips (true mel), PESQ-WB of the shipped generator goes 1.76 → 2.28 / 2.53 / 2.69
 / 2.83 / 3.00 after 1 / 2 / 4 / 8 / 16 iterations, at about 0.7 ms per second of audio each
@@ -44,6 +48,7 @@ from strata.frontend.audio import DEFAULT_MEL, MelConfig, hann_window, mel_filte
 from threadpoolctl import ThreadpoolController
 
 DEFAULT_ITERATIONS = 8  # what the served HiFi-GAN runs (see the module doc for the measurements)
+DEFAULT_MOMENTUM = 0.9  # fast Griffin-Lim's acceleration of the iterations (chosen on held-out clips)
 MAX_ITERATIONS = 32
 MAX_BOOST = 100.0  # a band's gain over all iterations together: at most +40 dB
 MAX_CUT = 10.0  # a band's attenuation per iteration: at most −20 dB
@@ -63,15 +68,17 @@ def margin_frames(iterations: int, cfg: MelConfig = DEFAULT_MEL) -> int:
 
 def refine(audio: np.ndarray, log_mel: np.ndarray, iterations: int, cfg: MelConfig = DEFAULT_MEL, *,
            max_boost: float = MAX_BOOST, max_cut: float = MAX_CUT, block_frames: int = BLOCK_FRAMES,
-           in_place: bool = False) -> np.ndarray:
+           in_place: bool = False, momentum: float = DEFAULT_MOMENTUM) -> np.ndarray:
     """``iterations`` rounds of mel-consistency refinement of ``audio`` (float ``[T]``) → float32 ``[T]``.
 
     ``log_mel`` is the target, ``[n_mels, frames_for(T)]`` (the frontend's log-mel of a ``T``-sample
     sound; a vocoder's ``F · hop`` samples for ``F`` frames). A band's gain is at most ``max_boost`` over
     all iterations (so float noise where the vocoder is silent is not blown up into sound) and at least
     ``1 / max_cut`` per iteration. ``in_place`` writes into ``audio`` (a float32 array) instead of a copy;
-    ``iterations=0`` returns it (or a float32 copy) untouched, without looking at ``log_mel``. Raises
-    :class:`InputError` for NaN or infinite samples, and for a ``cfg`` whose frames are not whole hops.
+    ``iterations=0`` returns it (or a float32 copy) untouched, without looking at ``log_mel``. ``momentum``
+    (0 ≤ α < 1) extrapolates each iteration's input from the last two outputs (:func:`refine_block`; 0: plain
+    projections). Raises :class:`InputError` for NaN or infinite samples, a momentum outside [0, 1), and a
+    ``cfg`` whose frames are not whole hops.
     """
     x = np.asarray(audio)
     m = np.asarray(log_mel)
@@ -86,6 +93,7 @@ def refine(audio: np.ndarray, log_mel: np.ndarray, iterations: int, cfg: MelConf
             raise InputError(f"{name} must be a number in 1..{MAX_GAIN_LIMIT:g}, got {value!r}")
     if isinstance(block_frames, bool) or not isinstance(block_frames, Integral) or block_frames < 1:
         raise InputError(f"block_frames must be an integer >= 1, got {block_frames!r}")
+    check_momentum(momentum)
     if cfg.n_fft % cfg.hop or (cfg.n_fft - cfg.hop) % 2:
         raise InputError(f"refinement needs n_fft a multiple of hop and n_fft − hop even (whole-hop frames), "
                          f"got n_fft {cfg.n_fft}, hop {cfg.hop}")
@@ -124,23 +132,41 @@ def refine(audio: np.ndarray, log_mel: np.ndarray, iterations: int, cfg: MelConf
             seg[: left.size] = left
         keep_stop = x.size if b == frames else b * hop
         left = x[max(0, b - margin) * hop : b * hop].copy() if b < frames else None
-        seg = refine_block(seg, m[:, lo:hi], iterations, cfg, limits)
+        seg = refine_block(seg, m[:, lo:hi], iterations, cfg, limits, momentum)
         x[a * hop : keep_stop] = seg[a * hop - start : keep_stop - start]
     return x
 
 
+def check_momentum(momentum: float) -> float:
+    """``momentum`` as a float in [0, 1), or :class:`InputError`."""
+    if isinstance(momentum, bool) or not isinstance(momentum, Real) or not 0.0 <= momentum < 1.0:
+        raise InputError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    return float(momentum)
+
+
 def refine_block(seg: np.ndarray, target: np.ndarray, iterations: int, cfg: MelConfig,
-                 limits: tuple[float, float]) -> np.ndarray:
+                 limits: tuple[float, float], momentum: float = DEFAULT_MOMENTUM) -> np.ndarray:
     """``iterations`` rounds on one block with its margins (float32 ``seg``, ``target`` its frames of the log-mel).
 
     The step of :func:`refine` and :class:`strata.vocoder.stream.RefineStream`, which cut the blocks; no checks.
-    ``limits``: ``(log max_boost, log max_cut)``.
+    ``limits``: ``(log max_boost, log max_cut)``. With ``momentum`` α, each round after the first starts from
+    ``y_n + α (y_n − y_{n−1})``, the last two rounds' outputs (the acceleration of fast Griffin-Lim, Perraudin
+    et al. 2013); the block's result is the last round's output itself. A sample still depends only on the
+    samples within ``n_fft`` of it per round, so the margins of :func:`margin_frames` hold.
     """
     cumulative = np.zeros((target.shape[1], cfg.n_mels), dtype=np.float32)  # each band's log gain so far
+    origin: list[np.ndarray] = []  # each band's log level in the block as it came (set by the first round)
     norm = _norm(seg.size, cfg)
+    previous = seg
     with _one_blas_thread():
-        for _ in range(iterations):
-            seg = _iterate(seg, target, cfg, cumulative, limits, norm)
+        for i in range(iterations):
+            out, step = _iterate(seg, target, cfg, cumulative, origin, limits, norm)
+            if momentum and i + 1 < iterations:
+                seg = out + np.float32(momentum) * (out - previous)
+                cumulative += np.float32(momentum) * step  # the extrapolation carries the last gains on
+            else:
+                seg = out
+            previous = out
     return seg
 
 
@@ -168,12 +194,17 @@ def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.ndarray,
-             limits: tuple[float, float], norm: _Norm) -> np.ndarray:
+def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.ndarray, origin: list[np.ndarray],
+             limits: tuple[float, float], norm: _Norm) -> tuple[np.ndarray, np.ndarray]:
     """One refinement of the float32 segment ``x`` towards ``target`` ``[n_mels, frames_for(len(x))]``.
 
-    ``cumulative`` ``[frames, n_mels]``: the log gains applied so far, updated in place; ``limits``:
-    ``(log max_boost, log max_cut)``; ``norm``: :func:`_norm` of the segment's length.
+    A band's gain is bounded twice: the log gains applied so far (``cumulative`` ``[frames, n_mels]``,
+    updated in place) add up to at most ``log max_boost``, and the band may not end more than that above
+    its level before the first round (``origin``: empty in the first round, which fills it with its
+    input's). The second bound is what holds with momentum, whose extrapolations between rounds add
+    energy that no gain accounts for when successive outputs are unrelated (noise). ``limits``: ``(log
+    max_boost, log max_cut)``; ``norm``: :func:`_norm` of the segment's length. Returns the refined
+    segment and this round's log gains ``[frames, n_mels]``.
     """
     n, hop, pad = cfg.n_fft, cfg.hop, cfg.pad
     ops = _operators(cfg)
@@ -183,7 +214,10 @@ def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.n
     spec = scipy.fft.rfft(frames * window, axis=-1)  # [F, bins] complex64
     mel = np.log(np.maximum(ops.mel(np.abs(spec)), np.float32(cfg.log_floor)))  # [F, n_mels]
     step = np.clip(target.T - mel, -limits[1], None)
+    if not origin:
+        origin.append(mel)
     np.minimum(step, limits[0] - cumulative, out=step)  # the boost left to this band
+    np.minimum(step, limits[0] - (mel - origin[0]), out=step)  # and to its level
     cumulative += step
     gain = np.exp(ops.spread(step))
     spec *= gain
@@ -198,7 +232,7 @@ def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.n
     out *= norm.inverse
     if norm.uncovered.size:  # a tail shorter than a hop that no frame reaches keeps its samples
         out[norm.uncovered] = x[norm.uncovered]
-    return out
+    return out, step
 
 
 @dataclass(frozen=True)
@@ -281,4 +315,5 @@ def _operators(cfg: MelConfig) -> _Operators:
     return ops
 
 
-__all__ = ["DEFAULT_ITERATIONS", "MAX_BOOST", "MAX_CUT", "MAX_ITERATIONS", "frames_for", "margin_frames", "refine"]
+__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_MOMENTUM", "MAX_BOOST", "MAX_CUT", "MAX_ITERATIONS", "check_momentum",
+           "frames_for", "margin_frames", "refine", "refine_block"]

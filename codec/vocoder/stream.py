@@ -19,7 +19,16 @@ from strata.chunking import PendingArray
 from strata.errors import InputError
 from strata.frontend.audio import DEFAULT_MEL, MelConfig
 from strata.vocoder.dc import frame_means, smooth
-from strata.vocoder.refine import BLOCK_FRAMES, MAX_BOOST, MAX_CUT, frames_for, margin_frames, refine_block
+from strata.vocoder.refine import (
+    BLOCK_FRAMES,
+    DEFAULT_MOMENTUM,
+    MAX_BOOST,
+    MAX_CUT,
+    check_momentum,
+    frames_for,
+    margin_frames,
+    refine_block,
+)
 
 
 class DcStream:
@@ -80,7 +89,8 @@ class RefineStream:
     """:func:`strata.vocoder.refine.refine` of a ``total``-sample signal towards ``log_mel``, given in pieces."""
 
     def __init__(self, log_mel: np.ndarray | PendingArray, total: int, iterations: int, cfg: MelConfig = DEFAULT_MEL, *,
-                 max_boost: float = MAX_BOOST, max_cut: float = MAX_CUT, block_frames: int = BLOCK_FRAMES) -> None:
+                 max_boost: float = MAX_BOOST, max_cut: float = MAX_CUT, block_frames: int = BLOCK_FRAMES,
+                 momentum: float = DEFAULT_MOMENTUM) -> None:
         if total <= cfg.pad or iterations < 1:
             raise InputError(f"refinement needs more than {cfg.pad} samples and ≥ 1 iteration")
         self.frames = frames_for(total, cfg)
@@ -93,6 +103,7 @@ class RefineStream:
             if m.shape != (cfg.n_mels, self.frames) or not np.isfinite(m).all():
                 raise InputError(f"log-mel must be finite [{cfg.n_mels}, {self.frames}] for {total} samples")
         self.mel, self.total, self.iterations, self.cfg = m, total, iterations, cfg
+        self.momentum = check_momentum(momentum)
         self.limits = float(np.log(max_boost)), float(np.log(max_cut))
         self.margin = margin_frames(iterations, cfg)
         self.block = max(block_frames, 4 * self.margin)  # as refine() chooses it
@@ -115,7 +126,7 @@ class RefineStream:
             if self.offset + self.buffer.size < stop:
                 break
             seg = self.buffer[start - self.offset : stop - self.offset].copy()
-            seg = refine_block(seg, self.mel[:, lo:hi], self.iterations, self.cfg, self.limits)
+            seg = refine_block(seg, self.mel[:, lo:hi], self.iterations, self.cfg, self.limits, self.momentum)
             keep_stop = self.total if b == self.frames else b * hop
             out.append(seg[a * hop - start : keep_stop - start])
             self.next_block = b

@@ -73,7 +73,7 @@ class VocosVocoder(NetworkVocoder):
             raise ModelIntegrityError(f"{path} is not a Vocos export (arch {arch!r}, outputs {outputs})")
         meta = read_metadata(net, path, None, ("n_fft",))
         return cls(net, meta["receptive_field"], chunk_frames, meta["n_mels"], meta["hop"], remove_dc, refine,
-                   meta["n_fft"])
+                   n_fft=meta["n_fft"])
 
     def spectrum(self, window: np.ndarray) -> np.ndarray:
         """The network on one window ``[n_mels, n]``: ``[2, n_fft/2 + 1, n]`` (real, imag)."""
