@@ -19,9 +19,9 @@ the whole spectrum. It is Griffin-Lim's projection with the mel in place of a fu
 from the network's output instead of random phase: the network supplies what the mel cannot (the
 harmonics and phase), the iterations correct the envelope it got wrong. Each iteration after the
 first starts from its predecessor's output pushed on along the last step (momentum α = 0.9, the
-acceleration of fast Griffin-Lim): on held-out speech through the codec, 10 iterations with it score
-PESQ-WB 2.54 at 3 layers and 2.77 at 4, against 2.43 and 2.55 without, and 2.46 and 2.58 for 32 plain
-iterations (``bench/vocoder_codec.py``; ``docs/notes/audio-decoder.md``).
+acceleration of fast Griffin-Lim): on held-out speech through the codec, Vocos + 10 iterations with it
+scores PESQ-WB 2.49 at 3 layers and 2.68 at 4, against 2.43 and 2.55 without (HiFi-GAN + 8: 2.51 and
+2.63, against 2.33 and 2.47), at the same speed (``bench/vocoder_codec.py``; ``docs/notes/audio-decoder.md``).
 
 On 12 speech test clips (true mel), PESQ-WB of the shipped generator goes 1.76 → 2.28 / 2.53 / 2.69
 / 2.83 / 3.00 after 1 / 2 / 4 / 8 / 16 iterations, at about 0.7 ms per second of audio each
