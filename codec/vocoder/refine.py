@@ -211,7 +211,7 @@ def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.n
     window = ops.window
     xp = np.pad(x, (pad, pad), mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(xp, n)[::hop]  # [F, n_fft]
-    spec = scipy.fft.rfft(frames * window, axis=-1)  # [F, bins] complex64
+    spec = scipy.fft.rfft(frames * window, axis=-1, overwrite_x=True)  # [F, bins] complex64
     mel = np.log(np.maximum(ops.mel(np.abs(spec)), np.float32(cfg.log_floor)))  # [F, n_mels]
     step = np.clip(target.T - mel, -limits[1], None)
     if not origin:
@@ -219,13 +219,15 @@ def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.n
     np.minimum(step, limits[0] - cumulative, out=step)  # the boost left to this band
     np.minimum(step, limits[0] - (mel - origin[0]), out=step)  # and to its level
     cumulative += step
-    gain = np.exp(ops.spread(step))
-    spec *= gain
-    y = scipy.fft.irfft(spec, n=n, axis=-1)
+    gain = ops.spread(step)
+    spec *= np.exp(gain, out=gain)
+    y = scipy.fft.irfft(spec, n=n, axis=-1, overwrite_x=True)
     y *= window
-    acc = np.zeros(xp.size, dtype=np.float32)
     count = frames.shape[0]
-    for r in range(-(-n // hop)):  # overlap-add one hop-wide column of every frame at a time
+    acc = np.empty(xp.size, dtype=np.float32)
+    acc[count * hop :] = 0  # the tail past the first columns' reach (the loop adds the later columns into it)
+    acc[: count * hop].reshape(count, hop)[:] = y[:, :hop]  # the first hop-wide column of every frame ...
+    for r in range(1, -(-n // hop)):  # ... then each later one, added one hop further on
         width = min(hop, n - r * hop)
         acc[r * hop : r * hop + count * hop].reshape(count, hop)[:, :width] += y[:, r * hop : r * hop + width]
     out = acc[pad : pad + x.size]
