@@ -11,8 +11,9 @@ in the mel's own terms, keeping the vocoder's phase and fine structure::
 
 A band's gain is at most ``max_boost`` (+40 dB) over all iterations together, the momentum's
 extrapolations counted: refinement corrects an envelope, it does not make sound out of the float
-noise of a silent output (which would also make the result depend on that noise). Its attenuation is at most
-``max_cut`` (−20 dB) per iteration, so a buzz in a pause the mel says is silent can go. A bin between bands takes
+noise of a silent output (which would also make the result depend on that noise). Its attenuation is
+at most ``max_cut`` (−20 dB) per iteration, so a buzz in a pause the mel says is silent can go. A bin
+between bands takes
 the average of its bands' log gains weighted by the filterbank; a bin no band covers (0 Hz, and
 above ``fmax``) takes the gain of the nearest band, so silence the mel asks for is silence across
 the whole spectrum. It is Griffin-Lim's projection with the mel in place of a full magnitude, started
@@ -23,8 +24,9 @@ acceleration of fast Griffin-Lim): on held-out speech through the codec, Vocos +
 scores PESQ-WB 2.49 at 3 layers and 2.68 at 4, against 2.43 and 2.55 without (HiFi-GAN + 8: 2.51 and
 2.63, against 2.33 and 2.47), at the same speed (``bench/vocoder_codec.py``; ``docs/notes/audio-decoder.md``).
 
-On 12 speech test clips (true mel), PESQ-WB of the shipped generator goes 1.76 → 2.28 / 2.53 / 2.69
-/ 2.83 / 3.00 after 1 / 2 / 4 / 8 / 16 iterations, at about 0.7 ms per second of audio each
+On 12 speech test clips (true mel), PESQ-WB of the shipped HiFi-GAN generator went 1.76 → 2.28 / 2.53 /
+2.69 / 2.83 / 3.00 after 1 / 2 / 4 / 8 / 16 plain iterations (before momentum), at about 0.7 ms per second
+of audio each
 (``python bench/vocoder_bands.py --limit 12 --refine 1 2 4 16``, ``bench/speed_audio.py``).
 
 Memory is bounded: the signal is refined in blocks of ``block_frames`` frames, each with a margin of
