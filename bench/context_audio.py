@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from strata.audio import AudioCodec
-from strata.frontend.audio import list_audio, read_audio_file
+from strata.frontend.audio import read_audio_file
 from strata.registry import Registry
 from strata.train.context import ContextTrainConfig, fit_layer
-from strata.train.data import split_heldout
+from strata.train.data import split_sets
 
 
 def main() -> None:
@@ -40,11 +40,8 @@ def main() -> None:
     registry = Registry()
     codec = AudioCodec.load(registry, args.model or registry.default("audio").name)
     cfg = codec.entry.extra.get("config", {})
-    train_files, held_files = [], []
-    for s in cfg.get("sets", ["speech", "environment"]):
-        a, b = split_heldout(list_audio(args.data / s / "train"), float(cfg.get("heldout", 0.1)))
-        train_files += a
-        held_files += b
+    train_files, held_files = split_sets(args.data, cfg.get("sets", ["speech", "environment"]),
+                                         float(cfg.get("heldout", 0.1)))
     t0 = time.perf_counter()
     train = [codec.encode(read_audio_file(f)).codes.astype(np.int64) for f in train_files]
     held = [codec.encode(read_audio_file(f)).codes.astype(np.int64) for f in held_files]

@@ -119,8 +119,9 @@ def tiny_audio_registry(tmp_path_factory):
 
     from strata.export.audio import export_audio_model
     from strata.export.vocoder import export_vocoder
+    from strata.frontend.audio import list_audio
     from strata.registry import Registry
-    from strata.train.audio import AudioTrainConfig, MelAutoencoder, band_stats, clip_mels, list_audio
+    from strata.train.audio import AudioTrainConfig, MelAutoencoder, band_stats, clip_mels
     from strata.train.nets.hifigan_model import Generator, HiFiGANConfig
     from strata.train.nets.melcodec import MelNetConfig
     from strata.train.quantize.rvq import RVQConfig

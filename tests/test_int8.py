@@ -155,12 +155,22 @@ def test_service_decodes_sound_with_int8_where_asked(int8_audio_registry, tiny_a
     assert codec8.decompress_mel(stream).tobytes() in mels["int8"]
 
 
-def test_audio_export_refuses_a_folder_without_training_sounds(int8_audio_registry, tmp_path):
+def test_audio_export_refuses_a_folder_without_training_sounds(int8_audio_registry, tmp_path, capsys):
     from strata.cli import main
 
+    from tests.conftest import flac_bytes
+
     (tmp_path / "empty").mkdir()
-    assert main(["--models", str(int8_audio_registry.root), "export", "int8", "--name", "tiny-audio",
-                 "--calibration", str(tmp_path / "empty")]) == 1
+    argv = ["--models", str(int8_audio_registry.root), "export", "int8", "--name", "tiny-audio", "--calibration"]
+    assert main([*argv, str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert "no audio folder" in err and "speech/train" in err
+    for s in ("speech", "environment"):  # only clips too short to calibrate on
+        (tmp_path / "short" / s / "train").mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "short" / s / "train" / f"{i}.flac").write_bytes(flac_bytes(np.zeros(1000, np.float32)))
+    assert main([*argv, str(tmp_path / "short")]) == 1
+    assert "no calibration clip" in capsys.readouterr().err
 
 
 def test_cli_decodes_sound_with_int8_where_asked(int8_audio_registry, tmp_path):

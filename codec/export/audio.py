@@ -42,10 +42,9 @@ from strata.export.common import (
     save_codebooks,
     save_compact_checkpoint,
 )
-from strata.frontend.audio import list_audio
 from strata.registry import FileRef, ModelEntry, Registry, serving_roles, weights_hash
 from strata.train.audio import AudioTrainConfig, MelAutoencoder, clip_mels, read_checkpoint
-from strata.train.data import split_heldout
+from strata.train.data import split_sets
 
 
 def load_audio_checkpoint(path: Path) -> tuple[MelAutoencoder, AudioTrainConfig, dict]:
@@ -150,11 +149,7 @@ def export_audio_model(
     # Codes through the exact serving path (ONNX g_a + numpy search) to fit the prior on.
     L, K = cfg.quantizer_config.layers, cfg.quantizer_config.codebook_size
     quantizer = ResidualCodebooks(codebooks)
-    train_files, held_files = [], []
-    for s in cfg.sets:
-        tr, he = split_heldout(list_audio(Path(data) / s / "train"), cfg.heldout)
-        train_files += tr
-        held_files += he
+    train_files, held_files = split_sets(Path(data), cfg.sets, cfg.heldout)
     train_codes = [analyse_mel(analysis, quantizer, m, tf) for m in clip_mels(train_files, cache)]
     held_codes = [analyse_mel(analysis, quantizer, m, tf) for m in clip_mels(held_files, cache)]
     kinds = fit_priors(train_codes, held_codes, [K] * L, out)
@@ -246,10 +241,12 @@ def replace_vocoder(models_dir: Path, name: str, vocoder_dir: Path, description:
         _keep_vocoder_checkpoint(vocoder_dir, Path(checkpoints_dir) / name, f"{role}.pt")
     files = dict(entry.files)
     files.update(file_refs(models_dir, out, [(role, filename)]))
-    extra = {**entry.extra, "vocoder": arch.value} if make_default else dict(entry.extra)
-    tuned = {k: v for k, v in extra.get("refine", {}).items() if k != arch.value}  # chosen for the old network
-    if "refine" in extra:
-        extra = {**{k: v for k, v in extra.items() if k != "refine"}, **({"refine": tuned} if tuned else {})}
+    extra = dict(entry.extra)
+    if make_default:
+        extra["vocoder"] = arch.value
+    tuned = {k: v for k, v in extra.pop("refine", {}).items() if k != arch.value}  # chosen for the old network
+    if tuned:
+        extra["refine"] = tuned
     new = dataclasses.replace(entry, files=files, extra=extra,
                               description=entry.description if description is None else description)
     register(models_dir, new, make_default=False)
@@ -271,7 +268,7 @@ def set_default_vocoder(models_dir: Path, name: str, vocoder: str, refine: int |
     """
     from numbers import Integral
 
-    from strata.audio import AudioCodec, Vocoder
+    from strata.audio import Vocoder, entry_vocoders
     from strata.vocoder.refine import MAX_ITERATIONS
 
     models_dir = Path(models_dir)
@@ -282,10 +279,10 @@ def set_default_vocoder(models_dir: Path, name: str, vocoder: str, refine: int |
         chosen = Vocoder(vocoder)
     except ValueError:
         raise ValueError(f"unknown vocoder {vocoder!r}; one of {', '.join(v.value for v in Vocoder)}") from None
-    codec = AudioCodec.load(Registry(models_dir), name)
-    if chosen not in codec.vocoders:
+    vocoders = entry_vocoders(entry)
+    if chosen not in vocoders:
         raise ValueError(f"model {name!r} has no {chosen.value} network (it has "
-                         f"{', '.join(v.value for v in codec.vocoders)})")
+                         f"{', '.join(v.value for v in vocoders)})")
     extra = {**entry.extra, "vocoder": chosen.value}
     if refine is not None:
         if chosen is Vocoder.GRIFFINLIM:

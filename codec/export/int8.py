@@ -69,19 +69,12 @@ def _audio_latents(registry: Registry, name: str, calibration: Path, clips: int,
     """Latents of the first ``seconds`` of ``clips`` training clips spread evenly over the model's sets (the files
     its training did not hold out, under ``<calibration>/<set>/train/``)."""
     from strata.audio import SAMPLE_RATE, AudioCodec
-    from strata.frontend.audio import list_audio, read_audio_file
-    from strata.train.data import split_heldout
+    from strata.frontend.audio import read_audio_file
+    from strata.train.data import split_sets
 
     codec = AudioCodec.load(registry, name, rdo_lambda=0.0)
     cfg = codec.entry.extra.get("config", {})
-    files: list[Path] = []
-    for s in cfg.get("sets", ["speech", "environment"]):
-        folder = Path(calibration) / s / "train"
-        if folder.is_dir():
-            files += split_heldout(list_audio(folder), float(cfg.get("heldout", 0.1)))[0]
-    if not files:
-        raise ValueError(f"no calibration sounds in {calibration}/<set>/train/ (sets "
-                         f"{', '.join(cfg.get('sets', ['speech', 'environment']))})")
+    files = split_sets(Path(calibration), cfg.get("sets", ["speech", "environment"]), float(cfg.get("heldout", 0.1)))[0]
     chosen = [files[i] for i in np.linspace(0, len(files) - 1, min(clips, len(files))).round().astype(int)]
     latents = []
     for path in chosen:

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from strata.frontend.audio import DEFAULT_MEL, list_audio, log_mel
+from strata.frontend.audio import DEFAULT_MEL, log_mel
 from strata.train.checkpoint import read_checkpoint as read_torch_checkpoint
-from strata.train.data import load_audio, split_heldout
+from strata.train.data import load_audio, split_sets
 from strata.train.loop import Objective, fit, start
 from strata.train.nets.melcodec import MelAnalysis, MelNetConfig, MelSynthesis
 from strata.train.quantize.families import build_quantizer
@@ -213,13 +213,10 @@ def train(
 ) -> Path:
     """Train (or resume) in ``run_dir``; returns the path of ``best.pt`` (lower score is better)."""
     run_dir, device = start(run_dir, cfg.threads, cfg.seed)
-    train_files, held_files = [], []
     for s in cfg.sets:
         if "test" in Path(s).parts:
             raise ValueError(f"set {s!r} names a test split: test data is for evaluation only")
-        tr, he = split_heldout(list_audio(Path(cfg.data) / s / "train"), cfg.heldout)
-        train_files += tr
-        held_files += he
+    train_files, held_files = split_sets(Path(cfg.data), cfg.sets, cfg.heldout)
     cache = run_dir / "cache"
     train_mels, held_mels = clip_mels(train_files, cache), clip_mels(held_files, cache)
     crops = RandomMelCrops(train_mels, cfg.crop, cfg.gain_db, seed=cfg.seed)

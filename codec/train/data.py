@@ -9,11 +9,12 @@ once to float32. Both decoded sets are cached as ``.npz`` files beside the run.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from strata.frontend.audio import DEFAULT_MEL, read_audio_file
+from strata.frontend.audio import DEFAULT_MEL, list_audio, read_audio_file
 from strata.frontend.image import list_images
 
 
@@ -96,6 +97,18 @@ def split_heldout(files: list[Path], fraction: float) -> tuple[list[Path], list[
         held.remove(max(held, key=lambda p: heldout_score(p.name)))
     names = {p.name for p in held}
     return [p for p in files if p.name not in names], held
+
+
+def split_sets(data: Path, sets: Sequence[str], fraction: float) -> tuple[list[Path], list[Path]]:
+    """``(train, heldout)`` over the sound sets of ``data``: :func:`split_heldout` of each ``<data>/<set>/train/``
+    folder, concatenated in the order of ``sets`` (``FileNotFoundError`` for a missing or empty folder)."""
+    train: list[Path] = []
+    held: list[Path] = []
+    for s in sets:
+        tr, he = split_heldout(list_audio(Path(data) / s / "train"), fraction)
+        train += tr
+        held += he
+    return train, held
 
 
 def load_audio(

@@ -157,12 +157,12 @@ def refine_block(seg: np.ndarray, target: np.ndarray, iterations: int, cfg: MelC
     samples within ``n_fft`` of it per round, so the margins of :func:`margin_frames` hold.
     """
     cumulative = np.zeros((target.shape[1], cfg.n_mels), dtype=np.float32)  # each band's log gain so far
-    origin: list[np.ndarray] = []  # each band's log level in the block as it came (set by the first round)
+    origin = None  # each band's log level in the block as it came (the first round's measurement)
     norm = _norm(seg.size, cfg)
     previous = seg
     with _one_blas_thread():
         for i in range(iterations):
-            out, step = _iterate(seg, target, cfg, cumulative, origin, limits, norm)
+            out, step, origin = _iterate(seg, target, cfg, cumulative, origin, limits, norm)
             if momentum and i + 1 < iterations:
                 seg = out + np.float32(momentum) * (out - previous)
                 cumulative += np.float32(momentum) * step  # the extrapolation carries the last gains on
@@ -196,17 +196,17 @@ def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.ndarray, origin: list[np.ndarray],
-             limits: tuple[float, float], norm: _Norm) -> tuple[np.ndarray, np.ndarray]:
+def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.ndarray, origin: np.ndarray | None,
+             limits: tuple[float, float], norm: _Norm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One refinement of the float32 segment ``x`` towards ``target`` ``[n_mels, frames_for(len(x))]``.
 
     A band's gain is bounded twice: the log gains applied so far (``cumulative`` ``[frames, n_mels]``,
     updated in place) add up to at most ``log max_boost``, and the band may not end more than that above
-    its level before the first round (``origin``: empty in the first round, which fills it with its
-    input's). The second bound is what holds with momentum, whose extrapolations between rounds add
-    energy that no gain accounts for when successive outputs are unrelated (noise). ``limits``: ``(log
+    its level before the first round (``origin``; ``None`` in the first round, whose input's level it
+    is). The second bound is what holds with momentum, whose extrapolations between rounds add energy
+    that no gain accounts for when successive outputs are unrelated (noise). ``limits``: ``(log
     max_boost, log max_cut)``; ``norm``: :func:`_norm` of the segment's length. Returns the refined
-    segment and this round's log gains ``[frames, n_mels]``.
+    segment, this round's log gains ``[frames, n_mels]`` and ``origin``.
     """
     n, hop, pad = cfg.n_fft, cfg.hop, cfg.pad
     ops = _operators(cfg)
@@ -216,10 +216,10 @@ def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.n
     spec = scipy.fft.rfft(frames * window, axis=-1, overwrite_x=True)  # [F, bins] complex64
     mel = np.log(np.maximum(ops.mel(np.abs(spec)), np.float32(cfg.log_floor)))  # [F, n_mels]
     step = np.clip(target.T - mel, -limits[1], None)
-    if not origin:
-        origin.append(mel)
+    if origin is None:
+        origin = mel
     np.minimum(step, limits[0] - cumulative, out=step)  # the boost left to this band
-    np.minimum(step, limits[0] - (mel - origin[0]), out=step)  # and to its level
+    np.minimum(step, limits[0] - (mel - origin), out=step)  # and to its level
     cumulative += step
     gain = ops.spread(step)
     spec *= np.exp(gain, out=gain)
@@ -236,7 +236,7 @@ def _iterate(x: np.ndarray, target: np.ndarray, cfg: MelConfig, cumulative: np.n
     out *= norm.inverse
     if norm.uncovered.size:  # a tail shorter than a hop that no frame reaches keeps its samples
         out[norm.uncovered] = x[norm.uncovered]
-    return out, step
+    return out, step, origin
 
 
 @dataclass(frozen=True)
